@@ -1,0 +1,305 @@
+//! Everything that touches aya: loading the eBPF object with the running
+//! kernel's offsets, choosing and attaching a probe back-end, and handing out
+//! the ring buffer and counters. No other module talks to the kernel's BPF API.
+
+use std::fmt;
+
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{FEntry, FExit, ProgramError, TracePoint},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use copytrace_common::{backend, counter, KernelOffsets, ProbeConfig};
+
+use crate::btf::{Btf, BtfError};
+use crate::offsets;
+use crate::tracefs::{self, TracefsError};
+
+/// The compiled eBPF programs (built by build.rs through aya-build).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/copytrace"));
+
+/// The kernel function every copy_file_range, from syscalls or in-kernel callers, goes through.
+pub const VFS_FUNCTION: &str = "vfs_copy_file_range";
+
+/// The syscall wrapper the fentry back-end hooks to see calls rejected before the VFS.
+pub const SYSCALL_WRAPPER: &str = "__x64_sys_copy_file_range";
+
+/// Which back-end to use, as asked on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeChoice {
+    /// fentry where the kernel allows it, else tracepoints.
+    Auto,
+    /// fentry/fexit on the syscall wrapper and vfs_copy_file_range.
+    Fentry,
+    /// syscalls:sys_enter/exit_copy_file_range tracepoints.
+    Tracepoint,
+}
+
+/// The back-end actually attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// fentry/fexit programs.
+    Fentry,
+    /// Syscall tracepoints.
+    Tracepoint,
+}
+
+impl Attached {
+    /// Stable lowercase name (logs, metrics, doctor).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attached::Fentry => "fentry",
+            Attached::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+impl fmt::Display for Attached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Errors from loading or attaching the probes.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading BTF failed.
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    /// tracefs trouble.
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    /// The caller lacks the capabilities to load BPF programs.
+    #[error("permission denied loading eBPF programs: run as root (or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)")]
+    Permission,
+    /// Creating maps or parsing the object failed.
+    #[error("loading the eBPF object failed")]
+    Object(#[source] EbpfError),
+    /// A program failed to load or attach.
+    #[error("{backend} back-end: program {program} failed")]
+    Program {
+        backend: &'static str,
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    /// The kernel lacks the function the fentry back-end needs.
+    #[error("fentry back-end: kernel BTF has no function {0}")]
+    NoFunction(&'static str),
+    /// The fentry back-end was forced but refused, with the reason.
+    #[error("fentry back-end refused by this kernel ({0}); use --probe tracepoint")]
+    FentryRefused(Box<LoadError>),
+}
+
+fn is_eperm(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::EPERM) {
+                return true;
+            }
+        }
+        if e.to_string().contains("Operation not permitted") {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn program_error(backend: &'static str, program: &'static str, source: ProgramError) -> LoadError {
+    LoadError::Program {
+        backend,
+        program,
+        source,
+    }
+}
+
+/// Loaded, attached probes. Dropping this detaches them.
+pub struct Probes {
+    ebpf: Ebpf,
+    attached: Attached,
+}
+
+impl Probes {
+    /// Which back-end is attached.
+    pub fn attached(&self) -> Attached {
+        self.attached
+    }
+
+    /// Takes the event ring buffer (once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.ebpf.take_map("EVENTS")?.try_into().ok()
+    }
+
+    /// Takes aya-log's ring buffer for kernel-side log records (once).
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::warn!("kernel-side logging unavailable: {e}");
+                None
+            }
+        }
+    }
+
+    /// Sum over CPUs of a kernel-side counter (see `copytrace_common::counter`).
+    pub fn counter(&self, index: u32) -> u64 {
+        let Some(map) = self.ebpf.map("COUNTERS") else {
+            return 0;
+        };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+            return 0;
+        };
+        arr.get(&index, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or_default()
+    }
+
+    /// Events the ring buffer had no room for.
+    pub fn lost_events(&self) -> u64 {
+        self.counter(counter::LOST)
+    }
+}
+
+/// What to load and for whom.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Back-end choice.
+    pub probe: ProbeChoice,
+    /// Only this process and its descendants (0: all).
+    pub follow_tgid: u32,
+}
+
+/// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.
+fn raise_memlock() {
+    let rl = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) } != 0 {
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn load_object(offsets: &KernelOffsets, config: &ProbeConfig) -> Result<Ebpf, LoadError> {
+    EbpfLoader::new()
+        .override_global("OFFSETS", offsets, true)
+        .override_global("CONFIG", config, true)
+        .load(EBPF_OBJECT)
+        .map_err(|e| {
+            if is_eperm(&e) {
+                LoadError::Permission
+            } else {
+                LoadError::Object(e)
+            }
+        })
+}
+
+fn attach_fentry(offsets: &KernelOffsets, follow_tgid: u32, btf: &Btf) -> Result<Ebpf, LoadError> {
+    for f in [VFS_FUNCTION, SYSCALL_WRAPPER] {
+        if !btf.has_function(f) {
+            return Err(LoadError::NoFunction(f));
+        }
+    }
+    let config = ProbeConfig {
+        follow_tgid,
+        backend: backend::FENTRY,
+        _pad: [0; 3],
+    };
+    let mut ebpf = load_object(offsets, &config)?;
+    let aya_btf = aya::Btf::from_sys_fs().map_err(|e| {
+        LoadError::Btf(BtfError::Read {
+            path: crate::btf::VMLINUX_BTF.to_string(),
+            source: std::io::Error::other(e),
+        })
+    })?;
+    const B: &str = "fentry";
+    for (prog, func, exit) in [
+        ("cfr_wrapper_entry", SYSCALL_WRAPPER, false),
+        ("cfr_wrapper_exit", SYSCALL_WRAPPER, true),
+        ("cfr_vfs_entry", VFS_FUNCTION, false),
+        ("cfr_vfs_exit", VFS_FUNCTION, true),
+    ] {
+        let p = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| program_error(B, prog, ProgramError::NotLoaded))?;
+        let res = if exit {
+            let p: &mut FExit = p.try_into().map_err(|e| program_error(B, prog, e))?;
+            p.load(func, &aya_btf).and_then(|()| p.attach().map(drop))
+        } else {
+            let p: &mut FEntry = p.try_into().map_err(|e| program_error(B, prog, e))?;
+            p.load(func, &aya_btf).and_then(|()| p.attach().map(drop))
+        };
+        res.map_err(|e| program_error(B, prog, e))?;
+    }
+    Ok(ebpf)
+}
+
+fn attach_tracepoints(offsets: &KernelOffsets, follow_tgid: u32) -> Result<Ebpf, LoadError> {
+    let dir = tracefs::ensure_mounted()?;
+    let mut offsets = *offsets;
+    offsets::add_tracepoint_fields(&mut offsets, &dir)?;
+    let config = ProbeConfig {
+        follow_tgid,
+        backend: backend::TRACEPOINT,
+        _pad: [0; 3],
+    };
+    let mut ebpf = load_object(&offsets, &config)?;
+    const B: &str = "tracepoint";
+    for (prog, tp) in [
+        ("cfr_sys_enter", "sys_enter_copy_file_range"),
+        ("cfr_sys_exit", "sys_exit_copy_file_range"),
+    ] {
+        let p = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| program_error(B, prog, ProgramError::NotLoaded))?;
+        let p: &mut TracePoint = p.try_into().map_err(|e| program_error(B, prog, e))?;
+        p.load().map_err(|e| {
+            if is_eperm(&e) {
+                LoadError::Permission
+            } else {
+                program_error(B, prog, e)
+            }
+        })?;
+        p.attach("syscalls", tp)
+            .map_err(|e| program_error(B, prog, e))?;
+    }
+    Ok(ebpf)
+}
+
+/// Loads the programs and attaches the chosen (or first working) back-end.
+pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
+    raise_memlock();
+    let btf = Btf::from_sys_fs()?;
+    let offsets = offsets::from_btf(&btf)?;
+    log::debug!("kernel offsets from BTF: {offsets:?}");
+    if opts.probe != ProbeChoice::Tracepoint {
+        match attach_fentry(&offsets, opts.follow_tgid, &btf) {
+            Ok(ebpf) => {
+                return Ok(Probes {
+                    ebpf,
+                    attached: Attached::Fentry,
+                })
+            }
+            Err(LoadError::Permission) => return Err(LoadError::Permission),
+            Err(e) if opts.probe == ProbeChoice::Fentry => {
+                return Err(LoadError::FentryRefused(Box::new(e)))
+            }
+            Err(e) => log::info!(
+                "fentry back-end unavailable ({}), falling back to syscall tracepoints",
+                crate::error_chain(&e)
+            ),
+        }
+    }
+    let ebpf = attach_tracepoints(&offsets, opts.follow_tgid)?;
+    Ok(Probes {
+        ebpf,
+        attached: Attached::Tracepoint,
+    })
+}

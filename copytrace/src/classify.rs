@@ -1,0 +1,324 @@
+//! The verdict: what happened in one `copy_file_range` call and why, in words
+//! an operator understands. Pure: a decoded event in, a [`Diagnosis`] out.
+//!
+//! The table, with kernel references, is in docs/verdicts.md. In short, in
+//! order of precedence:
+//! - `error` / `cross_fs`: the call failed (EXDEV is `cross_fs`);
+//! - `silent_zero_copy`: the source sits on a filesystem whose advertised size
+//!   is not its content (procfs, tracefs, cgroupfs…) and the copy stopped at
+//!   that size, reported as success;
+//! - `size_mismatch`: the same for sysfs, whose files all advertise one page;
+//! - `short_write`: fewer bytes than asked while the source had more;
+//! - `cross_fs`: a copy between two filesystems that went through;
+//! - `short_read`: fewer bytes than asked because the source ended;
+//! - `ok`: everything requested was copied, or the source was already at its end.
+
+use serde::Serialize;
+
+use crate::decode::{CopyEvent, FileKind, FileSide};
+use crate::errno;
+use crate::fs_magic::SizeTruth;
+
+/// What copytrace concludes about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Copied what was asked, or legitimately nothing at end of file.
+    Ok,
+    /// Reported success but copied nothing (or stopped at a size that is not the content).
+    SilentZeroCopy,
+    /// sysfs-style file whose advertised size (one page) is not its content.
+    SizeMismatch,
+    /// Short because the source ended.
+    ShortRead,
+    /// Short while the source had more: the destination side stopped it.
+    ShortWrite,
+    /// Between two filesystems: refused with EXDEV, or copied on kernels that allow it.
+    CrossFs,
+    /// Any other failure.
+    Error,
+}
+
+impl Verdict {
+    /// Every verdict, for metric initialisation and docs.
+    pub const ALL: [Verdict; 7] = [
+        Verdict::Ok,
+        Verdict::SilentZeroCopy,
+        Verdict::SizeMismatch,
+        Verdict::ShortRead,
+        Verdict::ShortWrite,
+        Verdict::CrossFs,
+        Verdict::Error,
+    ];
+
+    /// Stable snake_case name (JSON, metric labels, filters).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::SilentZeroCopy => "silent_zero_copy",
+            Verdict::SizeMismatch => "size_mismatch",
+            Verdict::ShortRead => "short_read",
+            Verdict::ShortWrite => "short_write",
+            Verdict::CrossFs => "cross_fs",
+            Verdict::Error => "error",
+        }
+    }
+
+    /// Parses [`Verdict::as_str`] output.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Whether operators should look at it. A short read at the end of a source
+    /// is how every copy loop ends, so it is not.
+    pub fn is_suspicious(self) -> bool {
+        !matches!(self, Verdict::Ok | Verdict::ShortRead)
+    }
+}
+
+/// How the kernel would carry the copy out, predicted from the files'
+/// `f_op` tables (the order `vfs_copy_file_range` tries them in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// The filesystem's own `copy_file_range` op (server-side copy, offload).
+    FsCopy,
+    /// `remap_file_range`: a reflink/clone, falling back to splice if it declines.
+    Remap,
+    /// The generic page-cache splice (`do_splice_direct`).
+    Splice,
+    /// Rejected before any copy was attempted.
+    None,
+}
+
+impl Mechanism {
+    /// Stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::FsCopy => "fs_copy",
+            Mechanism::Remap => "remap",
+            Mechanism::Splice => "splice",
+            Mechanism::None => "none",
+        }
+    }
+}
+
+/// A verdict with its one-line explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnosis {
+    pub verdict: Verdict,
+    /// One line, for humans.
+    pub reason: String,
+    pub mechanism: Mechanism,
+}
+
+fn fs_name(f: Option<&FileSide>) -> &str {
+    f.map_or("?", |f| f.fs.as_str())
+}
+
+fn mechanism(ev: &CopyEvent) -> Mechanism {
+    let (Some(i), Some(o)) = (&ev.file_in, &ev.file_out) else {
+        return Mechanism::None;
+    };
+    if i.kind != FileKind::Regular || o.kind != FileKind::Regular || ev.flags != 0 {
+        return Mechanism::None;
+    }
+    if o.copy_op != 0 && o.copy_op == i.copy_op {
+        Mechanism::FsCopy
+    } else if i.remap_op != 0 && i.dev_raw == o.dev_raw {
+        Mechanism::Remap
+    } else {
+        Mechanism::Splice
+    }
+}
+
+fn side_problem(f: Option<&FileSide>, which: &str, fd: i32) -> Option<String> {
+    match f {
+        None => Some(format!("{which} fd {fd} is not an open file")),
+        Some(f) if f.kind == FileKind::Directory => Some(format!("{which} is a directory")),
+        Some(f) if f.kind != FileKind::Regular => Some(format!(
+            "{which} is a {} on {}: copy_file_range needs regular files; fall back to read/write",
+            f.kind.as_str(),
+            f.fs
+        )),
+        _ => None,
+    }
+}
+
+fn error_reason(ev: &CopyEvent, errno: i64) -> String {
+    let name = errno::label(errno);
+    let fin = ev.file_in.as_ref();
+    let fout = ev.file_out.as_ref();
+    let acc = |f: &FileSide| f.open_flags as i32 & libc::O_ACCMODE;
+    let detail = match errno {
+        e if e == i64::from(libc::EBADF) => {
+            if fin.is_none() {
+                format!("fd_in {} is not open", ev.fd_in)
+            } else if fout.is_none() {
+                format!("fd_out {} is not open", ev.fd_out)
+            } else if fout.is_some_and(|f| f.open_flags as i32 & libc::O_APPEND != 0) {
+                "destination was opened with O_APPEND, which copy_file_range refuses".into()
+            } else if fin.is_some_and(|f| acc(f) == libc::O_WRONLY) {
+                "source is not open for reading".into()
+            } else if fout.is_some_and(|f| acc(f) == libc::O_RDONLY) {
+                "destination is not open for writing".into()
+            } else {
+                "bad file descriptor".into()
+            }
+        }
+        e if e == i64::from(libc::EINVAL) => {
+            if ev.flags != 0 {
+                format!("flags must be 0 (got {:#x})", ev.flags)
+            } else if let Some(p) = side_problem(fin, "source", ev.fd_in)
+                .or_else(|| side_problem(fout, "destination", ev.fd_out))
+            {
+                p
+            } else if fin
+                .zip(fout)
+                .is_some_and(|(a, b)| a.ino == b.ino && a.dev == b.dev)
+            {
+                "source and destination are the same file with overlapping ranges".into()
+            } else {
+                "invalid argument (offsets or length out of range)".into()
+            }
+        }
+        e if e == i64::from(libc::EISDIR) => side_problem(fin, "source", ev.fd_in)
+            .or_else(|| side_problem(fout, "destination", ev.fd_out))
+            .unwrap_or_else(|| "a directory was given".into()),
+        e if e == i64::from(libc::ENOSPC) => {
+            format!("destination filesystem {} is full", fs_name(fout))
+        }
+        e if e == i64::from(libc::EDQUOT) => "destination user's disk quota is exhausted".into(),
+        e if e == i64::from(libc::EFBIG) => {
+            "the copy would exceed the destination's maximum file size (or RLIMIT_FSIZE)".into()
+        }
+        e if e == i64::from(libc::EOVERFLOW) => {
+            "offset plus length overflows the file offset type".into()
+        }
+        e if e == i64::from(libc::EFAULT) => "an offset pointer is not readable".into(),
+        e if e == i64::from(libc::ETXTBSY) => "a file is an active swap file".into(),
+        e if e == i64::from(libc::EPERM) => "a file is immutable or append-only".into(),
+        e if e == i64::from(libc::EOPNOTSUPP) || e == 524 => {
+            "the filesystem does not support this copy; fall back to read/write".into()
+        }
+        e if e == i64::from(libc::EINTR) || e == 512 => "interrupted by a signal".into(),
+        e if e == i64::from(libc::EIO) => "I/O error on a device".into(),
+        e if e == i64::from(libc::ENOMEM) => "kernel out of memory".into(),
+        e if e == i64::from(libc::ENOSYS) => "copy_file_range is not supported here".into(),
+        _ => "failed".into(),
+    };
+    format!("{name}: {detail}")
+}
+
+fn crosses(ev: &CopyEvent) -> Option<(&FileSide, &FileSide)> {
+    match (&ev.file_in, &ev.file_out) {
+        (Some(i), Some(o)) if i.dev_raw != o.dev_raw => Some((i, o)),
+        _ => None,
+    }
+}
+
+/// Classifies one call.
+pub fn classify(ev: &CopyEvent) -> Diagnosis {
+    let mech = mechanism(ev);
+    let diag = |verdict, reason: String| Diagnosis {
+        verdict,
+        reason,
+        mechanism: mech,
+    };
+
+    if let Some(errno) = ev.errno() {
+        let none = |verdict, reason| Diagnosis {
+            verdict,
+            reason,
+            mechanism: Mechanism::None,
+        };
+        if errno == i64::from(libc::EXDEV) {
+            return none(
+                Verdict::CrossFs,
+                format!(
+                    "EXDEV: the kernel refused a copy from {} to {} (since 5.19 only same-type filesystems with their own copy support may cross); fall back to read/write",
+                    fs_name(ev.file_in.as_ref()),
+                    fs_name(ev.file_out.as_ref())
+                ),
+            );
+        }
+        return none(Verdict::Error, error_reason(ev, errno));
+    }
+
+    let copied = ev.ret as u64;
+    if ev.len == 0 {
+        return diag(Verdict::Ok, "zero-length request".into());
+    }
+    let Some(src) = ev.file_in.as_ref() else {
+        return diag(Verdict::Ok, format!("copied {copied} bytes"));
+    };
+    let pos = ev.read_pos().unwrap_or(src.pos);
+    let end = pos.saturating_add(ev.ret);
+    let stopped_at_size = end >= src.size;
+
+    if copied < ev.len {
+        match src.size_truth {
+            SizeTruth::Generated if stopped_at_size => {
+                return diag(
+                    Verdict::SilentZeroCopy,
+                    format!(
+                        "copied {copied} of {} bytes and reported success: {} advertises size {} but generates content on read, so the kernel stopped there; use read/write",
+                        ev.len, src.fs, src.size
+                    ),
+                );
+            }
+            SizeTruth::FixedPage => {
+                return diag(
+                    Verdict::SizeMismatch,
+                    format!(
+                        "copied {copied} of {} bytes: {} files advertise {} bytes whatever their content, so the result cannot be trusted; use read/write",
+                        ev.len, src.fs, src.size
+                    ),
+                );
+            }
+            _ => {}
+        }
+        if !stopped_at_size {
+            return diag(
+                Verdict::ShortWrite,
+                format!(
+                    "copied {copied} of {} bytes while the source had {} more: the destination ({}) stopped the copy (full, quota, size limit or a signal)",
+                    ev.len,
+                    src.size - end,
+                    fs_name(ev.file_out.as_ref())
+                ),
+            );
+        }
+    }
+
+    if let Some((i, o)) = crosses(ev) {
+        return diag(
+            Verdict::CrossFs,
+            format!(
+                "copied {copied} bytes across filesystems ({} {} → {} {}) by {}; kernels since 5.19 refuse such copies from user space with EXDEV",
+                i.fs,
+                i.dev,
+                o.fs,
+                o.dev,
+                mech.as_str()
+            ),
+        );
+    }
+
+    if copied < ev.len {
+        if copied == 0 {
+            return diag(
+                Verdict::Ok,
+                format!("at end of file (position {pos}, size {})", src.size),
+            );
+        }
+        return diag(
+            Verdict::ShortRead,
+            format!(
+                "copied {copied} of {} bytes: the source ended at {} bytes",
+                ev.len, src.size
+            ),
+        );
+    }
+    diag(Verdict::Ok, format!("copied {copied} bytes"))
+}

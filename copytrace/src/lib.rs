@@ -1,0 +1,40 @@
+//! copytrace: watches every `copy_file_range(2)` call and explains the ones
+//! that silently went wrong.
+//!
+//! Data flows one way: [`bpf`] attaches the kernel programs, [`ringbuf_reader`]
+//! reads raw records, [`decode`] types them, [`classify`] gives the verdict
+//! (wrapped with paths and time in [`record`]), and the commands fan records
+//! out to their sinks ([`render`], [`summary`]).
+
+pub mod bpf;
+pub mod btf;
+pub mod classify;
+pub mod cli;
+pub mod commands;
+pub mod decode;
+pub mod doctor;
+pub mod errno;
+pub mod fs_magic;
+pub mod mounts;
+pub mod offsets;
+pub mod record;
+pub mod render;
+pub mod ringbuf_reader;
+pub mod summary;
+pub mod tracefs;
+pub mod watch;
+
+/// An error and its sources on one line, `outer: inner: innermost`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = e.source();
+    }
+    s
+}

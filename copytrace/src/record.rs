@@ -1,0 +1,86 @@
+//! A classified call: the decoded event, its diagnosis, resolved paths and
+//! wall-clock time. This is what every sink (console, JSON, metrics, tail) receives.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::classify::{classify, Diagnosis};
+use crate::decode::CopyEvent;
+use crate::mounts::MountTable;
+
+/// One call, ready to be shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// Wall-clock time of entry, RFC 3339.
+    pub time: String,
+    #[serde(flatten)]
+    pub diagnosis: Diagnosis,
+    /// Absolute source path, when its filesystem is mounted in our namespace.
+    pub path_in: Option<String>,
+    /// Absolute destination path, likewise.
+    pub path_out: Option<String>,
+    /// Duration of the call in nanoseconds.
+    pub latency_ns: u64,
+    #[serde(flatten)]
+    pub event: CopyEvent,
+}
+
+/// Converts kernel monotonic timestamps to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Realtime minus monotonic, in ns, measured once.
+    offset_ns: i128,
+}
+
+impl Clock {
+    /// Measures the realtime/monotonic offset now.
+    pub fn new() -> Self {
+        let mut mono = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointer; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut mono) };
+        let real = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i128;
+        let mono = mono.tv_sec as i128 * 1_000_000_000 + mono.tv_nsec as i128;
+        Self {
+            offset_ns: real - mono,
+        }
+    }
+
+    /// Wall-clock time of a monotonic timestamp.
+    pub fn wall(&self, mono_ns: u64) -> SystemTime {
+        let ns = (mono_ns as i128 + self.offset_ns).max(0) as u128;
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.min(u64::MAX as u128) as u64)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Record {
+    /// Classifies `event` and resolves its paths.
+    pub fn new(event: CopyEvent, mounts: &mut MountTable, clock: &Clock) -> Self {
+        let diagnosis = classify(&event);
+        let path = |mounts: &mut MountTable, f: Option<&crate::decode::FileSide>| {
+            f.and_then(|f| mounts.resolve(&f.dev, &f.fs_path))
+        };
+        let path_in = path(mounts, event.file_in.as_ref());
+        let path_out = path(mounts, event.file_out.as_ref());
+        Self {
+            time: humantime::format_rfc3339_micros(clock.wall(event.start_ns)).to_string(),
+            diagnosis,
+            path_in,
+            path_out,
+            latency_ns: event.latency_ns(),
+            event,
+        }
+    }
+}

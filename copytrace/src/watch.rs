@@ -1,0 +1,102 @@
+//! The pipeline shared by `run` and `trace`: attach probes, then for each
+//! ring-buffer batch decode → classify (in [`Record::new`]) → hand to a sink.
+
+use std::io;
+
+use tokio::io::{unix::AsyncFd, Interest};
+
+use crate::bpf::{self, Attached, LoadError, LoadOptions, Probes};
+use crate::decode::CopyEvent;
+use crate::mounts::MountTable;
+use crate::record::{Clock, Record};
+use crate::ringbuf_reader::RingbufReader;
+
+/// Errors that end a watch.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// Probes could not be loaded or attached.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The event ring buffer is missing from the object (build mismatch).
+    #[error("the eBPF object has no EVENTS ring buffer")]
+    NoRingBuffer,
+    /// Polling the ring buffer failed.
+    #[error("reading the event ring buffer failed")]
+    Read(#[source] io::Error),
+}
+
+/// Attached probes plus everything needed to turn their events into records.
+pub struct Watch {
+    probes: Probes,
+    reader: RingbufReader,
+    mounts: MountTable,
+    clock: Clock,
+    batch: Vec<CopyEvent>,
+}
+
+/// Forwards aya-log records from the kernel programs to the `log` facade.
+fn spawn_kernel_logger(probes: &mut Probes) {
+    let Some(logger) = probes.take_logger() else {
+        return;
+    };
+    // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd owns the logger.
+    let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) })
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.clear_ready();
+            guard.get_inner_mut().flush();
+        }
+    });
+}
+
+impl Watch {
+    /// Loads and attaches the probes. Must run inside a tokio runtime.
+    pub fn start(opts: LoadOptions) -> Result<Self, WatchError> {
+        let mut probes = bpf::load(opts)?;
+        spawn_kernel_logger(&mut probes);
+        let ring = probes.take_events().ok_or(WatchError::NoRingBuffer)?;
+        let reader = RingbufReader::new(ring).map_err(WatchError::Read)?;
+        Ok(Self {
+            probes,
+            reader,
+            mounts: MountTable::load(),
+            clock: Clock::new(),
+            batch: Vec::with_capacity(256),
+        })
+    }
+
+    /// The attached back-end.
+    pub fn attached(&self) -> Attached {
+        self.probes.attached()
+    }
+
+    /// Events the kernel dropped because the ring buffer was full.
+    pub fn lost_events(&self) -> u64 {
+        self.probes.lost_events()
+    }
+
+    fn emit(&mut self, sink: &mut impl FnMut(Record)) {
+        for ev in self.batch.drain(..) {
+            sink(Record::new(ev, &mut self.mounts, &self.clock));
+        }
+    }
+
+    /// Waits for the next batch of calls and passes each to `sink`.
+    pub async fn next_batch(&mut self, sink: &mut impl FnMut(Record)) -> Result<(), WatchError> {
+        self.reader
+            .read_batch(&mut self.batch)
+            .await
+            .map_err(WatchError::Read)?;
+        self.emit(sink);
+        Ok(())
+    }
+
+    /// Passes every call already in the ring buffer to `sink`, without waiting.
+    pub fn drain(&mut self, sink: &mut impl FnMut(Record)) {
+        self.reader.drain(&mut self.batch);
+        self.emit(sink);
+    }
+}
