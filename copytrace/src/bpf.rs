@@ -87,6 +87,9 @@ pub enum LoadError {
     /// The kernel lacks the function the fentry back-end needs.
     #[error("fentry back-end: kernel BTF has no function {0}")]
     NoFunction(&'static str),
+    /// The kernel refuses fentry/fexit programs (EPERM with an empty verifier log).
+    #[error("the kernel refused to load fentry program {0} (EPERM: fentry/fexit are disabled here, e.g. by lockdown or an LSM policy)")]
+    FentryDenied(&'static str),
     /// The fentry back-end was forced but refused, with the reason.
     #[error("fentry back-end refused by this kernel ({0}); use --probe tracepoint")]
     FentryRefused(Box<LoadError>),
@@ -120,12 +123,18 @@ fn program_error(backend: &'static str, program: &'static str, source: ProgramEr
 pub struct Probes {
     ebpf: Ebpf,
     attached: Attached,
+    fallback: Option<String>,
 }
 
 impl Probes {
     /// Which back-end is attached.
     pub fn attached(&self) -> Attached {
         self.attached
+    }
+
+    /// Why the fentry back-end was not used, when `auto` fell back.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// Takes the event ring buffer (once).
@@ -236,7 +245,13 @@ fn attach_fentry(offsets: &KernelOffsets, follow_tgid: u32, btf: &Btf) -> Result
             let p: &mut FEntry = p.try_into().map_err(|e| program_error(B, prog, e))?;
             p.load(func, &aya_btf).and_then(|()| p.attach().map(drop))
         };
-        res.map_err(|e| program_error(B, prog, e))?;
+        res.map_err(|e| {
+            if is_eperm(&e) {
+                LoadError::FentryDenied(prog)
+            } else {
+                program_error(B, prog, e)
+            }
+        })?;
     }
     Ok(ebpf)
 }
@@ -279,27 +294,31 @@ pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
     let btf = Btf::from_sys_fs()?;
     let offsets = offsets::from_btf(&btf)?;
     log::debug!("kernel offsets from BTF: {offsets:?}");
+    let mut fallback = None;
     if opts.probe != ProbeChoice::Tracepoint {
         match attach_fentry(&offsets, opts.follow_tgid, &btf) {
             Ok(ebpf) => {
                 return Ok(Probes {
                     ebpf,
                     attached: Attached::Fentry,
+                    fallback: None,
                 })
             }
             Err(LoadError::Permission) => return Err(LoadError::Permission),
             Err(e) if opts.probe == ProbeChoice::Fentry => {
                 return Err(LoadError::FentryRefused(Box::new(e)))
             }
-            Err(e) => log::info!(
-                "fentry back-end unavailable ({}), falling back to syscall tracepoints",
-                crate::error_chain(&e)
-            ),
+            Err(e) => {
+                let why = crate::error_chain(&e);
+                log::debug!("fentry back-end unavailable ({why}), using syscall tracepoints");
+                fallback = Some(why);
+            }
         }
     }
     let ebpf = attach_tracepoints(&offsets, opts.follow_tgid)?;
     Ok(Probes {
         ebpf,
         attached: Attached::Tracepoint,
+        fallback,
     })
 }

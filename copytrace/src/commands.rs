@@ -9,9 +9,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::bpf::LoadOptions;
 use crate::cli::{RunArgs, TraceArgs};
+use crate::record::Record;
 use crate::render::{self, Format};
 use crate::summary::Summary;
-use crate::watch::{Watch, WatchError};
+use crate::watch::{RecordSink, Watch, WatchError};
 
 /// Errors from the commands.
 #[derive(Debug, thiserror::Error)]
@@ -49,14 +50,25 @@ fn format_of(json: bool) -> Format {
     }
 }
 
-/// Writes lines, remembering the first error (EPIPE ends output quietly).
+/// Writes records as lines, flushed per batch, optionally totalling them;
+/// remembers the first write error (EPIPE ends output quietly).
 struct LineSink<W: Write> {
     out: W,
     format: Format,
     error: Option<io::Error>,
+    summary: Option<Summary>,
 }
 
 impl<W: Write> LineSink<W> {
+    fn new(out: W, json: bool, summary: bool) -> Self {
+        Self {
+            out,
+            format: format_of(json),
+            error: None,
+            summary: summary.then(Summary::default),
+        }
+    }
+
     fn write_line(&mut self, line: &str) {
         if self.error.is_none() {
             if let Err(e) = writeln!(self.out, "{line}") {
@@ -84,38 +96,57 @@ pub async fn run(args: RunArgs) -> Result<(), CommandError> {
         follow_tgid: args.pid.unwrap_or(0),
     })?;
     log::info!(
-        "attached {} back-end; watching copy_file_range{}",
+        "attached {} back-end{}; watching copy_file_range{}",
         watch.attached(),
+        watch
+            .fallback_reason()
+            .map(|r| format!(" (fentry unavailable: {r})"))
+            .unwrap_or_default(),
         args.pid
             .map(|p| format!(" of pid {p} and its descendants"))
             .unwrap_or_default()
     );
-    let mut sink = LineSink {
-        out: io::BufWriter::new(io::stdout().lock()),
-        format: format_of(args.probe.json),
-        error: None,
-    };
+    let mut sink = LineSink::new(
+        io::BufWriter::new(io::stdout().lock()),
+        args.probe.json,
+        false,
+    );
     if sink.format == Format::Human {
         sink.write_line(&render::human_header());
+        sink.batch_end();
     }
-    let mut emit = |r: crate::record::Record| {
-        let l = render::line(&r, sink.format);
-        sink.write_line(&l);
-    };
     loop {
         tokio::select! {
-            res = watch.next_batch(&mut emit) => res?,
+            res = watch.next_batch(&mut sink) => res?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
-    watch.drain(&mut emit);
+    watch.drain(&mut sink);
     let lost = watch.lost_events();
     if lost > 0 {
         log::warn!("{lost} event(s) lost: the ring buffer was full");
     }
     log::info!("detaching probes");
     sink.flush()
+}
+
+impl<W: Write> RecordSink for LineSink<W> {
+    fn record(&mut self, r: Record) {
+        if let Some(s) = &mut self.summary {
+            s.add(&r);
+        }
+        let line = render::line(&r, self.format);
+        self.write_line(&line);
+    }
+
+    fn batch_end(&mut self) {
+        if self.error.is_none() {
+            if let Err(e) = self.out.flush() {
+                self.error = Some(e);
+            }
+        }
+    }
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -162,27 +193,18 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
             source,
         })?;
 
-    let mut sink = LineSink {
-        out: io::BufWriter::new(out),
-        format: format_of(args.probe.json),
-        error: None,
-    };
-    let mut summary = Summary::default();
-    let mut emit = |r: crate::record::Record| {
-        summary.add(&r);
-        let l = render::line(&r, sink.format);
-        sink.write_line(&l);
-    };
+    let mut sink = LineSink::new(io::BufWriter::new(out), args.probe.json, true);
     let status = loop {
         tokio::select! {
-            res = watch.next_batch(&mut emit) => res?,
+            res = watch.next_batch(&mut sink) => res?,
             status = child.wait() => break status,
             _ = sigint.recv() => {}
         }
     };
     // Every call of the child completed before it exited, so its events are
     // already in the ring buffer.
-    watch.drain(&mut emit);
+    watch.drain(&mut sink);
+    let mut summary = sink.summary.take().unwrap_or_default();
     summary.lost = watch.lost_events();
     match sink.format {
         Format::Json => sink.write_line(&render::json_line("summary", &summary)),

@@ -25,6 +25,15 @@ pub enum WatchError {
     Read(#[source] io::Error),
 }
 
+/// Where records go. `batch_end` lets buffered sinks flush once per batch
+/// rather than once per record.
+pub trait RecordSink {
+    /// One classified call.
+    fn record(&mut self, record: Record);
+    /// The current batch is complete.
+    fn batch_end(&mut self) {}
+}
+
 /// Attached probes plus everything needed to turn their events into records.
 pub struct Watch {
     probes: Probes,
@@ -73,19 +82,25 @@ impl Watch {
         self.probes.attached()
     }
 
+    /// Why `auto` did not use fentry, if it fell back.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.probes.fallback_reason()
+    }
+
     /// Events the kernel dropped because the ring buffer was full.
     pub fn lost_events(&self) -> u64 {
         self.probes.lost_events()
     }
 
-    fn emit(&mut self, sink: &mut impl FnMut(Record)) {
+    fn emit(&mut self, sink: &mut impl RecordSink) {
         for ev in self.batch.drain(..) {
-            sink(Record::new(ev, &mut self.mounts, &self.clock));
+            sink.record(Record::new(ev, &mut self.mounts, &self.clock));
         }
+        sink.batch_end();
     }
 
     /// Waits for the next batch of calls and passes each to `sink`.
-    pub async fn next_batch(&mut self, sink: &mut impl FnMut(Record)) -> Result<(), WatchError> {
+    pub async fn next_batch(&mut self, sink: &mut impl RecordSink) -> Result<(), WatchError> {
         self.reader
             .read_batch(&mut self.batch)
             .await
@@ -95,7 +110,7 @@ impl Watch {
     }
 
     /// Passes every call already in the ring buffer to `sink`, without waiting.
-    pub fn drain(&mut self, sink: &mut impl FnMut(Record)) {
+    pub fn drain(&mut self, sink: &mut impl RecordSink) {
         self.reader.drain(&mut self.batch);
         self.emit(sink);
     }
