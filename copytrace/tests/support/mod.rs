@@ -231,7 +231,7 @@ pub fn write_file(path: &Path, len: usize) {
 }
 
 /// The one event whose fds and length match; panics with all events otherwise.
-pub fn find<'a>(events: &'a [Value], fd_in: i32, fd_out: i32, len: u64) -> &'a Value {
+pub fn find(events: &[Value], fd_in: i32, fd_out: i32, len: u64) -> &Value {
     let hits: Vec<&Value> = events
         .iter()
         .filter(|e| e["fd_in"] == fd_in && e["fd_out"] == fd_out && e["len"] == len)
