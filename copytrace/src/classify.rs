@@ -322,3 +322,243 @@ pub fn classify(ev: &CopyEvent) -> Diagnosis {
     }
     diag(Verdict::Ok, format!("copied {copied} bytes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{from_raw, tests::blank};
+    use copytrace_common::{Event, FileInfo};
+
+    const EXT4: u64 = 0xef53;
+    const TMPFS: u64 = 0x0102_1994;
+    const PROC: u64 = 0x9fa0;
+    const SYSFS: u64 = 0x6262_6572;
+    const TRACEFS: u64 = 0x7472_6163;
+    const CGROUP2: u64 = 0x6367_7270;
+    const PIPEFS: u64 = 0x5049_5045;
+    const REG: u16 = 0o100644;
+
+    fn file(magic: u64, dev: u32, mode: u16, size: i64, pos: i64) -> FileInfo {
+        let mut f = blank().files[0];
+        f.present = 1;
+        f.magic = magic;
+        f.dev = dev;
+        f.mode = mode;
+        f.size = size;
+        f.pos = pos;
+        f.f_flags = libc::O_RDWR as u32;
+        f
+    }
+
+    fn call(ret: i64, len: u64, src: Option<FileInfo>, dst: Option<FileInfo>) -> Event {
+        let mut e = blank();
+        e.ret = ret;
+        e.len = len;
+        e.fd_in = 3;
+        e.fd_out = 4;
+        if let Some(s) = src {
+            e.files[0] = s;
+        }
+        if let Some(d) = dst {
+            e.files[1] = d;
+        }
+        e
+    }
+
+    fn verdict_of(e: &Event) -> Diagnosis {
+        classify(&from_raw(e))
+    }
+
+    #[test]
+    fn verdict_table() {
+        let ext4 = |size, pos| file(EXT4, 1, REG, size, pos);
+        let tmpfs = |size, pos| file(TMPFS, 2, REG, size, pos);
+        let small_tmpfs = |size, pos| file(TMPFS, 3, REG, size, pos);
+        let proc = file(PROC, 4, 0o100444, 0, 0);
+        let tracefs = file(TRACEFS, 5, REG, 0, 0);
+        let cgroup = file(CGROUP2, 6, REG, 0, 0);
+        let sysfs = file(SYSFS, 7, REG, 4096, 0);
+        let pipe = file(PIPEFS, 8, 0o010600, 0, 0);
+        let cases: Vec<(&str, Event, Verdict, &str)> = vec![
+            (
+                "full copy",
+                call(100, 100, Some(ext4(100, 0)), Some(ext4(0, 0))),
+                Verdict::Ok,
+                "copied 100 bytes",
+            ),
+            (
+                "empty ext4 file is no silent copy",
+                call(0, 4096, Some(ext4(0, 0)), Some(ext4(0, 0))),
+                Verdict::Ok,
+                "at end of file",
+            ),
+            (
+                "zero length",
+                call(0, 0, Some(proc), Some(proc)),
+                Verdict::Ok,
+                "zero-length",
+            ),
+            (
+                "proc to proc",
+                call(0, 4096, Some(proc), Some(proc)),
+                Verdict::SilentZeroCopy,
+                "proc advertises size 0",
+            ),
+            (
+                "tracefs trace to trace_marker",
+                call(0, 1 << 30, Some(tracefs), Some(tracefs)),
+                Verdict::SilentZeroCopy,
+                "tracefs advertises size 0",
+            ),
+            (
+                "cgroup file to cgroup file",
+                call(0, 512, Some(cgroup), Some(cgroup)),
+                Verdict::SilentZeroCopy,
+                "cgroup2",
+            ),
+            // Recorded on a pre-5.19 kernel (the seed's case): cross-fs splice
+            // from procfs copies nothing and succeeds.
+            (
+                "pre-5.19 proc to ext4",
+                call(0, 65536, Some(proc), Some(ext4(0, 0))),
+                Verdict::SilentZeroCopy,
+                "reported success",
+            ),
+            (
+                "sysfs one page",
+                call(3, 4096, Some(sysfs), Some(sysfs)),
+                Verdict::SizeMismatch,
+                "advertise 4096 bytes",
+            ),
+            (
+                "source ended",
+                call(100, 1000, Some(ext4(100, 0)), Some(ext4(0, 0))),
+                Verdict::ShortRead,
+                "source ended at 100",
+            ),
+            (
+                "destination full",
+                call(
+                    24576,
+                    40960,
+                    Some(small_tmpfs(40960, 0)),
+                    Some(small_tmpfs(0, 0)),
+                ),
+                Verdict::ShortWrite,
+                "16384 more",
+            ),
+            (
+                "pre-5.19 cross-fs copy went through",
+                call(100, 100, Some(ext4(100, 0)), Some(tmpfs(0, 0))),
+                Verdict::CrossFs,
+                "across filesystems (ext4",
+            ),
+            (
+                "EXDEV",
+                call(-18, 100, Some(proc), Some(tmpfs(0, 0))),
+                Verdict::CrossFs,
+                "EXDEV: the kernel refused a copy from proc to tmpfs",
+            ),
+            (
+                "ENOSPC",
+                call(-28, 100, Some(tmpfs(100, 0)), Some(small_tmpfs(0, 0))),
+                Verdict::Error,
+                "ENOSPC: destination filesystem tmpfs is full",
+            ),
+            (
+                "pipe",
+                call(-22, 5, Some(pipe), Some(tmpfs(0, 0))),
+                Verdict::Error,
+                "EINVAL: source is a fifo",
+            ),
+            (
+                "closed fd",
+                call(-9, 5, None, Some(tmpfs(0, 0))),
+                Verdict::Error,
+                "EBADF: fd_in 3 is not open",
+            ),
+            (
+                "directory",
+                call(
+                    -21,
+                    5,
+                    Some(file(TMPFS, 2, 0o040755, 60, 0)),
+                    Some(tmpfs(0, 0)),
+                ),
+                Verdict::Error,
+                "EISDIR: source is a directory",
+            ),
+            (
+                "unknown errno",
+                call(-4000, 5, Some(tmpfs(9, 0)), Some(tmpfs(0, 0))),
+                Verdict::Error,
+                "E4000",
+            ),
+        ];
+        for (name, ev, want, reason) in cases {
+            let d = verdict_of(&ev);
+            assert_eq!(d.verdict, want, "{name}: {d:?}");
+            assert!(
+                d.reason.contains(reason),
+                "{name}: reason {:?} lacks {reason:?}",
+                d.reason
+            );
+        }
+    }
+
+    #[test]
+    fn error_reasons_name_the_cause() {
+        let mut append = file(TMPFS, 2, REG, 0, 0);
+        append.f_flags = (libc::O_WRONLY | libc::O_APPEND) as u32;
+        let src = file(TMPFS, 2, REG, 10, 0);
+        assert!(verdict_of(&call(-9, 5, Some(src), Some(append)))
+            .reason
+            .contains("O_APPEND"));
+        let mut flagged = call(-22, 5, Some(src), Some(src));
+        flagged.flags = 1;
+        assert_eq!(
+            verdict_of(&flagged).reason,
+            "EINVAL: flags must be 0 (got 0x1)"
+        );
+    }
+
+    #[test]
+    fn suspicious_verdicts() {
+        let quiet: Vec<Verdict> = Verdict::ALL
+            .into_iter()
+            .filter(|v| !v.is_suspicious())
+            .collect();
+        assert_eq!(quiet, vec![Verdict::Ok, Verdict::ShortRead]);
+        for v in Verdict::ALL {
+            assert_eq!(Verdict::from_name(v.as_str()), Some(v));
+        }
+    }
+
+    #[test]
+    fn mechanism_from_f_op() {
+        let mut a = file(0x6969, 9, REG, 100, 0);
+        let mut b = file(0x6969, 10, REG, 0, 0);
+        a.copy_op = 0xffff_1000;
+        b.copy_op = 0xffff_1000;
+        assert_eq!(
+            verdict_of(&call(100, 100, Some(a), Some(b))).mechanism,
+            Mechanism::FsCopy
+        );
+        let mut x = file(0x5846_5342, 1, REG, 100, 0);
+        x.remap_op = 0xffff_2000;
+        let y = file(0x5846_5342, 1, REG, 0, 0);
+        assert_eq!(
+            verdict_of(&call(100, 100, Some(x), Some(y))).mechanism,
+            Mechanism::Remap
+        );
+        let e = file(EXT4, 1, REG, 100, 0);
+        assert_eq!(
+            verdict_of(&call(100, 100, Some(e), Some(e))).mechanism,
+            Mechanism::Splice
+        );
+        assert_eq!(
+            verdict_of(&call(-9, 100, None, Some(e))).mechanism,
+            Mechanism::None
+        );
+    }
+}

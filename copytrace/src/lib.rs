@@ -15,6 +15,7 @@ pub mod decode;
 pub mod doctor;
 pub mod errno;
 pub mod fs_magic;
+pub mod kallsyms;
 pub mod mounts;
 pub mod offsets;
 pub mod record;

@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::classify::{classify, Diagnosis};
+use crate::classify::{classify, Diagnosis, Mechanism};
 use crate::decode::CopyEvent;
+use crate::kallsyms::OpNames;
 use crate::mounts::MountTable;
 
 /// One call, ready to be shown.
@@ -20,6 +21,8 @@ pub struct Record {
     pub path_in: Option<String>,
     /// Absolute destination path, likewise.
     pub path_out: Option<String>,
+    /// The filesystem function behind `mechanism` (fs_copy, remap), from kallsyms.
+    pub mechanism_op: Option<String>,
     /// Duration of the call in nanoseconds.
     pub latency_ns: u64,
     #[serde(flatten)]
@@ -65,18 +68,48 @@ impl Default for Clock {
     }
 }
 
+/// What turning an event into a record looks things up in.
+#[derive(Debug, Default)]
+pub struct Enrich {
+    /// Device → mount point.
+    pub mounts: MountTable,
+    /// Monotonic → wall clock.
+    pub clock: Clock,
+    /// Filesystem op addresses → names.
+    pub ops: OpNames,
+}
+
+impl Enrich {
+    /// Reads mountinfo and kallsyms, measures the clock offset.
+    pub fn load() -> Self {
+        Self {
+            mounts: MountTable::load(),
+            clock: Clock::new(),
+            ops: OpNames::load(),
+        }
+    }
+}
+
 impl Record {
     /// Classifies `event` and resolves its paths.
-    pub fn new(event: CopyEvent, mounts: &mut MountTable, clock: &Clock) -> Self {
+    pub fn new(event: CopyEvent, ctx: &mut Enrich) -> Self {
         let diagnosis = classify(&event);
+        let op_addr = match diagnosis.mechanism {
+            Mechanism::FsCopy => event.file_out.as_ref().map(|f| f.copy_op),
+            Mechanism::Remap => event.file_in.as_ref().map(|f| f.remap_op),
+            Mechanism::Splice | Mechanism::None => None,
+        };
+        let mechanism_op = op_addr.and_then(|a| ctx.ops.name(a)).map(str::to_string);
+        let mounts = &mut ctx.mounts;
         let path = |mounts: &mut MountTable, f: Option<&crate::decode::FileSide>| {
             f.and_then(|f| mounts.resolve(&f.dev, &f.fs_path))
         };
         let path_in = path(mounts, event.file_in.as_ref());
         let path_out = path(mounts, event.file_out.as_ref());
         Self {
-            time: humantime::format_rfc3339_micros(clock.wall(event.start_ns)).to_string(),
+            time: humantime::format_rfc3339_micros(ctx.clock.wall(event.start_ns)).to_string(),
             diagnosis,
+            mechanism_op,
             path_in,
             path_out,
             latency_ns: event.latency_ns(),

@@ -7,8 +7,7 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::bpf::{self, Attached, LoadError, LoadOptions, Probes};
 use crate::decode::CopyEvent;
-use crate::mounts::MountTable;
-use crate::record::{Clock, Record};
+use crate::record::{Enrich, Record};
 use crate::ringbuf_reader::RingbufReader;
 
 /// Errors that end a watch.
@@ -38,8 +37,7 @@ pub trait RecordSink {
 pub struct Watch {
     probes: Probes,
     reader: RingbufReader,
-    mounts: MountTable,
-    clock: Clock,
+    enrich: Enrich,
     batch: Vec<CopyEvent>,
 }
 
@@ -71,8 +69,7 @@ impl Watch {
         Ok(Self {
             probes,
             reader,
-            mounts: MountTable::load(),
-            clock: Clock::new(),
+            enrich: Enrich::load(),
             batch: Vec::with_capacity(256),
         })
     }
@@ -94,7 +91,7 @@ impl Watch {
 
     fn emit(&mut self, sink: &mut impl RecordSink) {
         for ev in self.batch.drain(..) {
-            sink.record(Record::new(ev, &mut self.mounts, &self.clock));
+            sink.record(Record::new(ev, &mut self.enrich));
         }
         sink.batch_end();
     }

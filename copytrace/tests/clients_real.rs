@@ -1,0 +1,365 @@
+//! Real programs that use copy_file_range, each run under `copytrace trace`:
+//! coreutils cp and cat, Python, Go's io.Copy and Rust's std::io::copy. The
+//! tests assert the verdicts copytrace gives their calls on this kernel.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::{copytrace_bin, require_root, write_file, Mount};
+
+/// Result of `copytrace trace --json -- CMD`.
+struct Traced {
+    code: Option<i32>,
+    calls: Vec<Value>,
+    summary: Value,
+}
+
+fn trace(out_dir: &Path, cmd: &[&str]) -> Traced {
+    require_root();
+    let out = out_dir.join("trace.jsonl");
+    let status = Command::new(copytrace_bin())
+        .args(["trace", "--json", "-o"])
+        .arg(&out)
+        .arg("--")
+        .args(cmd)
+        .status()
+        .expect("run copytrace trace");
+    let text = std::fs::read_to_string(&out).expect("trace output");
+    std::fs::remove_file(&out).expect("remove trace output");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "summary")
+        .map(|l| l["data"].clone())
+        .unwrap_or_else(|| panic!("no summary in {text}"));
+    assert_eq!(summary["lost"], 0, "no event may be lost in a test");
+    Traced {
+        code: status.code(),
+        calls: lines
+            .into_iter()
+            .filter(|l| l["type"] == "call")
+            .map(|l| l["data"].clone())
+            .collect(),
+        summary,
+    }
+}
+
+fn verdicts(calls: &[Value]) -> Vec<&str> {
+    calls
+        .iter()
+        .map(|c| c["verdict"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+fn copied(calls: &[Value]) -> u64 {
+    calls
+        .iter()
+        .filter_map(|c| c["ret"].as_i64())
+        .filter(|r| *r > 0)
+        .map(|r| r as u64)
+        .sum()
+}
+
+fn tracefs_dir() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    if let Some(dir) = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"tracefs")).then(|| PathBuf::from(f[1]))
+    }) {
+        return dir;
+    }
+    let st = Command::new("mount")
+        .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+        .status()
+        .expect("mount tracefs");
+    assert!(st.success(), "cannot mount tracefs");
+    PathBuf::from("/sys/kernel/tracing")
+}
+
+#[test]
+fn coreutils_cp_copies_with_copy_file_range() {
+    let fs = Mount::ext4();
+    write_file(&fs.path("src"), 1 << 20);
+    let t = trace(
+        &fs.dir,
+        &[
+            "cp",
+            fs.path("src").to_str().unwrap_or(""),
+            fs.path("dst").to_str().unwrap_or(""),
+        ],
+    );
+    assert_eq!(t.code, Some(0));
+    assert!(!t.calls.is_empty(), "coreutils cp uses copy_file_range");
+    assert_eq!(copied(&t.calls), 1 << 20);
+    assert!(t.calls.iter().all(|c| c["comm"] == "cp"));
+    // cp asks for far more than the file and loops to EOF: a short read, then 0 at EOF.
+    assert!(
+        verdicts(&t.calls)
+            .iter()
+            .all(|v| *v == "short_read" || *v == "ok"),
+        "{:?}",
+        verdicts(&t.calls)
+    );
+    assert_eq!(t.summary["suspicious"], 0);
+    assert_eq!(
+        std::fs::read(fs.path("src")).ok(),
+        std::fs::read(fs.path("dst")).ok()
+    );
+}
+
+#[test]
+fn coreutils_cat_copies_with_copy_file_range() {
+    let fs = Mount::tmpfs("8m");
+    write_file(&fs.path("src"), 300_000);
+    let script = format!("cat {0}/src > {0}/dst", fs.dir.display());
+    let t = trace(&fs.dir, &["sh", "-c", &script]);
+    assert_eq!(t.code, Some(0));
+    assert!(
+        t.calls.iter().any(|c| c["comm"] == "cat"),
+        "cat uses copy_file_range"
+    );
+    assert_eq!(copied(&t.calls), 300_000);
+    assert_eq!(t.summary["suspicious"], 0);
+}
+
+#[test]
+fn python_proc_to_proc_is_a_silent_zero_copy() {
+    let fs = Mount::tmpfs("1m");
+    let t = trace(
+        &fs.dir,
+        &["python3", "-c", "import os; a=os.open('/proc/self/status', os.O_RDONLY); b=os.open('/proc/self/comm', os.O_WRONLY); print(os.copy_file_range(a, b, 4096))"],
+    );
+    assert_eq!(t.code, Some(0));
+    assert_eq!(verdicts(&t.calls), vec!["silent_zero_copy"]);
+    let c = &t.calls[0];
+    assert_eq!(c["ret"], 0, "the kernel reports success");
+    assert_eq!(c["file_in"]["fs"], "proc");
+    assert_eq!(c["file_in"]["size"], 0);
+    assert_eq!(c["file_in"]["dev"], c["file_out"]["dev"], "same superblock");
+}
+
+#[test]
+fn python_proc_to_tmpfs_is_cross_fs() {
+    let fs = Mount::tmpfs("1m");
+    let script = format!(
+        "import os\na=os.open('/proc/self/status', os.O_RDONLY); b=os.open('{}/out', os.O_WRONLY|os.O_CREAT)\ntry: os.copy_file_range(a, b, 4096)\nexcept OSError as e: print(e.errno)",
+        fs.dir.display()
+    );
+    let t = trace(&fs.dir, &["python3", "-c", &script]);
+    assert_eq!(verdicts(&t.calls), vec!["cross_fs"]);
+    assert_eq!(t.calls[0]["ret"], -18);
+    let reason = t.calls[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("from proc to tmpfs"), "{reason}");
+}
+
+#[test]
+fn python_shutil_copyfile_uses_sendfile_before_3_14() {
+    let fs = Mount::tmpfs("4m");
+    write_file(&fs.path("src"), 200_000);
+    let script = format!(
+        "import shutil, sys\nshutil.copyfile('{0}/src', '{0}/dst')\nsys.exit(0 if sys.version_info < (3, 14) else 10)",
+        fs.dir.display()
+    );
+    let t = trace(&fs.dir, &["python3", "-c", &script]);
+    match t.code {
+        // CPython < 3.14 copies with sendfile(2) on Linux: nothing to see.
+        Some(0) => assert!(t.calls.is_empty(), "{:#?}", t.calls),
+        // Newer CPython tries copy_file_range first.
+        Some(10) => assert_eq!(copied(&t.calls), 200_000),
+        other => panic!("python exited {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(fs.path("src")).ok(),
+        std::fs::read(fs.path("dst")).ok()
+    );
+}
+
+#[test]
+fn tracefs_trace_to_trace_marker_is_a_silent_zero_copy() {
+    let tracefs = tracefs_dir();
+    let fs = Mount::tmpfs("1m");
+    let script = format!(
+        "import os; a=os.open('{0}/trace', os.O_RDONLY); b=os.open('{0}/trace_marker', os.O_WRONLY); print(os.copy_file_range(a, b, 65536))",
+        tracefs.display()
+    );
+    let t = trace(&fs.dir, &["python3", "-c", &script]);
+    assert_eq!(t.code, Some(0));
+    assert_eq!(verdicts(&t.calls), vec!["silent_zero_copy"]);
+    assert_eq!(t.calls[0]["file_in"]["fs"], "tracefs");
+    assert_eq!(t.calls[0]["file_in"]["magic"], 0x7472_6163);
+}
+
+#[test]
+fn cgroup_file_to_cgroup_file_is_a_silent_zero_copy() {
+    require_root();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    let existing = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+    });
+    let own = existing.is_none().then(|| {
+        let dir =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let st = Command::new("mount")
+            .args(["-t", "cgroup2", "none"])
+            .arg(&dir)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "cannot mount cgroup2");
+        dir
+    });
+    let root = existing.or(own.clone()).expect("a cgroup2 mount");
+    let child = root.join(format!("copytrace-test-{}", std::process::id()));
+    std::fs::create_dir(&child).expect("create cgroup");
+    let fs = Mount::tmpfs("1m");
+    let script = format!(
+        "import os; a=os.open('{}/cgroup.procs', os.O_RDONLY); b=os.open('{}/cgroup.procs', os.O_WRONLY); print(os.copy_file_range(a, b, 4096))",
+        root.display(),
+        child.display()
+    );
+    let t = trace(&fs.dir, &["python3", "-c", &script]);
+    let _ = std::fs::remove_dir(&child);
+    if let Some(dir) = own {
+        let _ = Command::new("umount").arg(&dir).status();
+    }
+    assert_eq!(t.code, Some(0));
+    assert_eq!(verdicts(&t.calls), vec!["silent_zero_copy"]);
+    assert_eq!(t.calls[0]["file_in"]["fs"], "cgroup2");
+}
+
+#[test]
+fn empty_ext4_file_is_ok_not_silent() {
+    let fs = Mount::ext4();
+    std::fs::write(fs.path("empty"), b"").expect("create");
+    let script = format!(
+        "import os; a=os.open('{0}/empty', os.O_RDONLY); b=os.open('{0}/out', os.O_WRONLY|os.O_CREAT); print(os.copy_file_range(a, b, 4096))",
+        fs.dir.display()
+    );
+    let t = trace(&fs.dir, &["python3", "-c", &script]);
+    assert_eq!(verdicts(&t.calls), vec!["ok"]);
+    assert_eq!(t.calls[0]["file_in"]["fs"], "ext4");
+    assert_eq!(t.summary["suspicious"], 0);
+}
+
+const GO_CLIENT: &str = r#"package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	src, err := os.Open(os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	dst, err := os.OpenFile(os.Args[2], os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		panic(err)
+	}
+	n, err := io.Copy(dst, src)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(n)
+}
+"#;
+
+#[test]
+fn go_io_copy_between_files() {
+    require_root();
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-client");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("main.go"), GO_CLIENT).expect("write go source");
+    let bin = work.join("goclient");
+    let st = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg("main.go")
+        .current_dir(&work)
+        .env("GOCACHE", work.join("cache"))
+        .env("GO111MODULE", "off")
+        .status()
+        .expect("go build (golang-go is installed by cargo xtask provision)");
+    assert!(st.success(), "go build failed");
+    let bin = bin.to_str().unwrap_or_default();
+
+    let fs = Mount::tmpfs("8m");
+    write_file(&fs.path("src"), 500_000);
+    let (src, dst) = (fs.path("src"), fs.path("dst"));
+    let t = trace(
+        &fs.dir,
+        &[bin, src.to_str().unwrap_or(""), dst.to_str().unwrap_or("")],
+    );
+    assert_eq!(t.code, Some(0));
+    assert!(
+        !t.calls.is_empty(),
+        "Go's io.Copy between *os.File uses copy_file_range"
+    );
+    assert_eq!(copied(&t.calls), 500_000);
+    assert_eq!(t.summary["suspicious"], 0);
+
+    // From tracefs Go gets 0 from the kernel, which copytrace flags, and Go
+    // then falls back to read/write on its own.
+    let tracefs = tracefs_dir();
+    let t = trace(
+        &fs.dir,
+        &[
+            bin,
+            tracefs.join("trace").to_str().unwrap_or(""),
+            tracefs.join("trace_marker").to_str().unwrap_or(""),
+        ],
+    );
+    assert_eq!(t.code, Some(0));
+    assert_eq!(verdicts(&t.calls), vec!["silent_zero_copy"]);
+}
+
+const RUST_CLIENT: &str = r#"
+use std::fs::{File, OpenOptions};
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let n = std::fs::copy(&a[1], &a[2]).expect("fs::copy");
+    let mut src = File::open(&a[1]).expect("open");
+    let mut dst = OpenOptions::new().write(true).create(true).truncate(true).open(&a[3]).expect("open");
+    let m = std::io::copy(&mut src, &mut dst).expect("io::copy");
+    println!("{n} {m}");
+}
+"#;
+
+#[test]
+fn rust_std_fs_copy_and_io_copy() {
+    require_root();
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rust-client");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("client.rs"), RUST_CLIENT).expect("write rust source");
+    let bin = work.join("rustclient");
+    let st = Command::new("rustc")
+        .args(["-O", "--edition", "2021", "-o"])
+        .arg(&bin)
+        .arg(work.join("client.rs"))
+        .status()
+        .expect("rustc");
+    assert!(st.success(), "rustc failed");
+    let fs = Mount::ext4();
+    write_file(&fs.path("src"), 700_000);
+    let p = |n: &str| fs.path(n).to_str().unwrap_or("").to_string();
+    let t = trace(
+        &fs.dir,
+        &[bin.to_str().unwrap_or(""), &p("src"), &p("a"), &p("b")],
+    );
+    assert_eq!(t.code, Some(0));
+    assert_eq!(
+        copied(&t.calls),
+        2 * 700_000,
+        "fs::copy and io::copy both use copy_file_range"
+    );
+    assert_eq!(t.summary["suspicious"], 0);
+}
