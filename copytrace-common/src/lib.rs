@@ -182,15 +182,66 @@ pub mod counter {
     pub const LOST: u32 = 0;
     /// Calls not tracked because the in-flight map was full.
     pub const INFLIGHT_FULL: u32 = 1;
+    /// Calls not counted in `COUNTS` because it was full.
+    pub const COUNTS_FULL: u32 = 2;
     /// Number of counters.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Bits of [`CountKey::facts`]: the mechanical facts about a finished call
+/// that, with the two magics and the errno, decide its verdict. The kernel
+/// side only records them; userspace's classifier turns them into verdicts.
+pub mod fact {
+    /// `len` was 0.
+    pub const LEN_ZERO: u32 = 1 << 0;
+    /// Returned exactly `len`.
+    pub const COPIED_ALL: u32 = 1 << 1;
+    /// Returned 0.
+    pub const COPIED_ZERO: u32 = 1 << 2;
+    /// Read position + returned reached the source's advertised size.
+    pub const AT_SIZE: u32 = 1 << 3;
+    /// Source and destination are on different superblocks.
+    pub const CROSS_DEV: u32 = 1 << 4;
+    /// fd_in resolved to an open file.
+    pub const IN_PRESENT: u32 = 1 << 5;
+    /// fd_out resolved to an open file.
+    pub const OUT_PRESENT: u32 = 1 << 6;
+}
+
+/// Key of the kernel-side `COUNTS` map: every call is counted here, exactly,
+/// even when its event is dropped from the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, Hash)]
+pub struct CountKey {
+    /// Source `s_magic` (0 when not open).
+    pub magic_in: u64,
+    /// Destination `s_magic` (0 when not open).
+    pub magic_out: u64,
+    /// errno when the call failed, else 0.
+    pub errno: u32,
+    /// Bits of [`fact`].
+    pub facts: u32,
+}
+
+/// Value of the `COUNTS` map (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct CountVal {
+    /// Calls.
+    pub calls: u64,
+    /// Sum of requested lengths, saturating at `u64::MAX`.
+    pub bytes_requested: u64,
+    /// Sum of bytes copied.
+    pub bytes_copied: u64,
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all three are #[repr(C)] structs of integers and byte arrays with
+    // SAFETY: all are #[repr(C)] structs of integers and byte arrays with
     // explicit padding, so every bit pattern is valid.
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::CountKey {}
+    unsafe impl aya::Pod for super::CountVal {}
 }

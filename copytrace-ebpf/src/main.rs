@@ -17,14 +17,14 @@ use aya_ebpf::{
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
     },
     macros::{fentry, fexit, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntryContext, FExitContext, TracePointContext},
     EbpfContext, Global,
 };
 use aya_log_ebpf::warn;
 use copytrace_common::{
-    backend, counter, origin, status, Event, FileInfo, KernelOffsets, ProbeConfig, NAME_LEN,
-    PATH_DEPTH,
+    backend, counter, fact, origin, status, CountKey, CountVal, Event, FileInfo, KernelOffsets,
+    ProbeConfig, NAME_LEN, PATH_DEPTH,
 };
 
 #[unsafe(no_mangle)]
@@ -81,6 +81,10 @@ static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU loss counters (see `copytrace_common::counter`).
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Exact per-outcome call counts, independent of ring-buffer loss.
+#[map]
+static COUNTS: PerCpuHashMap<CountKey, CountVal> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// Parent-chain depth searched for `follow_tgid`.
 const FOLLOW_DEPTH: usize = 16;
@@ -289,6 +293,66 @@ fn begin_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
     }
 }
 
+/// Adds a finished call to `COUNTS`.
+#[inline(always)]
+fn count(ev: &Event) {
+    let (fin, fout) = (&ev.files[0], &ev.files[1]);
+    let mut facts = 0u32;
+    if ev.len == 0 {
+        facts |= fact::LEN_ZERO;
+    }
+    if ev.ret >= 0 {
+        if ev.ret as u64 == ev.len {
+            facts |= fact::COPIED_ALL;
+        }
+        if ev.ret == 0 {
+            facts |= fact::COPIED_ZERO;
+        }
+        let pos = if ev.status & status::OFF_IN_GIVEN != 0 {
+            ev.off_in
+        } else {
+            fin.pos
+        };
+        if pos.saturating_add(ev.ret) >= fin.size {
+            facts |= fact::AT_SIZE;
+        }
+    }
+    if fin.present != 0 {
+        facts |= fact::IN_PRESENT;
+    }
+    if fout.present != 0 {
+        facts |= fact::OUT_PRESENT;
+    }
+    if fin.present != 0 && fout.present != 0 && fin.dev != fout.dev {
+        facts |= fact::CROSS_DEV;
+    }
+    let key = CountKey {
+        magic_in: fin.magic,
+        magic_out: fout.magic,
+        errno: if ev.ret < 0 { (-ev.ret) as u32 } else { 0 },
+        facts,
+    };
+    let copied = if ev.ret > 0 { ev.ret as u64 } else { 0 };
+    if let Some(v) = COUNTS.get_ptr_mut(&key) {
+        // Per-CPU value: no other CPU writes it.
+        unsafe {
+            (*v).calls += 1;
+            // Saturate: "copy everything" requests (cp asks for ~2^63) would wrap.
+            (*v).bytes_requested = (*v).bytes_requested.saturating_add(ev.len);
+            (*v).bytes_copied += copied;
+        }
+    } else {
+        let v = CountVal {
+            calls: 1,
+            bytes_requested: ev.len,
+            bytes_copied: copied,
+        };
+        if COUNTS.insert(&key, &v, 0).is_err() {
+            bump(counter::COUNTS_FULL);
+        }
+    }
+}
+
 /// Completes the current thread's in-flight call with `ret` and emits it.
 #[inline(always)]
 fn finish(ret: i64, only_origin: u8) {
@@ -302,6 +366,7 @@ fn finish(ret: i64, only_origin: u8) {
     }
     ev.end_ns = unsafe { bpf_ktime_get_ns() };
     ev.ret = ret;
+    count(ev);
     if EVENTS.output::<Event>(&*ev, 0).is_err() {
         bump(counter::LOST);
     }

@@ -5,11 +5,11 @@
 use std::fmt;
 
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntry, FExit, ProgramError, TracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
-use copytrace_common::{backend, counter, KernelOffsets, ProbeConfig};
+use copytrace_common::{backend, counter, CountKey, CountVal, KernelOffsets, ProbeConfig};
 
 use crate::btf::{Btf, BtfError};
 use crate::offsets;
@@ -153,15 +153,27 @@ impl Probes {
         }
     }
 
-    /// Sum over CPUs of a kernel-side counter (see `copytrace_common::counter`).
+    /// Takes the kernel-side counters (once), to be shared by every reader.
+    pub fn take_counters(&mut self) -> Option<KernelCounters> {
+        let counts = self.ebpf.take_map("COUNTS")?.try_into().ok()?;
+        let counters = self.ebpf.take_map("COUNTERS")?.try_into().ok()?;
+        Some(KernelCounters { counts, counters })
+    }
+}
+
+/// The kernel-side counts: exact per-outcome call counts and loss counters.
+/// Reading needs only `&self`, so one instance can be shared (Arc) between
+/// the event loop and the metrics endpoint.
+pub struct KernelCounters {
+    counts: PerCpuHashMap<MapData, CountKey, CountVal>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl KernelCounters {
+    /// Sum over CPUs of a counter (see `copytrace_common::counter`).
     pub fn counter(&self, index: u32) -> u64 {
-        let Some(map) = self.ebpf.map("COUNTERS") else {
-            return 0;
-        };
-        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
-            return 0;
-        };
-        arr.get(&index, 0)
+        self.counters
+            .get(&index, 0)
             .map(|v| v.iter().sum())
             .unwrap_or_default()
     }
@@ -169,6 +181,22 @@ impl Probes {
     /// Events the ring buffer had no room for.
     pub fn lost_events(&self) -> u64 {
         self.counter(counter::LOST)
+    }
+
+    /// Every count key with its values summed over CPUs.
+    pub fn counts(&self) -> Vec<(CountKey, CountVal)> {
+        self.counts
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, per_cpu)| {
+                let v = per_cpu.iter().fold(CountVal::default(), |a, b| CountVal {
+                    calls: a.calls + b.calls,
+                    bytes_requested: a.bytes_requested.saturating_add(b.bytes_requested),
+                    bytes_copied: a.bytes_copied + b.bytes_copied,
+                });
+                (k, v)
+            })
+            .collect()
     }
 }
 

@@ -13,14 +13,14 @@
 //! - `short_read`: fewer bytes than asked because the source ended;
 //! - `ok`: everything requested was copied, or the source was already at its end.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decode::{CopyEvent, FileKind, FileSide};
 use crate::errno;
 use crate::fs_magic::SizeTruth;
 
 /// What copytrace concludes about a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Copied what was asked, or legitimately nothing at end of file.
@@ -78,7 +78,7 @@ impl Verdict {
 
 /// How the kernel would carry the copy out, predicted from the files'
 /// `f_op` tables (the order `vfs_copy_file_range` tries them in).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mechanism {
     /// The filesystem's own `copy_file_range` op (server-side copy, offload).
@@ -104,7 +104,7 @@ impl Mechanism {
 }
 
 /// A verdict with its one-line explanation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnosis {
     pub verdict: Verdict,
     /// One line, for humans.
@@ -210,6 +210,97 @@ fn error_reason(ev: &CopyEvent, errno: i64) -> String {
     format!("{name}: {detail}")
 }
 
+/// The mechanical facts that decide a verdict. Built from a full event, or
+/// from a kernel-side count key when the event itself was lost, so both
+/// paths share [`verdict`] and can never disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// errno when the call failed.
+    pub errno: Option<i64>,
+    /// `len` was 0.
+    pub len_zero: bool,
+    /// Returned exactly `len`.
+    pub copied_all: bool,
+    /// Returned 0.
+    pub copied_zero: bool,
+    /// Read position + returned reached the source's advertised size.
+    pub at_size: bool,
+    /// Different superblocks.
+    pub cross_dev: bool,
+    /// What the source's advertised size means (None: no source file).
+    pub size_truth_in: Option<SizeTruth>,
+}
+
+impl Facts {
+    /// Facts of a decoded event.
+    pub fn of_event(ev: &CopyEvent) -> Self {
+        let src = ev.file_in.as_ref();
+        let at_size = src.is_some_and(|s| {
+            ev.ret >= 0 && ev.read_pos().unwrap_or(s.pos).saturating_add(ev.ret) >= s.size
+        });
+        Facts {
+            errno: ev.errno(),
+            len_zero: ev.len == 0,
+            copied_all: ev.ret >= 0 && ev.ret as u64 == ev.len,
+            copied_zero: ev.ret == 0,
+            at_size,
+            cross_dev: crosses(ev).is_some(),
+            size_truth_in: src.map(|s| s.size_truth),
+        }
+    }
+
+    /// Facts of a kernel-side count key.
+    pub fn of_count_key(key: &copytrace_common::CountKey) -> Self {
+        use copytrace_common::fact;
+        let has = |bit: u32| key.facts & bit != 0;
+        Facts {
+            errno: (key.errno != 0).then_some(i64::from(key.errno)),
+            len_zero: has(fact::LEN_ZERO),
+            copied_all: has(fact::COPIED_ALL),
+            copied_zero: has(fact::COPIED_ZERO),
+            at_size: has(fact::AT_SIZE),
+            cross_dev: has(fact::CROSS_DEV),
+            size_truth_in: has(fact::IN_PRESENT).then(|| {
+                crate::fs_magic::lookup(key.magic_in).map_or(SizeTruth::Content, |f| f.size_truth)
+            }),
+        }
+    }
+}
+
+/// The verdict rules (see the module docs and docs/verdicts.md).
+pub fn verdict(f: &Facts) -> Verdict {
+    if let Some(errno) = f.errno {
+        return if errno == i64::from(libc::EXDEV) {
+            Verdict::CrossFs
+        } else {
+            Verdict::Error
+        };
+    }
+    if f.len_zero {
+        return Verdict::Ok;
+    }
+    let Some(truth) = f.size_truth_in else {
+        return Verdict::Ok;
+    };
+    if !f.copied_all {
+        match truth {
+            SizeTruth::Generated if f.at_size => return Verdict::SilentZeroCopy,
+            SizeTruth::FixedPage => return Verdict::SizeMismatch,
+            _ => {}
+        }
+        if !f.at_size {
+            return Verdict::ShortWrite;
+        }
+    }
+    if f.cross_dev {
+        return Verdict::CrossFs;
+    }
+    if !f.copied_all && !f.copied_zero {
+        return Verdict::ShortRead;
+    }
+    Verdict::Ok
+}
+
 fn crosses(ev: &CopyEvent) -> Option<(&FileSide, &FileSide)> {
     match (&ev.file_in, &ev.file_out) {
         (Some(i), Some(o)) if i.dev_raw != o.dev_raw => Some((i, o)),
@@ -217,110 +308,66 @@ fn crosses(ev: &CopyEvent) -> Option<(&FileSide, &FileSide)> {
     }
 }
 
+fn reason(ev: &CopyEvent, v: Verdict, mech: Mechanism) -> String {
+    let copied = ev.ret.max(0) as u64;
+    let fs_in = fs_name(ev.file_in.as_ref());
+    let fs_out = fs_name(ev.file_out.as_ref());
+    let (size, pos) = ev
+        .file_in
+        .as_ref()
+        .map_or((0, 0), |s| (s.size, ev.read_pos().unwrap_or(s.pos)));
+    match v {
+        Verdict::Error => error_reason(ev, ev.errno().unwrap_or(0)),
+        Verdict::CrossFs if ev.ret < 0 => format!(
+            "EXDEV: the kernel refused a copy from {fs_in} to {fs_out} (since 5.19 only same-type filesystems with their own copy support may cross); fall back to read/write"
+        ),
+        Verdict::CrossFs => {
+            let dev = |f: Option<&FileSide>| f.map_or("?", |f| f.dev.as_str()).to_string();
+            format!(
+                "copied {copied} bytes across filesystems ({fs_in} {} → {fs_out} {}) by {}; kernels since 5.19 refuse such copies from user space with EXDEV",
+                dev(ev.file_in.as_ref()),
+                dev(ev.file_out.as_ref()),
+                mech.as_str()
+            )
+        }
+        Verdict::Ok if ev.len == 0 => "zero-length request".into(),
+        Verdict::Ok if copied < ev.len && ev.file_in.is_some() => {
+            format!("at end of file (position {pos}, size {size})")
+        }
+        Verdict::Ok => format!("copied {copied} bytes"),
+        Verdict::SilentZeroCopy => format!(
+            "copied {copied} of {} bytes and reported success: {fs_in} advertises size {size} but generates content on read, so the kernel stopped there; use read/write",
+            ev.len
+        ),
+        Verdict::SizeMismatch => format!(
+            "copied {copied} of {} bytes: {fs_in} files advertise {size} bytes whatever their content, so the result cannot be trusted; use read/write",
+            ev.len
+        ),
+        Verdict::ShortWrite => format!(
+            "copied {copied} of {} bytes while the source had {} more: the destination ({fs_out}) stopped the copy (full, quota, size limit or a signal)",
+            ev.len,
+            size.saturating_sub(pos.saturating_add(copied as i64))
+        ),
+        Verdict::ShortRead => format!(
+            "copied {copied} of {} bytes: the source ended at {size} bytes",
+            ev.len
+        ),
+    }
+}
+
 /// Classifies one call.
 pub fn classify(ev: &CopyEvent) -> Diagnosis {
-    let mech = mechanism(ev);
-    let diag = |verdict, reason: String| Diagnosis {
+    let verdict = verdict(&Facts::of_event(ev));
+    let mechanism = if ev.ret < 0 {
+        Mechanism::None
+    } else {
+        mechanism(ev)
+    };
+    Diagnosis {
         verdict,
-        reason,
-        mechanism: mech,
-    };
-
-    if let Some(errno) = ev.errno() {
-        let none = |verdict, reason| Diagnosis {
-            verdict,
-            reason,
-            mechanism: Mechanism::None,
-        };
-        if errno == i64::from(libc::EXDEV) {
-            return none(
-                Verdict::CrossFs,
-                format!(
-                    "EXDEV: the kernel refused a copy from {} to {} (since 5.19 only same-type filesystems with their own copy support may cross); fall back to read/write",
-                    fs_name(ev.file_in.as_ref()),
-                    fs_name(ev.file_out.as_ref())
-                ),
-            );
-        }
-        return none(Verdict::Error, error_reason(ev, errno));
+        reason: reason(ev, verdict, mechanism),
+        mechanism,
     }
-
-    let copied = ev.ret as u64;
-    if ev.len == 0 {
-        return diag(Verdict::Ok, "zero-length request".into());
-    }
-    let Some(src) = ev.file_in.as_ref() else {
-        return diag(Verdict::Ok, format!("copied {copied} bytes"));
-    };
-    let pos = ev.read_pos().unwrap_or(src.pos);
-    let end = pos.saturating_add(ev.ret);
-    let stopped_at_size = end >= src.size;
-
-    if copied < ev.len {
-        match src.size_truth {
-            SizeTruth::Generated if stopped_at_size => {
-                return diag(
-                    Verdict::SilentZeroCopy,
-                    format!(
-                        "copied {copied} of {} bytes and reported success: {} advertises size {} but generates content on read, so the kernel stopped there; use read/write",
-                        ev.len, src.fs, src.size
-                    ),
-                );
-            }
-            SizeTruth::FixedPage => {
-                return diag(
-                    Verdict::SizeMismatch,
-                    format!(
-                        "copied {copied} of {} bytes: {} files advertise {} bytes whatever their content, so the result cannot be trusted; use read/write",
-                        ev.len, src.fs, src.size
-                    ),
-                );
-            }
-            _ => {}
-        }
-        if !stopped_at_size {
-            return diag(
-                Verdict::ShortWrite,
-                format!(
-                    "copied {copied} of {} bytes while the source had {} more: the destination ({}) stopped the copy (full, quota, size limit or a signal)",
-                    ev.len,
-                    src.size - end,
-                    fs_name(ev.file_out.as_ref())
-                ),
-            );
-        }
-    }
-
-    if let Some((i, o)) = crosses(ev) {
-        return diag(
-            Verdict::CrossFs,
-            format!(
-                "copied {copied} bytes across filesystems ({} {} → {} {}) by {}; kernels since 5.19 refuse such copies from user space with EXDEV",
-                i.fs,
-                i.dev,
-                o.fs,
-                o.dev,
-                mech.as_str()
-            ),
-        );
-    }
-
-    if copied < ev.len {
-        if copied == 0 {
-            return diag(
-                Verdict::Ok,
-                format!("at end of file (position {pos}, size {})", src.size),
-            );
-        }
-        return diag(
-            Verdict::ShortRead,
-            format!(
-                "copied {copied} of {} bytes: the source ended at {} bytes",
-                ev.len, src.size
-            ),
-        );
-    }
-    diag(Verdict::Ok, format!("copied {copied} bytes"))
 }
 
 #[cfg(test)]

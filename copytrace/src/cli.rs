@@ -1,11 +1,13 @@
 //! Command-line interface definition (clap). Parsing only: no side effects.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::bpf::ProbeChoice;
+use crate::sink::console::Print;
 
 /// Watches every copy_file_range(2) call on this machine and explains the
 /// ones that silently went wrong: zero-byte copies from procfs, sysfs or
@@ -16,9 +18,9 @@ use crate::bpf::ProbeChoice;
 #[derive(Debug, Parser)]
 #[command(name = "copytrace", version, propagate_version = true)]
 pub struct Cli {
-    /// Log level for copytrace's own messages (error, warn, info, debug, trace).
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
-    pub log_level: log::LevelFilter,
+    /// Log level for copytrace's own messages (off, error, warn, info, debug, trace) [default: info].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<log::LevelFilter>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -27,13 +29,22 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Watch every copy_file_range call on the machine and print one line per call.
+    /// The daemon: watch every copy_file_range call on the machine, print
+    /// calls, serve Prometheus metrics and the live tail socket.
+    ///
+    /// Reads /etc/copytrace/copytrace.toml (or --config); flags override
+    /// its keys. SIGHUP reloads it; SIGTERM or SIGINT detach and exit 0.
     Run(RunArgs),
     /// Run a command and report its copy_file_range calls (and its children's).
     ///
     /// Exits with the command's exit status. Events go to stderr (or --output)
     /// so they do not mix with the command's own output; a summary follows.
     Trace(TraceArgs),
+    /// Print suspicious calls as they happen, from a running `copytrace run`.
+    ///
+    /// Connects to the daemon's socket (root or the socket's group). Filters
+    /// combine with AND; a filter given several times matches any of its values.
+    Tail(TailArgs),
     /// Check that this machine can run copytrace, and say what to do if not.
     Doctor,
 }
@@ -51,14 +62,55 @@ pub struct ProbeArgs {
 }
 
 /// `copytrace run`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Default)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub probe: ProbeArgs,
+    /// Configuration file [default: /etc/copytrace/copytrace.toml, defaults if absent].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
-    /// Only calls from this process and its descendants.
+    /// Validate the configuration (file and flags), print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Probe back-end (config: probe) [default: auto].
+    #[arg(long, value_enum)]
+    pub probe: Option<ProbeChoice>,
+
+    /// Print one JSON object per line instead of text (config: json).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Which calls to print on stdout (config: print) [default: all].
+    #[arg(long, value_enum)]
+    pub print: Option<Print>,
+
+    /// Only calls from this process and its descendants (config: pid).
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
+
+    /// Serve Prometheus metrics on ADDR (config: metrics.listen) [default: 127.0.0.1:9977].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Do not serve metrics (config: metrics.enabled = false).
+    #[arg(long)]
+    pub no_metrics: bool,
+
+    /// Tail socket path (config: tail.socket) [default: /run/copytrace/copytrace.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Group allowed to use the tail socket besides root (config: tail.group) [default: copytrace].
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// Suspicious calls kept for `tail --history` (config: tail.history) [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub history: Option<usize>,
+
+    /// Do not serve the tail socket (config: tail.enabled = false).
+    #[arg(long)]
+    pub no_tail: bool,
 }
 
 /// `copytrace trace`.
@@ -76,6 +128,55 @@ pub struct TraceArgs {
     pub command: Vec<OsString>,
 }
 
+/// `copytrace tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Daemon socket.
+    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    /// Every call, not only suspicious ones.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Only this process id (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+
+    /// Only this command name (repeatable).
+    #[arg(long, value_name = "COMM")]
+    pub comm: Vec<String>,
+
+    /// Only this cgroup v2 id (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub cgroup: Vec<u64>,
+
+    /// Only this verdict (repeatable): ok, silent_zero_copy, size_mismatch,
+    /// short_read, short_write, cross_fs, error.
+    #[arg(long, value_name = "VERDICT")]
+    pub verdict: Vec<String>,
+
+    /// Only calls touching this filesystem, source or destination (repeatable).
+    #[arg(long, value_name = "FS")]
+    pub fs: Vec<String>,
+
+    /// First replay up to N suspicious calls the daemon kept.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub history: usize,
+
+    /// Replay every suspicious call the daemon kept (as --history with no limit).
+    #[arg(long, conflicts_with = "history")]
+    pub since_start: bool,
+
+    /// One JSON object per line (see docs/tail-protocol.md).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Reconnect when the daemon restarts instead of exiting.
+    #[arg(long)]
+    pub follow: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,13 +187,30 @@ mod tests {
 
     #[test]
     fn run_flags() {
-        let cli = parse(&["run", "--json", "--probe", "tracepoint", "--pid", "7"]).expect("parses");
+        let cli = parse(&[
+            "run",
+            "--json",
+            "--probe",
+            "tracepoint",
+            "--pid",
+            "7",
+            "--metrics-listen",
+            "127.0.0.1:1",
+            "--print",
+            "suspicious",
+            "--no-tail",
+        ])
+        .expect("parses");
         let Command::Run(r) = cli.command else {
             panic!("not run")
         };
-        assert!(r.probe.json);
-        assert_eq!(r.probe.probe, ProbeChoice::Tracepoint);
+        assert!(r.json);
+        assert_eq!(r.probe, Some(ProbeChoice::Tracepoint));
         assert_eq!(r.pid, Some(7));
+        assert_eq!(r.print, Some(Print::Suspicious));
+        assert_eq!(r.metrics_listen.map(|a| a.port()), Some(1));
+        assert!(r.no_tail);
+        assert!(parse(&["run", "--metrics-listen", "nowhere"]).is_err());
     }
 
     #[test]
@@ -104,6 +222,30 @@ mod tests {
         assert_eq!(t.command, vec!["cp", "-v", "a", "b"]);
         assert_eq!(t.output.as_deref(), Some(std::path::Path::new("/tmp/x")));
         assert_eq!(t.probe.probe, ProbeChoice::Auto);
+    }
+
+    #[test]
+    fn tail_filters_repeat() {
+        let cli = parse(&[
+            "tail",
+            "--pid",
+            "1",
+            "--pid",
+            "2",
+            "--verdict",
+            "error",
+            "--since-start",
+            "--json",
+        ])
+        .expect("parses");
+        let Command::Tail(t) = cli.command else {
+            panic!("not tail")
+        };
+        assert_eq!(t.pid, vec![1, 2]);
+        assert_eq!(t.verdict, vec!["error"]);
+        assert!(t.since_start && t.json && !t.follow);
+        assert_eq!(t.socket, PathBuf::from("/run/copytrace/copytrace.sock"));
+        assert!(parse(&["tail", "--history", "3", "--since-start"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,4 @@
-//! `copytrace run` and `copytrace trace`: wiring of the watch pipeline to
-//! output, signals and child processes.
+//! `copytrace trace`: runs a command under the probes and reports its calls.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -8,11 +7,10 @@ use std::os::unix::process::ExitStatusExt;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::bpf::LoadOptions;
-use crate::cli::{RunArgs, TraceArgs};
-use crate::record::Record;
+use crate::cli::TraceArgs;
 use crate::render::{self, Format};
-use crate::summary::Summary;
-use crate::watch::{RecordSink, Watch, WatchError};
+use crate::sink::console::{Console, Print};
+use crate::watch::{Watch, WatchError};
 
 /// Errors from the commands.
 #[derive(Debug, thiserror::Error)]
@@ -40,113 +38,6 @@ pub enum CommandError {
     /// Writing events failed (other than a closed pipe).
     #[error("writing output failed")]
     Write(#[source] io::Error),
-}
-
-fn format_of(json: bool) -> Format {
-    if json {
-        Format::Json
-    } else {
-        Format::Human
-    }
-}
-
-/// Writes records as lines, flushed per batch, optionally totalling them;
-/// remembers the first write error (EPIPE ends output quietly).
-struct LineSink<W: Write> {
-    out: W,
-    format: Format,
-    error: Option<io::Error>,
-    summary: Option<Summary>,
-}
-
-impl<W: Write> LineSink<W> {
-    fn new(out: W, json: bool, summary: bool) -> Self {
-        Self {
-            out,
-            format: format_of(json),
-            error: None,
-            summary: summary.then(Summary::default),
-        }
-    }
-
-    fn write_line(&mut self, line: &str) {
-        if self.error.is_none() {
-            if let Err(e) = writeln!(self.out, "{line}") {
-                self.error = Some(e);
-            }
-        }
-    }
-
-    fn flush(&mut self) -> Result<(), CommandError> {
-        if let Some(e) = self.error.take().or_else(|| self.out.flush().err()) {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                return Err(CommandError::Write(e));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `copytrace run`: prints every call until SIGINT or SIGTERM.
-pub async fn run(args: RunArgs) -> Result<(), CommandError> {
-    let mut sigint = signal(SignalKind::interrupt()).map_err(CommandError::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(CommandError::Signals)?;
-    let mut watch = Watch::start(LoadOptions {
-        probe: args.probe.probe,
-        follow_tgid: args.pid.unwrap_or(0),
-    })?;
-    log::info!(
-        "attached {} back-end{}; watching copy_file_range{}",
-        watch.attached(),
-        watch
-            .fallback_reason()
-            .map(|r| format!(" (fentry unavailable: {r})"))
-            .unwrap_or_default(),
-        args.pid
-            .map(|p| format!(" of pid {p} and its descendants"))
-            .unwrap_or_default()
-    );
-    let mut sink = LineSink::new(
-        io::BufWriter::new(io::stdout().lock()),
-        args.probe.json,
-        false,
-    );
-    if sink.format == Format::Human {
-        sink.write_line(&render::human_header());
-        sink.batch_end();
-    }
-    loop {
-        tokio::select! {
-            res = watch.next_batch(&mut sink) => res?,
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-        }
-    }
-    watch.drain(&mut sink);
-    let lost = watch.lost_events();
-    if lost > 0 {
-        log::warn!("{lost} event(s) lost: the ring buffer was full");
-    }
-    log::info!("detaching probes");
-    sink.flush()
-}
-
-impl<W: Write> RecordSink for LineSink<W> {
-    fn record(&mut self, r: Record) {
-        if let Some(s) = &mut self.summary {
-            s.add(&r);
-        }
-        let line = render::line(&r, self.format);
-        self.write_line(&line);
-    }
-
-    fn batch_end(&mut self) {
-        if self.error.is_none() {
-            if let Err(e) = self.out.flush() {
-                self.error = Some(e);
-            }
-        }
-    }
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -193,7 +84,12 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
             source,
         })?;
 
-    let mut sink = LineSink::new(io::BufWriter::new(out), args.probe.json, true);
+    let format = if args.probe.json {
+        Format::Json
+    } else {
+        Format::Human
+    };
+    let mut sink = Console::new(io::BufWriter::new(out), format, Print::All, true);
     let status = loop {
         tokio::select! {
             res = watch.next_batch(&mut sink) => res?,
@@ -210,7 +106,7 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
         Format::Json => sink.write_line(&render::json_line("summary", &summary)),
         Format::Human => sink.write_line(&summary.human()),
     }
-    sink.flush()?;
+    sink.finish().map_err(CommandError::Write)?;
     let status = status.map_err(|source| CommandError::Spawn {
         command: program.to_string_lossy().into_owned(),
         source,

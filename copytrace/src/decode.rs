@@ -6,7 +6,7 @@
 use std::mem::size_of;
 
 use copytrace_common::{backend, origin, status, Event, FileInfo, NAME_LEN, PATH_DEPTH};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fs_magic;
 
@@ -19,7 +19,7 @@ pub enum DecodeError {
 }
 
 /// Which probe back-end captured the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// Syscall tracepoints.
@@ -42,7 +42,7 @@ impl Backend {
 }
 
 /// Who made the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// A process, through `copy_file_range(2)`.
@@ -52,7 +52,7 @@ pub enum Origin {
 }
 
 /// File type from `i_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileKind {
     Regular,
@@ -97,7 +97,7 @@ impl FileKind {
 }
 
 /// One side of a copy as the kernel saw it at entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSide {
     /// File type.
     pub kind: FileKind,
@@ -133,7 +133,7 @@ pub struct FileSide {
 }
 
 /// One decoded `copy_file_range` call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyEvent {
     /// Monotonic ns at entry.
     pub start_ns: u64,

@@ -7,7 +7,7 @@
 //! is what `classify` uses to tell such a copy from a legitimate EOF.
 
 /// What `inode.i_size` says about a filesystem's file contents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SizeTruth {
     /// The size is the content length (disk, network and memory filesystems).

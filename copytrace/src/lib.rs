@@ -4,24 +4,32 @@
 //! Data flows one way: [`bpf`] attaches the kernel programs, [`ringbuf_reader`]
 //! reads raw records, [`decode`] types them, [`classify`] gives the verdict
 //! (wrapped with paths and time in [`record`]), and the commands fan records
-//! out to their sinks ([`render`], [`summary`]).
+//! out to their sinks ([`sink`]: console, metrics, tail).
 
 pub mod bpf;
 pub mod btf;
 pub mod classify;
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod doctor;
 pub mod errno;
+pub mod filter;
 pub mod fs_magic;
 pub mod kallsyms;
+pub mod metrics_server;
 pub mod mounts;
+pub mod notify;
 pub mod offsets;
 pub mod record;
 pub mod render;
 pub mod ringbuf_reader;
+pub mod sink;
 pub mod summary;
+pub mod tail_client;
+pub mod tail_protocol;
 pub mod tracefs;
 pub mod watch;
 

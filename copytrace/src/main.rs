@@ -4,8 +4,10 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use copytrace::cli::{Cli, Command};
-use copytrace::{commands, doctor, error_chain};
+use copytrace::cli::{Cli, Command, TailArgs};
+use copytrace::filter::Filter;
+use copytrace::tail_client::{self, TailOptions};
+use copytrace::{commands, daemon, doctor, error_chain};
 
 /// Exit code for any copytrace error (bad input, missing privileges, load failure).
 const EXIT_ERROR: u8 = 2;
@@ -14,6 +16,7 @@ fn init_logging(level: log::LevelFilter) {
     env_logger::Builder::new()
         .filter_level(level)
         .parse_env("COPYTRACE_LOG")
+        // One "copytrace: level: message" line each: journald-friendly, no colour.
         .format(|buf, rec| {
             writeln!(
                 buf,
@@ -30,9 +33,38 @@ fn fail(err: &(dyn std::error::Error + 'static)) -> ExitCode {
     ExitCode::from(EXIT_ERROR)
 }
 
+fn tail_options(a: TailArgs) -> TailOptions {
+    TailOptions {
+        socket: a.socket,
+        filter: Filter {
+            all: a.all,
+            pid: a.pid,
+            comm: a.comm,
+            cgroup: a.cgroup,
+            verdict: a.verdict,
+            fs: a.fs,
+        },
+        history: if a.since_start { usize::MAX } else { a.history },
+        json: a.json,
+        follow: a.follow,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_level);
+    // `run` may take its level from the config file; the logger starts open
+    // and the daemon narrows it once the config is read.
+    let level = match (&cli.command, cli.log_level) {
+        (_, Some(l)) => l,
+        (Command::Run(_), None) => log::LevelFilter::Trace,
+        (_, None) => log::LevelFilter::Info,
+    };
+    init_logging(level);
+    if !matches!(cli.command, Command::Run(_)) || cli.log_level.is_some() {
+        log::set_max_level(level);
+    } else {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -41,12 +73,16 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     match cli.command {
-        Command::Run(args) => match rt.block_on(commands::run(args)) {
+        Command::Run(args) => match rt.block_on(daemon::run(args, cli.log_level)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
         Command::Trace(args) => match rt.block_on(commands::trace(args)) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => fail(&e),
+        },
+        Command::Tail(args) => match rt.block_on(tail_client::run(tail_options(args))) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
         Command::Doctor => {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classify::{classify, Diagnosis, Mechanism};
 use crate::decode::CopyEvent;
@@ -11,7 +11,7 @@ use crate::kallsyms::OpNames;
 use crate::mounts::MountTable;
 
 /// One call, ready to be shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     /// Wall-clock time of entry, RFC 3339.
     pub time: String,

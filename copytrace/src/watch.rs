@@ -28,7 +28,7 @@ pub enum WatchError {
 /// rather than once per record.
 pub trait RecordSink {
     /// One classified call.
-    fn record(&mut self, record: Record);
+    fn record(&mut self, record: &Record);
     /// The current batch is complete.
     fn batch_end(&mut self) {}
 }
@@ -36,6 +36,7 @@ pub trait RecordSink {
 /// Attached probes plus everything needed to turn their events into records.
 pub struct Watch {
     probes: Probes,
+    counters: Option<std::sync::Arc<crate::bpf::KernelCounters>>,
     reader: RingbufReader,
     enrich: Enrich,
     batch: Vec<CopyEvent>,
@@ -65,9 +66,11 @@ impl Watch {
         let mut probes = bpf::load(opts)?;
         spawn_kernel_logger(&mut probes);
         let ring = probes.take_events().ok_or(WatchError::NoRingBuffer)?;
+        let counters = probes.take_counters().map(std::sync::Arc::new);
         let reader = RingbufReader::new(ring).map_err(WatchError::Read)?;
         Ok(Self {
             probes,
+            counters,
             reader,
             enrich: Enrich::load(),
             batch: Vec::with_capacity(256),
@@ -86,12 +89,17 @@ impl Watch {
 
     /// Events the kernel dropped because the ring buffer was full.
     pub fn lost_events(&self) -> u64 {
-        self.probes.lost_events()
+        self.counters.as_ref().map_or(0, |c| c.lost_events())
+    }
+
+    /// The kernel-side exact counts, shared.
+    pub fn counters(&self) -> Option<std::sync::Arc<crate::bpf::KernelCounters>> {
+        self.counters.clone()
     }
 
     fn emit(&mut self, sink: &mut impl RecordSink) {
         for ev in self.batch.drain(..) {
-            sink.record(Record::new(ev, &mut self.enrich));
+            sink.record(&Record::new(ev, &mut self.enrich));
         }
         sink.batch_end();
     }

@@ -1,0 +1,243 @@
+//! The daemon's configuration: a TOML file, every key overridable by a flag.
+//!
+//! Unknown keys and bad values are errors naming the key; a missing default
+//! file means defaults, a missing explicit `--config` file is an error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::bpf::ProbeChoice;
+use crate::sink::console::Print;
+
+/// Where `copytrace run` looks for its configuration by default.
+pub const DEFAULT_PATH: &str = "/etc/copytrace/copytrace.toml";
+
+/// Default metrics listen address.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9977";
+
+/// Default tail socket.
+pub const DEFAULT_SOCKET: &str = "/run/copytrace/copytrace.sock";
+
+/// Errors from reading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration; the message names the key.
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Complete daemon configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Probe back-end.
+    pub probe: ProbeChoice,
+    /// Log level of copytrace's own messages.
+    pub log_level: String,
+    /// Which calls `run` prints on stdout.
+    pub print: Print,
+    /// Print JSON Lines instead of text.
+    pub json: bool,
+    /// Only this process and its descendants (0: all).
+    pub pid: u32,
+    /// Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// Live tail socket.
+    pub tail: TailConfig,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve /metrics at all.
+    pub enabled: bool,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+}
+
+/// `[tail]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailConfig {
+    /// Serve the tail socket at all.
+    pub enabled: bool,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Group allowed to connect besides root.
+    pub group: String,
+    /// Suspicious calls kept for `--history`.
+    pub history: usize,
+    /// Events queued per client before it is told it lagged.
+    pub client_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            probe: ProbeChoice::Auto,
+            log_level: "info".into(),
+            print: Print::All,
+            json: false,
+            pid: 0,
+            metrics: MetricsConfig::default(),
+            tail: TailConfig::default(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_METRICS_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9977))),
+        }
+    }
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            group: "copytrace".into(),
+            history: 1000,
+            client_queue: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            message: e.message().to_string() + &key_hint(text, e.span()),
+        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Reads `path`; with `explicit == false` a missing file means defaults.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.log_level.parse::<log::LevelFilter>().is_err() {
+            return Err(format!(
+                "log_level: {:?} is not one of off, error, warn, info, debug, trace",
+                self.log_level
+            ));
+        }
+        if self.tail.client_queue == 0 {
+            return Err("tail.client_queue: must be at least 1".into());
+        }
+        if !self.tail.socket.is_absolute() {
+            return Err(format!(
+                "tail.socket: {} must be an absolute path",
+                self.tail.socket.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The log level as a filter (validated at parse time).
+    pub fn level(&self) -> log::LevelFilter {
+        self.log_level.parse().unwrap_or(log::LevelFilter::Info)
+    }
+}
+
+/// " (at line N)" for a parse error span, so the message points at the key.
+fn key_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|s| {
+        let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+        format!(" (line {line})")
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, String> {
+        Config::parse(t, Path::new("test.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(parse(""), Ok(Config::default()));
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let c = parse(
+            r#"
+probe = "tracepoint"
+log_level = "debug"
+print = "suspicious"
+json = true
+pid = 42
+[metrics]
+enabled = false
+listen = "127.0.0.1:1234"
+[tail]
+socket = "/tmp/x.sock"
+group = "wheel"
+history = 5
+client_queue = 7
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.probe, ProbeChoice::Tracepoint);
+        assert_eq!(c.print, Print::Suspicious);
+        assert_eq!(c.pid, 42);
+        assert!(!c.metrics.enabled);
+        assert_eq!(c.metrics.listen.port(), 1234);
+        assert_eq!(c.tail.history, 5);
+        assert_eq!(c.tail.client_queue, 7);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("[metrics]\nlisten = \"nowhere\"\n").expect_err("bad address");
+        assert!(e.contains("listen") || e.contains("line 2"), "{e}");
+        let e = parse("colour = true\n").expect_err("unknown key");
+        assert!(e.contains("colour"), "{e}");
+        let e = parse("[tail]\nsockett = \"/x\"\n").expect_err("unknown key");
+        assert!(e.contains("sockett"), "{e}");
+        let e = parse("log_level = \"loud\"\n").expect_err("bad level");
+        assert!(e.starts_with("config test.toml: log_level:"), "{e}");
+        let e = parse("probe = \"kprobe\"\n").expect_err("bad probe");
+        assert!(e.contains("kprobe"), "{e}");
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_explicit_is_an_error() {
+        let p = Path::new("/nonexistent/copytrace.toml");
+        assert_eq!(Config::load(p, false).ok(), Some(Config::default()));
+        assert!(Config::load(p, true).is_err());
+    }
+}

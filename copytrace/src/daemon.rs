@@ -1,0 +1,343 @@
+//! `copytrace run`: the long-running service.
+//!
+//! Start-up order matters to systemd: configuration is validated, the metrics
+//! port bound and the probes attached before `READY=1`. Then each ring-buffer
+//! batch fans out to the console, the metrics and the tail; SIGHUP reloads
+//! the configuration (a bad file keeps the old one), SIGTERM/SIGINT detach,
+//! flush and exit 0.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::bpf::LoadOptions;
+use crate::cli::RunArgs;
+use crate::config::{Config, ConfigError, DEFAULT_PATH};
+use crate::metrics_server;
+use crate::notify::{self, Notifier};
+use crate::record::Record;
+use crate::render::{self, Format};
+use crate::sink::console::Console;
+use crate::sink::metrics::{Metrics, MetricsError};
+use crate::watch::{RecordSink, Watch, WatchError};
+
+/// Errors that stop the daemon (each printed as one line, exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Probes or ring buffer.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    /// The metrics port could not be bound.
+    #[error(
+        "cannot serve metrics on {addr} (set metrics.listen or --metrics-listen to a free address)"
+    )]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// Metrics registry.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// Signal handlers.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] io::Error),
+    /// The tail socket could not be set up.
+    #[error(transparent)]
+    Tail(#[from] crate::sink::tail::TailError),
+    /// stdout failed.
+    #[error("writing to stdout failed")]
+    Write(#[source] io::Error),
+}
+
+/// Where the configuration comes from, so SIGHUP can read it again.
+struct ConfigSource {
+    path: PathBuf,
+    explicit: bool,
+}
+
+impl ConfigSource {
+    fn new(args: &RunArgs) -> Self {
+        match &args.config {
+            Some(p) => Self {
+                path: p.clone(),
+                explicit: true,
+            },
+            None => Self {
+                path: PathBuf::from(DEFAULT_PATH),
+                explicit: false,
+            },
+        }
+    }
+
+    /// File, then flags on top.
+    fn load(
+        &self,
+        args: &RunArgs,
+        log_level: Option<log::LevelFilter>,
+    ) -> Result<Config, ConfigError> {
+        let mut c = Config::load(&self.path, self.explicit)?;
+        apply_flags(&mut c, args, log_level);
+        Ok(c)
+    }
+}
+
+/// Flags override the file's keys.
+pub fn apply_flags(c: &mut Config, a: &RunArgs, log_level: Option<log::LevelFilter>) {
+    if let Some(l) = log_level {
+        c.log_level = l.to_string().to_lowercase();
+    }
+    if let Some(p) = a.probe {
+        c.probe = p;
+    }
+    if a.json {
+        c.json = true;
+    }
+    if let Some(p) = a.print {
+        c.print = p;
+    }
+    if let Some(p) = a.pid {
+        c.pid = p;
+    }
+    if let Some(l) = a.metrics_listen {
+        c.metrics.listen = l;
+    }
+    if a.no_metrics {
+        c.metrics.enabled = false;
+    }
+    if let Some(s) = &a.socket {
+        c.tail.socket = s.clone();
+    }
+    if let Some(g) = &a.socket_group {
+        c.tail.group = g.clone();
+    }
+    if let Some(h) = a.history {
+        c.tail.history = h;
+    }
+    if a.no_tail {
+        c.tail.enabled = false;
+    }
+}
+
+/// Every sink the daemon feeds.
+struct Fanout<W: io::Write> {
+    console: Console<W>,
+    metrics: Arc<Mutex<Metrics>>,
+    tail: Option<crate::sink::tail::TailHub>,
+}
+
+impl<W: io::Write> RecordSink for Fanout<W> {
+    fn record(&mut self, r: &Record) {
+        self.console.record(r);
+        if let Ok(m) = self.metrics.lock() {
+            m.observe(r);
+        }
+        if let Some(t) = &mut self.tail {
+            t.record(r);
+        }
+    }
+
+    fn batch_end(&mut self) {
+        self.console.batch_end();
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn status_line(metrics: &Mutex<Metrics>, backend: &str) -> String {
+    let (calls, suspicious) = metrics
+        .lock()
+        .map(|mut m| {
+            let by = m.calls_by_verdict();
+            let total: u64 = by.values().sum();
+            let ok: u64 = ["ok", "short_read"].iter().filter_map(|v| by.get(v)).sum();
+            (total, total - ok)
+        })
+        .unwrap_or_default();
+    format!("STATUS=watching copy_file_range ({backend} back-end): {calls} calls, {suspicious} suspicious")
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(), DaemonError> {
+    let source = ConfigSource::new(&args);
+    let mut config = source.load(&args, log_level)?;
+    if args.check_config {
+        println!("copytrace: configuration ok");
+        println!("{config:#?}");
+        return Ok(());
+    }
+    log::set_max_level(config.level());
+    let notifier = Notifier::from_env();
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+
+    let listener = if config.metrics.enabled {
+        let addr = config.metrics.listen;
+        Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Listen { addr, source })?,
+        )
+    } else {
+        None
+    };
+    let tail = if config.tail.enabled {
+        Some(crate::sink::tail::TailHub::bind(&config.tail)?)
+    } else {
+        None
+    };
+
+    let mut watch = Watch::start(LoadOptions {
+        probe: config.probe,
+        follow_tgid: config.pid,
+    })?;
+    let backend = watch.attached().as_str();
+    let metrics = Arc::new(Mutex::new(Metrics::new(&kernel_release())?));
+    if let (Some(k), Ok(mut m)) = (watch.counters(), metrics.lock()) {
+        m.attach(backend, k);
+    }
+    if let Some(listener) = listener {
+        tokio::spawn(metrics_server::serve(listener, metrics.clone()));
+    }
+    let tail_dropped = metrics
+        .lock()
+        .map(|m| (m.tail_dropped.clone(), m.tail_clients.clone()))
+        .ok();
+    let tail = tail.map(|mut t| {
+        if let Some((dropped, clients)) = tail_dropped {
+            t.set_metrics(dropped, clients);
+        }
+        t.set_backend(backend);
+        t.start();
+        t
+    });
+    log::info!(
+        "attached {backend} back-end{}; watching copy_file_range{}{}{}",
+        watch
+            .fallback_reason()
+            .map(|r| format!(" (fentry unavailable: {r})"))
+            .unwrap_or_default(),
+        if config.pid != 0 {
+            format!(" of pid {} and its descendants", config.pid)
+        } else {
+            String::new()
+        },
+        if config.metrics.enabled {
+            format!("; metrics on http://{}/metrics", config.metrics.listen)
+        } else {
+            String::new()
+        },
+        if config.tail.enabled {
+            format!("; tail on {}", config.tail.socket.display())
+        } else {
+            String::new()
+        },
+    );
+    notifier.send(&format!("READY=1\n{}", status_line(&metrics, backend)));
+
+    let format = if config.json {
+        Format::Json
+    } else {
+        Format::Human
+    };
+    let mut sinks = Fanout {
+        console: Console::new(
+            io::BufWriter::new(io::stdout().lock()),
+            format,
+            config.print,
+            false,
+        ),
+        metrics: metrics.clone(),
+        tail,
+    };
+    if format == Format::Human && config.print != crate::sink::console::Print::None {
+        sinks.console.write_line(&render::human_header());
+        sinks.console.batch_end();
+    }
+
+    let watchdog = notify::watchdog_interval();
+    let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            res = watch.next_batch(&mut sinks) => res?,
+            _ = wd_tick.tick(), if watchdog.is_some() => notifier.send("WATCHDOG=1"),
+            _ = status_tick.tick(), if notifier.enabled() => {
+                notifier.send(&status_line(&metrics, backend));
+            }
+            _ = sighup.recv() => {
+                notifier.send("RELOADING=1");
+                match source.load(&args, log_level) {
+                    Ok(new) => {
+                        reload(&config, &new, &mut sinks);
+                        config = new;
+                    }
+                    Err(e) => log::warn!(
+                        "reload: keeping the running configuration: {}",
+                        crate::error_chain(&e)
+                    ),
+                }
+                notifier.send(&format!("READY=1\n{}", status_line(&metrics, backend)));
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    notifier.send("STOPPING=1\nSTATUS=detaching probes");
+    watch.drain(&mut sinks);
+    if let Some(t) = &mut sinks.tail {
+        t.shutdown();
+    }
+    if let Ok(mut m) = metrics.lock() {
+        m.reconcile();
+        m.detach();
+    }
+    let lost = watch.lost_events();
+    if lost > 0 {
+        log::warn!("{lost} event(s) lost: the ring buffer was full (calls were still counted)");
+    }
+    log::info!("detached probes; exiting");
+    sinks.console.finish().map_err(DaemonError::Write)
+}
+
+/// Applies what can change at run time; says which keys need a restart.
+fn reload<W: io::Write>(old: &Config, new: &Config, sinks: &mut Fanout<W>) {
+    log::set_max_level(new.level());
+    sinks.console.set_print(new.print);
+    if let Some(t) = &mut sinks.tail {
+        t.set_history(new.tail.history);
+    }
+    let restart: Vec<&str> = [
+        ("probe", old.probe != new.probe),
+        ("pid", old.pid != new.pid),
+        ("json", old.json != new.json),
+        ("metrics", old.metrics != new.metrics),
+        (
+            "tail.socket",
+            old.tail.socket != new.tail.socket || old.tail.enabled != new.tail.enabled,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect();
+    if restart.is_empty() {
+        log::info!("reload: configuration applied");
+    } else {
+        log::warn!(
+            "reload: applied log_level, print and tail.history; {} change(s) need a restart",
+            restart.join(", ")
+        );
+    }
+}

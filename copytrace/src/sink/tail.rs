@@ -1,0 +1,389 @@
+//! The live tail: a Unix socket streaming calls to `copytrace tail` clients.
+//!
+//! ## Access
+//! The socket is created with mode 0660 (group `tail.group` when that group
+//! exists) under a temporary name and renamed into place, so nobody can
+//! connect before its mode is set. Each connection is also checked with
+//! SO_PEERCRED: root, or a member of the group.
+//!
+//! ## Lagging
+//! Calls go through one bounded broadcast queue (`tail.client_queue` entries)
+//! shared by every client: a client that does not read never blocks the
+//! daemon or the others; when it reads again it gets a `lagged` line with the
+//! number of calls it missed, and `copytrace_tail_dropped_total` counts them.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, watch};
+
+use crate::config::TailConfig;
+use crate::filter::Filter;
+use crate::record::Record;
+use crate::render;
+use crate::tail_protocol::{ClientMsg, ServerMsg, MAX_LINE, PROTOCOL_VERSION};
+use crate::watch::RecordSink;
+
+/// Errors setting up the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    /// Creating, binding or placing the socket failed.
+    #[error("cannot serve the tail socket {path}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Another process is already serving it.
+    #[error("another copytrace is already serving {0} (stop it, or set tail.socket / --socket)")]
+    InUse(PathBuf),
+}
+
+/// One call as sent to clients: the record for filtering, the line to send.
+struct Item {
+    record: Record,
+    line: String,
+}
+
+/// Shared by the hub and every client task.
+struct Shared {
+    history: Mutex<VecDeque<Arc<Item>>>,
+    history_cap: Mutex<usize>,
+    group_gid: Option<u32>,
+    group_name: String,
+    backend: Mutex<String>,
+    dropped: Mutex<Option<IntCounter>>,
+    clients: Mutex<Option<IntGauge>>,
+}
+
+/// The tail socket and its subscribers.
+pub struct TailHub {
+    listener: Option<std::os::unix::net::UnixListener>,
+    path: PathBuf,
+    tx: broadcast::Sender<Arc<Item>>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+}
+
+fn socket_err(path: &Path) -> impl FnOnce(io::Error) -> TailError + '_ {
+    move |source| TailError::Socket {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// gid of a group, if it exists.
+fn group_gid(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam returns NULL or a pointer to static storage, read at once.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    (!g.is_null()).then(|| unsafe { (*g).gr_gid })
+}
+
+/// Whether process `pid` (of `uid`, `gid`) may use the socket.
+fn authorized(uid: u32, gid: u32, pid: Option<i32>, group: Option<u32>) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let Some(group) = group else { return false };
+    if gid == group {
+        return true;
+    }
+    // Supplementary groups of the peer process.
+    pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .map(|g| g.split_whitespace().any(|x| x.parse() == Ok(group)))
+        })
+        .unwrap_or(false)
+}
+
+impl TailHub {
+    /// Creates the socket (mode 0660, then renamed into place).
+    pub fn bind(cfg: &TailConfig) -> Result<Self, TailError> {
+        let path = cfg.socket.clone();
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(TailError::InUse(path));
+        }
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir).map_err(socket_err(&path))?;
+        let tmp = dir.join(format!(".copytrace.sock.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(socket_err(&path))?;
+        let gid = group_gid(&cfg.group);
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+            .and_then(|()| match gid {
+                Some(g) => std::os::unix::fs::chown(&tmp, Some(0), Some(g)),
+                None => Ok(()),
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(socket_err(&path)(e));
+        }
+        listener.set_nonblocking(true).map_err(socket_err(&path))?;
+        let (tx, _) = broadcast::channel(cfg.client_queue.max(1));
+        let (stop, _) = watch::channel(false);
+        Ok(Self {
+            listener: Some(listener),
+            path,
+            tx,
+            shared: Arc::new(Shared {
+                history: Mutex::new(VecDeque::new()),
+                history_cap: Mutex::new(cfg.history),
+                group_gid: gid,
+                group_name: cfg.group.clone(),
+                backend: Mutex::new(String::new()),
+                dropped: Mutex::new(None),
+                clients: Mutex::new(None),
+            }),
+            stop,
+        })
+    }
+
+    /// Counts drops and clients in these metrics.
+    pub fn set_metrics(&mut self, dropped: IntCounter, clients: IntGauge) {
+        if let Ok(mut d) = self.shared.dropped.lock() {
+            *d = Some(dropped);
+        }
+        if let Ok(mut c) = self.shared.clients.lock() {
+            *c = Some(clients);
+        }
+    }
+
+    /// Names the back-end in client handshakes.
+    pub fn set_backend(&mut self, backend: &str) {
+        if let Ok(mut b) = self.shared.backend.lock() {
+            *b = backend.to_string();
+        }
+    }
+
+    /// Changes how many suspicious calls are kept.
+    pub fn set_history(&mut self, n: usize) {
+        if let Ok(mut cap) = self.shared.history_cap.lock() {
+            *cap = n;
+        }
+        if let Ok(mut h) = self.shared.history.lock() {
+            while h.len() > n {
+                h.pop_front();
+            }
+        }
+    }
+
+    /// Starts accepting clients (inside the tokio runtime).
+    pub fn start(&mut self) {
+        let Some(std_listener) = self.listener.take() else {
+            return;
+        };
+        let listener = match UnixListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("tail socket {}: {e}", self.path.display());
+                return;
+            }
+        };
+        let tx = self.tx.clone();
+        let shared = self.shared.clone();
+        let stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let mut stop_accept = stop.clone();
+                let stream = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            log::warn!("tail socket accept: {e}");
+                            continue;
+                        }
+                    },
+                    _ = stop_accept.changed() => return,
+                };
+                let rx = tx.subscribe();
+                tokio::spawn(serve_client(stream, rx, shared.clone(), stop.clone()));
+            }
+        });
+    }
+
+    /// Tells clients goodbye and removes the socket.
+    pub fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for TailHub {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl RecordSink for TailHub {
+    fn record(&mut self, r: &Record) {
+        let suspicious = r.diagnosis.verdict.is_suspicious();
+        let cap = self.shared.history_cap.lock().map(|c| *c).unwrap_or(0);
+        let keep = suspicious && cap > 0;
+        if !keep && self.tx.receiver_count() == 0 {
+            return;
+        }
+        let item = Arc::new(Item {
+            record: r.clone(),
+            line: render::json_line("call", r),
+        });
+        if keep {
+            if let Ok(mut h) = self.shared.history.lock() {
+                if h.len() >= cap {
+                    h.pop_front();
+                }
+                h.push_back(item.clone());
+            }
+        }
+        // No receivers is not an error: nobody is tailing.
+        let _ = self.tx.send(item);
+    }
+}
+
+async fn write_line(w: &mut (impl AsyncWriteExt + Unpin), line: &str) -> io::Result<()> {
+    w.write_all(line.as_bytes()).await?;
+    w.write_all(b"\n").await
+}
+
+/// Reads the hello line (bounded in size and time).
+async fn read_hello(
+    r: &mut BufReader<tokio::net::unix::ReadHalf<'_>>,
+) -> Result<(Filter, usize), String> {
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        r.take(MAX_LINE as u64).read_until(b'\n', &mut line),
+    )
+    .await
+    .map_err(|_| "no hello within 10 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    if read == 0 {
+        return Err("connection closed before hello".into());
+    }
+    match serde_json::from_slice::<ClientMsg>(&line) {
+        Ok(ClientMsg::Hello { version, .. }) if version != PROTOCOL_VERSION => Err(format!(
+            "protocol version {version} not supported (daemon speaks {PROTOCOL_VERSION})"
+        )),
+        Ok(ClientMsg::Hello {
+            filter, history, ..
+        }) => {
+            filter.validate()?;
+            Ok((filter, history))
+        }
+        Err(e) => Err(format!("bad hello: {e}")),
+    }
+}
+
+fn gauge_add(shared: &Shared, d: i64) {
+    if let Ok(g) = shared.clients.lock() {
+        if let Some(g) = g.as_ref() {
+            g.add(d);
+        }
+    }
+}
+
+async fn serve_client(
+    mut stream: UnixStream,
+    mut rx: broadcast::Receiver<Arc<Item>>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cred = stream.peer_cred();
+    let allowed = cred
+        .as_ref()
+        .map(|c| authorized(c.uid(), c.gid(), c.pid(), shared.group_gid))
+        .unwrap_or(false);
+    if !allowed {
+        let uid = cred
+            .map(|c| c.uid().to_string())
+            .unwrap_or_else(|_| "?".into());
+        let message = format!(
+            "permission denied: uid {uid} is neither root nor in group {}",
+            shared.group_name
+        );
+        log::info!("tail: refused a client: {message}");
+        let _ = write_line(&mut stream, &ServerMsg::Error { message }.line()).await;
+        return;
+    }
+    gauge_add(&shared, 1);
+    let (r, mut w) = stream.split();
+    let mut r = BufReader::new(r);
+    let result: io::Result<()> = async {
+        let (filter, history) = match read_hello(&mut r).await {
+            Ok(h) => h,
+            Err(message) => {
+                write_line(&mut w, &ServerMsg::Error { message }.line()).await?;
+                return Ok(());
+            }
+        };
+        let backend = shared.backend.lock().map(|b| b.clone()).unwrap_or_default();
+        let hello = ServerMsg::Hello {
+            version: PROTOCOL_VERSION,
+            server: format!("copytrace {}", env!("CARGO_PKG_VERSION")),
+            backend,
+        };
+        write_line(&mut w, &hello.line()).await?;
+        let replay: Vec<Arc<Item>> = shared
+            .history
+            .lock()
+            .map(|h| {
+                let skip = h.len().saturating_sub(history);
+                h.iter().skip(skip).cloned().collect()
+            })
+            .unwrap_or_default();
+        for item in replay.iter().filter(|i| filter.matches(&i.record)) {
+            write_line(&mut w, &item.line).await?;
+        }
+        write_line(&mut w, &ServerMsg::Live {}.line()).await?;
+        let mut scratch = [0u8; 256];
+        loop {
+            let next = tokio::select! {
+                n = rx.recv() => n,
+                _ = stop.changed() => {
+                    let bye = ServerMsg::Bye { reason: "daemon stopping".into() };
+                    let _ = write_line(&mut w, &bye.line()).await;
+                    return Ok(());
+                }
+                // Clients only speak once: more input, or EOF, ends the session.
+                n = r.read(&mut scratch) => {
+                    if let Ok(n @ 1..) = n {
+                        let msg = ServerMsg::Error { message: format!("unexpected {n} bytes after hello") };
+                        let _ = write_line(&mut w, &msg.line()).await;
+                    }
+                    return Ok(());
+                }
+            };
+            let line = match next {
+                Ok(item) if filter.matches(&item.record) => item.line.clone(),
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    if let Ok(d) = shared.dropped.lock() {
+                        if let Some(d) = d.as_ref() {
+                            d.inc_by(missed);
+                        }
+                    }
+                    ServerMsg::Lagged { missed }.line()
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            };
+            tokio::select! {
+                res = write_line(&mut w, &line) => res?,
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        log::debug!("tail client gone: {e}");
+    }
+    gauge_add(&shared, -1);
+}

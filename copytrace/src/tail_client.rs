@@ -1,0 +1,180 @@
+//! `copytrace tail`: connects to the daemon's socket and prints calls as
+//! they happen. Knows only the wire protocol, never the probes.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anstyle::{AnsiColor, Style};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::classify::Verdict;
+use crate::filter::Filter;
+use crate::record::Record;
+use crate::render;
+use crate::tail_protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
+
+/// Errors that end `copytrace tail` (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum TailClientError {
+    /// Could not connect.
+    #[error("cannot connect to {path} (is `copytrace run` running? see --socket)")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon refused or reported an error.
+    #[error("daemon: {0}")]
+    Refused(String),
+    /// The daemon went away.
+    #[error("the daemon closed the connection ({0}); use --follow to reconnect")]
+    Closed(String),
+    /// The daemon sent something that is not the protocol.
+    #[error("unexpected line from the daemon: {0}")]
+    Protocol(String),
+    /// Bad filter values.
+    #[error("{0}")]
+    Filter(String),
+    /// Socket I/O.
+    #[error("tail connection")]
+    Io(#[from] io::Error),
+}
+
+/// What to ask for and how to print it.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Filter sent to the daemon.
+    pub filter: Filter,
+    /// History to replay.
+    pub history: usize,
+    /// JSON Lines output.
+    pub json: bool,
+    /// Reconnect when the daemon restarts.
+    pub follow: bool,
+}
+
+fn verdict_style(v: &str) -> Style {
+    match Verdict::from_name(v) {
+        Some(Verdict::Ok | Verdict::ShortRead) => {
+            Style::new().fg_color(Some(AnsiColor::Green.into()))
+        }
+        Some(Verdict::SilentZeroCopy | Verdict::SizeMismatch | Verdict::ShortWrite) => {
+            Style::new().fg_color(Some(AnsiColor::Red.into())).bold()
+        }
+        _ => Style::new().fg_color(Some(AnsiColor::Yellow.into())),
+    }
+}
+
+/// Prints one daemon line; Ok(false) means the stream ended (`bye`).
+fn print_line(line: &str, json: bool, out: &mut impl Write) -> Result<bool, TailClientError> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|_| TailClientError::Protocol(line.into()))?;
+    match v["type"].as_str() {
+        Some("call") => {
+            if json {
+                writeln!(out, "{line}")?;
+            } else {
+                let r: Record = serde_json::from_value(v["data"].clone())
+                    .map_err(|e| TailClientError::Protocol(format!("{e}: {line}")))?;
+                let text = render::human_line(&r);
+                let verdict = r.diagnosis.verdict.as_str();
+                let style = verdict_style(verdict);
+                // Colour only the verdict column; anstream strips it off a TTY.
+                let coloured = text.replacen(verdict, &format!("{style}{verdict}{style:#}"), 1);
+                writeln!(out, "{coloured}")?;
+            }
+            Ok(true)
+        }
+        _ => match serde_json::from_value::<ServerMsg>(v) {
+            Ok(ServerMsg::Lagged { missed }) => {
+                if json {
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(out, "copytrace: fell behind: {missed} call(s) not shown")?;
+                }
+                Ok(true)
+            }
+            Ok(ServerMsg::Live {}) | Ok(ServerMsg::Hello { .. }) => Ok(true),
+            Ok(ServerMsg::Bye { reason }) => Err(TailClientError::Closed(reason)),
+            Ok(ServerMsg::Error { message }) => Err(TailClientError::Refused(message)),
+            Err(_) => Err(TailClientError::Protocol(line.into())),
+        },
+    }
+}
+
+async fn session(
+    opts: &TailOptions,
+    history: usize,
+    out: &mut impl Write,
+) -> Result<(), TailClientError> {
+    let stream =
+        UnixStream::connect(&opts.socket)
+            .await
+            .map_err(|source| TailClientError::Connect {
+                path: opts.socket.clone(),
+                source,
+            })?;
+    let (r, mut w) = stream.into_split();
+    let hello = ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        filter: opts.filter.clone(),
+        history,
+    };
+    let mut text =
+        serde_json::to_string(&hello).map_err(|e| TailClientError::Protocol(e.to_string()))?;
+    text.push('\n');
+    w.write_all(text.as_bytes()).await?;
+    let mut lines = BufReader::new(r).lines();
+    let mut first = true;
+    while let Some(line) = lines.next_line().await? {
+        if first {
+            first = false;
+            if !line.contains(r#""type":"hello""#) {
+                // Refusals arrive as the first line.
+                print_line(&line, opts.json, out)?;
+                return Err(TailClientError::Protocol(line));
+            }
+        }
+        print_line(&line, opts.json, out)?;
+        out.flush()?;
+    }
+    Err(TailClientError::Closed("connection lost".into()))
+}
+
+/// Runs `copytrace tail` until the daemon goes away (or forever with --follow).
+pub async fn run(opts: TailOptions) -> Result<(), TailClientError> {
+    opts.filter.validate().map_err(TailClientError::Filter)?;
+    let mut out = anstream::AutoStream::auto(io::stdout().lock());
+    let mut history = opts.history;
+    loop {
+        let err = match session(&opts, history, &mut out).await {
+            Ok(()) => return Ok(()),
+            Err(TailClientError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => e,
+        };
+        let retry = matches!(
+            err,
+            TailClientError::Closed(_) | TailClientError::Connect { .. }
+        );
+        if !(opts.follow && retry) {
+            return Err(err);
+        }
+        log::warn!("{err}; reconnecting");
+        // After a restart, replaying history again would repeat calls.
+        history = 0;
+        wait_for_socket(&opts.socket).await;
+    }
+}
+
+async fn wait_for_socket(path: &Path) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if UnixStream::connect(path).await.is_ok() {
+            return;
+        }
+    }
+}
