@@ -43,22 +43,6 @@ fn check(status: Status, what: impl Into<String>) -> Check {
     }
 }
 
-/// Capability bits from /proc/self/status `CapEff`.
-fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0)
-}
-
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -78,11 +62,9 @@ pub fn checks() -> (Vec<Check>, Option<Attached>) {
         ),
     ));
 
-    let caps = effective_caps();
-    let has = |c: u32| caps & (1u64 << c) != 0;
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+    if crate::privileges::can_trace() {
         out.push(check(
             Status::Ok,
             format!("privileges: euid {euid}, CAP_BPF/CAP_PERFMON or CAP_SYS_ADMIN"),

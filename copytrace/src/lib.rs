@@ -23,6 +23,7 @@ pub mod metrics_server;
 pub mod mounts;
 pub mod notify;
 pub mod offsets;
+pub mod privileges;
 pub mod record;
 pub mod render;
 pub mod ringbuf_reader;

@@ -11,11 +11,19 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::decode::{decode, CopyEvent};
 
+/// Most records handed out per batch.
+pub const MAX_BATCH: usize = 1024;
+
+/// Batches [`RingbufReader::drain`] takes at most (more than the 4 MiB ring holds).
+const DRAIN_BATCHES: usize = 8;
+
 /// Reads and decodes ring-buffer records.
 pub struct RingbufReader {
     fd: AsyncFd<RingBuf<MapData>>,
     /// Records that failed to decode (layout mismatch); should stay 0.
     pub undecodable: u64,
+    /// A batch filled up after readiness was cleared: read without waiting.
+    pending: bool,
 }
 
 impl RingbufReader {
@@ -25,11 +33,20 @@ impl RingbufReader {
         // for as long as the AsyncFd owns the RingBuf.
         let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
-        Ok(Self { fd, undecodable: 0 })
+        Ok(Self {
+            fd,
+            undecodable: 0,
+            pending: false,
+        })
     }
 
-    fn drain_into(ring: &mut RingBuf<MapData>, out: &mut Vec<CopyEvent>, bad: &mut u64) {
-        while let Some(item) = ring.next() {
+    /// Takes at most [`MAX_BATCH`] records, so a producer faster than us
+    /// cannot keep the caller from its other work (signals, scrapes).
+    fn drain_into(ring: &mut RingBuf<MapData>, out: &mut Vec<CopyEvent>, bad: &mut u64) -> bool {
+        for _ in 0..MAX_BATCH {
+            let Some(item) = ring.next() else {
+                return false;
+            };
             match decode(&item) {
                 Ok(ev) => out.push(ev),
                 Err(e) => {
@@ -38,26 +55,45 @@ impl RingbufReader {
                 }
             }
         }
+        true
     }
 
-    /// Waits until at least one record is available, then appends all of them to `out`.
+    /// Waits until at least one record is available, then appends up to
+    /// [`MAX_BATCH`] of them to `out`.
     pub async fn read_batch(&mut self, out: &mut Vec<CopyEvent>) -> io::Result<()> {
+        let before = out.len();
+        if self.pending {
+            // Records were left behind after readiness was cleared.
+            self.pending = Self::drain_into(self.fd.get_mut(), out, &mut self.undecodable);
+            if out.len() > before {
+                return Ok(());
+            }
+        }
         loop {
             let mut guard = self.fd.readable_mut().await?;
-            // Clear before draining: a record submitted while we drain then
-            // re-arms readiness instead of being lost with a late clear.
-            guard.clear_ready();
-            let before = out.len();
             let (ring, bad) = (guard.get_inner_mut(), &mut self.undecodable);
-            Self::drain_into(ring, out, bad);
+            if Self::drain_into(ring, out, bad) {
+                // A full batch: readiness stays set, more is waiting.
+                return Ok(());
+            }
+            // Seen empty: clear readiness, then look once more, so a record
+            // submitted in between is not left without a wake-up.
+            guard.clear_ready();
+            let (ring, bad) = (guard.get_inner_mut(), &mut self.undecodable);
+            self.pending = Self::drain_into(ring, out, bad);
             if out.len() > before {
                 return Ok(());
             }
         }
     }
 
-    /// Appends whatever is available now without waiting.
+    /// Appends what is available now without waiting: at most a ring
+    /// buffer's worth, so a busy machine cannot hold up shutdown.
     pub fn drain(&mut self, out: &mut Vec<CopyEvent>) {
-        Self::drain_into(self.fd.get_mut(), out, &mut self.undecodable);
+        for _ in 0..DRAIN_BATCHES {
+            if !Self::drain_into(self.fd.get_mut(), out, &mut self.undecodable) {
+                return;
+            }
+        }
     }
 }

@@ -111,6 +111,9 @@ impl Watch {
             .await
             .map_err(WatchError::Read)?;
         self.emit(sink);
+        // Under a steady stream a batch is always ready; yield so the
+        // runtime polls its driver (signals, metrics scrapes, tail clients).
+        tokio::task::yield_now().await;
         Ok(())
     }
 
