@@ -45,6 +45,9 @@ pub enum TailError {
     InUse(PathBuf),
 }
 
+/// Bytes gathered for one write to a client.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
 /// One call as sent to clients: the record for filtering, the line to send.
 struct Item {
     record: Record,
@@ -362,21 +365,43 @@ async fn serve_client(
                     return Ok(());
                 }
             };
-            let line = match next {
-                Ok(item) if filter.matches(&item.record) => item.line.clone(),
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    if let Ok(d) = shared.dropped.lock() {
-                        if let Some(d) = d.as_ref() {
-                            d.inc_by(missed);
-                        }
+            // Take what else is queued without waiting (recv() is subject
+            // to tokio's budget, try_recv is not), and send it in one write.
+            let mut out = String::new();
+            let mut next = Some(next);
+            while let Some(n) = next.take() {
+                match n {
+                    Ok(item) if filter.matches(&item.record) => {
+                        out.push_str(&item.line);
+                        out.push('\n');
                     }
-                    ServerMsg::Lagged { missed }.line()
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        if let Ok(d) = shared.dropped.lock() {
+                            if let Some(d) = d.as_ref() {
+                                d.inc_by(missed);
+                            }
+                        }
+                        out.push_str(&ServerMsg::Lagged { missed }.line());
+                        out.push('\n');
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
-            };
+                if out.len() < WRITE_BATCH_BYTES {
+                    next = match rx.try_recv() {
+                        Ok(item) => Some(Ok(item)),
+                        Err(broadcast::error::TryRecvError::Lagged(m)) => {
+                            Some(Err(broadcast::error::RecvError::Lagged(m)))
+                        }
+                        Err(_) => None,
+                    };
+                }
+            }
+            if out.is_empty() {
+                continue;
+            }
             tokio::select! {
-                res = write_line(&mut w, &line) => res?,
+                res = w.write_all(out.as_bytes()) => res?,
                 _ = stop.changed() => return Ok(()),
             }
         }
