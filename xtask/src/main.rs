@@ -3,6 +3,10 @@
 //! Every command provisions first (idempotent, quick when done), so the two
 //! README commands work on a bare machine.
 
+mod bench;
+mod bench_loop;
+mod guest;
+mod matrix;
 mod provision;
 mod run;
 mod test;
@@ -29,6 +33,25 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmarks: per-call cost next to bpftrace and strace, ingest, daemon
+    /// resources; writes docs/benchmarks.md (root; not part of `test`).
+    Bench,
+    /// One measured loop (used by `bench`).
+    #[command(hide = true)]
+    BenchLoop {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels under qemu and run the
+    /// scenarios with both probe back-ends in each.
+    Matrix {
+        /// Only this kernel line (5.10, 6.1, 6.12).
+        #[arg(long)]
+        kernel: Option<String>,
+    },
+    /// Scenario calls inside a matrix guest (run under copytrace trace).
+    #[command(hide = true)]
+    GuestScenarios,
     /// Provision, build, then run fmt, clippy and the whole test suite as root.
     Test {
         /// Only run tests whose name contains this.
@@ -37,6 +60,10 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    // In a matrix guest the kernel starts this binary as /init, without arguments.
+    if std::process::id() == 1 {
+        return guest::init();
+    }
     match Cli::parse().command {
         Cmd::Provision => provision::provision(),
         Cmd::Build => {
@@ -47,6 +74,16 @@ fn main() -> Result<()> {
             provision::provision()?;
             run::run(&args)
         }
+        Cmd::Bench => {
+            provision::provision()?;
+            bench::bench()
+        }
+        Cmd::BenchLoop { args } => bench_loop::run(&args),
+        Cmd::Matrix { kernel } => {
+            provision::provision()?;
+            matrix::run(kernel.as_deref())
+        }
+        Cmd::GuestScenarios => guest::scenarios(),
         Cmd::Test { filter } => {
             provision::provision()?;
             test::test(filter.as_deref())

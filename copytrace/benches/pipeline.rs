@@ -1,0 +1,57 @@
+//! The per-event userspace hot path: decode a ring-buffer record, classify
+//! it (with path resolution), and serialise it for JSON sinks.
+
+use std::hint::black_box;
+
+use copytrace::classify::classify;
+use copytrace::decode::decode;
+use copytrace::record::{Enrich, Record};
+use copytrace::render;
+use copytrace_common::Event;
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn raw_event() -> Vec<u8> {
+    // SAFETY: Event is plain data; all-zero is valid.
+    let mut e: Event = unsafe { std::mem::zeroed() };
+    e.pid = 1234;
+    e.tid = 1234;
+    e.len = 4096;
+    e.ret = 0;
+    e.comm[..3].copy_from_slice(b"cat");
+    for (i, f) in e.files.iter_mut().enumerate() {
+        f.present = 1;
+        f.magic = 0x9fa0;
+        f.mode = 0o100444;
+        f.dev = 22;
+        f.path_depth = 3;
+        f.path[0][..6].copy_from_slice(if i == 0 { b"status" } else { b"comm\0\0" });
+        f.path[1][..4].copy_from_slice(b"1234");
+        f.path[2][0] = b'/';
+    }
+    // SAFETY: reading the bytes of a plain-data struct.
+    unsafe {
+        std::slice::from_raw_parts(
+            (&e as *const Event).cast::<u8>(),
+            std::mem::size_of::<Event>(),
+        )
+    }
+    .to_vec()
+}
+
+fn pipeline(c: &mut Criterion) {
+    let bytes = raw_event();
+    let ev = decode(&bytes).expect("decodes");
+    c.bench_function("decode", |b| b.iter(|| decode(black_box(&bytes))));
+    c.bench_function("classify", |b| b.iter(|| classify(black_box(&ev))));
+    let mut enrich = Enrich::load();
+    c.bench_function("decode+classify+record", |b| {
+        b.iter(|| Record::new(decode(black_box(&bytes)).expect("decodes"), &mut enrich))
+    });
+    let rec = Record::new(ev.clone(), &mut enrich);
+    c.bench_function("json_line", |b| {
+        b.iter(|| render::json_line("call", black_box(&rec)))
+    });
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);

@@ -1,0 +1,99 @@
+//! The measured loops, run as a child process (`xtask bench-loop …`) so that
+//! strace can wrap them and probes see a process of their own.
+
+use std::ffi::CString;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+fn open(path: &str, flags: i32) -> Result<i32> {
+    let c = CString::new(path)?;
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    if fd < 0 {
+        bail!("open {path}: {}", std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn cfr_loop(src: &str, dst: &str, len: usize, iters: u64) -> Result<()> {
+    let a = open(src, libc::O_RDONLY)?;
+    let b = open(dst, libc::O_WRONLY | libc::O_CREAT)?;
+    for _ in 0..iters {
+        let mut off_in = 0i64;
+        let mut off_out = 0i64;
+        // SAFETY: valid fds and offset pointers.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_copy_file_range,
+                a,
+                &mut off_in,
+                b,
+                &mut off_out,
+                len,
+                0u32,
+            )
+        };
+        if r != len as i64 {
+            bail!(
+                "copy_file_range returned {r}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn unrelated_loop(iters: u64) -> Result<()> {
+    let path = CString::new("/dev/null")?;
+    let mut byte = [0u8; 1];
+    for _ in 0..iters {
+        // SAFETY: valid path and buffer; fd closed below.
+        unsafe {
+            let fd = libc::openat(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                bail!("openat /dev/null: {}", std::io::Error::last_os_error());
+            }
+            libc::read(fd, byte.as_mut_ptr().cast(), 1);
+            libc::write(fd, byte.as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// `bench-loop WORKLOAD ITERS THREADS [SRC DST LEN]`: prints ns per operation.
+pub fn run(args: &[String]) -> Result<()> {
+    let workload = args.first().context("workload")?.clone();
+    let iters: u64 = args.get(1).context("iterations")?.parse()?;
+    let threads: u64 = args.get(2).context("threads")?.parse()?;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let w = workload.clone();
+            let a: Vec<String> = args.to_vec();
+            std::thread::spawn(move || -> Result<()> {
+                match w.as_str() {
+                    "cfr" => {
+                        let len: usize = a.get(5).context("len")?.parse()?;
+                        let dst = format!("{}.{t}", a.get(4).context("dst")?);
+                        cfr_loop(a.get(3).context("src")?, &dst, len, iters)
+                    }
+                    "unrelated" => unrelated_loop(iters),
+                    other => bail!("unknown workload {other}"),
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("loop thread panicked"))??;
+    }
+    let ns = start.elapsed().as_nanos() as f64 / iters as f64;
+    println!("{ns:.1}");
+    Ok(())
+}
