@@ -11,6 +11,7 @@
 #![no_main]
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -85,6 +86,9 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// Exact per-outcome call counts, independent of ring-buffer loss.
 #[map]
 static COUNTS: PerCpuHashMap<CountKey, CountVal> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Pending ring-buffer bytes that trigger a reader wake-up (about 40 events).
+const WAKEUP_BYTES: u64 = 32 * 1024;
 
 /// Parent-chain depth searched for `follow_tgid`.
 const FOLLOW_DEPTH: usize = 16;
@@ -367,7 +371,15 @@ fn finish(ret: i64, only_origin: u8) {
     ev.end_ns = unsafe { bpf_ktime_get_ns() };
     ev.ret = ret;
     count(ev);
-    if EVENTS.output::<Event>(&*ev, 0).is_err() {
+    // Wake the reader only once a batch has piled up: a wake-up per event
+    // costs the traced task more than the rest of the probe. The daemon also
+    // drains on a short timer, so a lone event is never stuck.
+    let wake = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<Event>(&*ev, wake as u64).is_err() {
         bump(counter::LOST);
     }
     let _ = INFLIGHT.remove(tid);

@@ -132,7 +132,7 @@ impl Probes {
         self.attached
     }
 
-    /// Why the fentry back-end was not used, when `auto` fell back.
+    /// Why the fentry back-end was not used (or only in part), when it fell back.
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback.as_deref()
     }
@@ -238,50 +238,119 @@ fn load_object(offsets: &KernelOffsets, config: &ProbeConfig) -> Result<Ebpf, Lo
         })
 }
 
-fn attach_fentry(offsets: &KernelOffsets, follow_tgid: u32, btf: &Btf) -> Result<Ebpf, LoadError> {
+/// Loads and attaches one fentry or fexit program on `func`.
+fn attach_tracing(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    prog: &'static str,
+    func: &str,
+    exit: bool,
+) -> Result<(), LoadError> {
+    const B: &str = "fentry";
+    let p = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| program_error(B, prog, ProgramError::NotLoaded))?;
+    let res = if exit {
+        let p: &mut FExit = p.try_into().map_err(|e| program_error(B, prog, e))?;
+        p.load(func, btf).and_then(|()| p.attach().map(drop))
+    } else {
+        let p: &mut FEntry = p.try_into().map_err(|e| program_error(B, prog, e))?;
+        p.load(func, btf).and_then(|()| p.attach().map(drop))
+    };
+    res.map_err(|e| {
+        if is_eperm(&e) {
+            LoadError::FentryDenied(prog)
+        } else {
+            program_error(B, prog, e)
+        }
+    })
+}
+
+/// Loads and attaches the two syscall tracepoint programs.
+fn attach_syscall_tracepoints(ebpf: &mut Ebpf, backend: &'static str) -> Result<(), LoadError> {
+    for (prog, tp) in [
+        ("cfr_sys_enter", "sys_enter_copy_file_range"),
+        ("cfr_sys_exit", "sys_exit_copy_file_range"),
+    ] {
+        let p = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| program_error(backend, prog, ProgramError::NotLoaded))?;
+        let p: &mut TracePoint = p.try_into().map_err(|e| program_error(backend, prog, e))?;
+        p.load().map_err(|e| {
+            if is_eperm(&e) {
+                LoadError::Permission
+            } else {
+                program_error(backend, prog, e)
+            }
+        })?;
+        p.attach("syscalls", tp)
+            .map_err(|e| program_error(backend, prog, e))?;
+    }
+    Ok(())
+}
+
+/// fentry/fexit on `vfs_copy_file_range` (every caller, in-kernel ones too)
+/// and on the syscall wrapper (calls rejected before the VFS). Where the
+/// wrapper cannot be traced (5.10's BTF declares its `pt_regs` argument only
+/// as a forward, which the verifier refuses), the syscall side falls back to
+/// the syscall tracepoints; the returned string says so.
+fn attach_fentry(
+    offsets: &KernelOffsets,
+    follow_tgid: u32,
+    btf: &Btf,
+) -> Result<(Ebpf, Option<String>), LoadError> {
     for f in [VFS_FUNCTION, SYSCALL_WRAPPER] {
         if !btf.has_function(f) {
             return Err(LoadError::NoFunction(f));
         }
     }
+    // Tracepoint record offsets too, in case the syscall side needs them:
+    // globals are fixed when the object loads.
+    let mut offsets = *offsets;
+    let tracepoints_ready = tracefs::ensure_mounted()
+        .ok()
+        .is_some_and(|dir| offsets::add_tracepoint_fields(&mut offsets, &dir).is_ok());
     let config = ProbeConfig {
         follow_tgid,
         backend: backend::FENTRY,
         _pad: [0; 3],
     };
-    let mut ebpf = load_object(offsets, &config)?;
+    let mut ebpf = load_object(&offsets, &config)?;
     let aya_btf = aya::Btf::from_sys_fs().map_err(|e| {
         LoadError::Btf(BtfError::Read {
             path: crate::btf::VMLINUX_BTF.to_string(),
             source: std::io::Error::other(e),
         })
     })?;
-    const B: &str = "fentry";
-    for (prog, func, exit) in [
-        ("cfr_wrapper_entry", SYSCALL_WRAPPER, false),
-        ("cfr_wrapper_exit", SYSCALL_WRAPPER, true),
-        ("cfr_vfs_entry", VFS_FUNCTION, false),
-        ("cfr_vfs_exit", VFS_FUNCTION, true),
-    ] {
-        let p = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| program_error(B, prog, ProgramError::NotLoaded))?;
-        let res = if exit {
-            let p: &mut FExit = p.try_into().map_err(|e| program_error(B, prog, e))?;
-            p.load(func, &aya_btf).and_then(|()| p.attach().map(drop))
-        } else {
-            let p: &mut FEntry = p.try_into().map_err(|e| program_error(B, prog, e))?;
-            p.load(func, &aya_btf).and_then(|()| p.attach().map(drop))
-        };
-        res.map_err(|e| {
-            if is_eperm(&e) {
-                LoadError::FentryDenied(prog)
-            } else {
-                program_error(B, prog, e)
-            }
-        })?;
+    attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_entry", VFS_FUNCTION, false)?;
+    attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_exit", VFS_FUNCTION, true)?;
+    let wrapper = attach_tracing(
+        &mut ebpf,
+        &aya_btf,
+        "cfr_wrapper_entry",
+        SYSCALL_WRAPPER,
+        false,
+    )
+    .and_then(|()| {
+        attach_tracing(
+            &mut ebpf,
+            &aya_btf,
+            "cfr_wrapper_exit",
+            SYSCALL_WRAPPER,
+            true,
+        )
+    });
+    match wrapper {
+        Ok(()) => Ok((ebpf, None)),
+        Err(e @ (LoadError::FentryDenied(_) | LoadError::Permission)) => Err(e),
+        Err(e) if tracepoints_ready => {
+            attach_syscall_tracepoints(&mut ebpf, "fentry")?;
+            let why = crate::error_chain(&e);
+            let first = why.lines().next().unwrap_or_default().to_string();
+            Ok((ebpf, Some(format!("syscall side on tracepoints: {SYSCALL_WRAPPER} is not traceable here ({first})"))))
+        }
+        Err(e) => Err(e),
     }
-    Ok(ebpf)
 }
 
 fn attach_tracepoints(offsets: &KernelOffsets, follow_tgid: u32) -> Result<Ebpf, LoadError> {
@@ -294,25 +363,7 @@ fn attach_tracepoints(offsets: &KernelOffsets, follow_tgid: u32) -> Result<Ebpf,
         _pad: [0; 3],
     };
     let mut ebpf = load_object(&offsets, &config)?;
-    const B: &str = "tracepoint";
-    for (prog, tp) in [
-        ("cfr_sys_enter", "sys_enter_copy_file_range"),
-        ("cfr_sys_exit", "sys_exit_copy_file_range"),
-    ] {
-        let p = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| program_error(B, prog, ProgramError::NotLoaded))?;
-        let p: &mut TracePoint = p.try_into().map_err(|e| program_error(B, prog, e))?;
-        p.load().map_err(|e| {
-            if is_eperm(&e) {
-                LoadError::Permission
-            } else {
-                program_error(B, prog, e)
-            }
-        })?;
-        p.attach("syscalls", tp)
-            .map_err(|e| program_error(B, prog, e))?;
-    }
+    attach_syscall_tracepoints(&mut ebpf, "tracepoint")?;
     Ok(ebpf)
 }
 
@@ -325,12 +376,15 @@ pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
     let mut fallback = None;
     if opts.probe != ProbeChoice::Tracepoint {
         match attach_fentry(&offsets, opts.follow_tgid, &btf) {
-            Ok(ebpf) => {
+            Ok((ebpf, note)) => {
+                if let Some(n) = &note {
+                    log::info!("fentry back-end: {n}");
+                }
                 return Ok(Probes {
                     ebpf,
                     attached: Attached::Fentry,
-                    fallback: None,
-                })
+                    fallback: note,
+                });
             }
             Err(LoadError::Permission) => return Err(LoadError::Permission),
             Err(e) if opts.probe == ProbeChoice::Fentry => {

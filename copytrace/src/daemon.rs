@@ -230,7 +230,10 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         "attached {backend} back-end{}; watching copy_file_range{}{}{}",
         watch
             .fallback_reason()
-            .map(|r| format!(" (fentry unavailable: {r})"))
+            .map(|r| match watch.attached() {
+                crate::bpf::Attached::Fentry => format!(" ({r})"),
+                crate::bpf::Attached::Tracepoint => format!(" (fentry unavailable: {r})"),
+            })
             .unwrap_or_default(),
         if config.pid != 0 {
             format!(" of pid {} and its descendants", config.pid)

@@ -191,27 +191,37 @@ fn cstr(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// The bytes of a NUL-terminated component.
+fn component(c: &[u8]) -> &[u8] {
+    &c[..c.iter().position(|&b| b == 0).unwrap_or(c.len())]
+}
+
 fn fs_path(fi: &FileInfo) -> String {
     let depth = usize::from(fi.path_depth).min(PATH_DEPTH);
-    let comps: Vec<String> = fi.path[..depth].iter().map(|c| cstr(c)).collect();
-    let reached_root = comps.last().is_some_and(|c| c == "/");
-    let mut parts: Vec<&str> = comps
+    let comps = &fi.path[..depth];
+    let Some(last) = comps.last() else {
+        return String::new();
+    };
+    let reached_root = component(last) == b"/";
+    let mut path = String::with_capacity(64);
+    path.push_str(if reached_root { "/" } else { "…/" });
+    let mut first = true;
+    for c in comps
         .iter()
         .rev()
-        .map(String::as_str)
-        .filter(|c| *c != "/")
-        .collect();
-    if parts.is_empty() && !reached_root {
-        return String::new();
+        .map(|c| component(c))
+        .filter(|c| *c != b"/")
+    {
+        if !first {
+            path.push('/');
+        }
+        first = false;
+        path.push_str(&String::from_utf8_lossy(c));
     }
-    let prefix = if reached_root { "/" } else { "…/" };
     // A component that filled its slot was cut by the eBPF side.
-    let cut = comps.iter().any(|c| c.len() >= NAME_LEN - 1);
-    let mut path = format!("{prefix}{}", parts.join("/"));
-    if cut {
+    if comps.iter().any(|c| component(c).len() >= NAME_LEN - 1) {
         path.push('…');
     }
-    parts.clear();
     path
 }
 

@@ -136,11 +136,20 @@ pub fn checks() -> (Vec<Check>, Option<Attached>) {
             follow_tgid: 0,
         }) {
             Ok(p) => {
+                let partial = (p.attached() == Attached::Fentry)
+                    .then(|| p.fallback_reason().map(str::to_string))
+                    .flatten();
+                let note = partial
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
                 out.push(check(
                     Status::Ok,
-                    format!("{name} back-end loads and attaches"),
+                    format!("{name} back-end loads and attaches{note}"),
                 ));
-                usable.get_or_insert(p.attached());
+                if usable.is_none() {
+                    usable = Some((p.attached(), partial.is_some()));
+                }
             }
             Err(LoadError::FentryRefused(e)) => out.push(check(
                 Status::Missing,
@@ -153,17 +162,21 @@ pub fn checks() -> (Vec<Check>, Option<Attached>) {
         }
     }
     match usable {
-        Some(Attached::Fentry) => out.push(check(
+        Some((Attached::Fentry, true)) => out.push(check(
+            Status::Info,
+            "copytrace will use fentry/fexit on vfs_copy_file_range (sees in-kernel callers) with syscall tracepoints for the syscall side: unrelated syscalls take the tracing slow path while attached",
+        )),
+        Some((Attached::Fentry, false)) => out.push(check(
             Status::Info,
             "copytrace will use fentry/fexit: no cost to unrelated syscalls; sees in-kernel callers (nfsd, overlayfs)",
         )),
-        Some(Attached::Tracepoint) => out.push(check(
+        Some((Attached::Tracepoint, _)) => out.push(check(
             Status::Info,
             "copytrace will use syscall tracepoints: every syscall of every task takes the tracing slow path while attached (tens of ns each, see docs/benchmarks.md); in-kernel callers are not seen",
         )),
         None => out.push(check(Status::Missing, "no probe back-end can attach: copytrace cannot run here")),
     }
-    (out, usable)
+    (out, usable.map(|(a, _)| a))
 }
 
 /// Formats the report as aligned lines.

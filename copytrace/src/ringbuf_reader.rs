@@ -14,6 +14,9 @@ use crate::decode::{decode, CopyEvent};
 /// Most records handed out per batch.
 pub const MAX_BATCH: usize = 1024;
 
+/// How often the reader looks for events that did not trigger a wake-up.
+pub const STRAGGLER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Batches [`RingbufReader::drain`] takes at most (more than the 4 MiB ring holds).
 const DRAIN_BATCHES: usize = 8;
 
@@ -70,7 +73,17 @@ impl RingbufReader {
             }
         }
         loop {
-            let mut guard = self.fd.readable_mut().await?;
+            // The kernel side wakes us only once a batch piles up; a short
+            // timer picks up the stragglers.
+            let Ok(guard) = tokio::time::timeout(STRAGGLER_POLL, self.fd.readable_mut()).await
+            else {
+                self.pending = Self::drain_into(self.fd.get_mut(), out, &mut self.undecodable);
+                if out.len() > before {
+                    return Ok(());
+                }
+                continue;
+            };
+            let mut guard = guard?;
             let (ring, bad) = (guard.get_inner_mut(), &mut self.undecodable);
             if Self::drain_into(ring, out, bad) {
                 // A full batch: readiness stays set, more is waiting.

@@ -215,11 +215,12 @@ fn load_modules() {
 
 /// Attaches /ext4.img to a loop device and mounts it at /mnt/ext4.
 fn mount_ext4() -> Result<()> {
-    const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-    const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+    // ioctl's request type differs between glibc and musl; `as _` fits both.
+    const LOOP_CTL_GET_FREE: u32 = 0x4C82;
+    const LOOP_SET_FD: u32 = 0x4C00;
     let ctl = open("/dev/loop-control", libc::O_RDWR)?;
     // SAFETY: ioctl on the loop control device.
-    let n = unsafe { libc::ioctl(ctl, LOOP_CTL_GET_FREE) };
+    let n = unsafe { libc::ioctl(ctl, LOOP_CTL_GET_FREE as _) };
     if n < 0 {
         bail!("LOOP_CTL_GET_FREE: {}", std::io::Error::last_os_error());
     }
@@ -227,7 +228,7 @@ fn mount_ext4() -> Result<()> {
     let img = open("/ext4.img", libc::O_RDWR)?;
     let lo = open(&dev, libc::O_RDWR)?;
     // SAFETY: ioctl on a loop device with an open image fd.
-    if unsafe { libc::ioctl(lo, LOOP_SET_FD, img) } != 0 {
+    if unsafe { libc::ioctl(lo, LOOP_SET_FD as _, img) } != 0 {
         bail!("LOOP_SET_FD: {}", std::io::Error::last_os_error());
     }
     mount(&dev, "/mnt/ext4", "ext4", "")

@@ -81,7 +81,11 @@ fn main() -> Result<()> {
         Cmd::BenchLoop { args } => bench_loop::run(&args),
         Cmd::Matrix { kernel } => {
             provision::provision()?;
-            matrix::run(kernel.as_deref())
+            let checks = matrix::run(kernel.as_deref())?;
+            if checks.failed > 0 {
+                anyhow::bail!("kernel matrix: {} check(s) failed", checks.failed);
+            }
+            Ok(())
         }
         Cmd::GuestScenarios => guest::scenarios(),
         Cmd::Test { filter } => {

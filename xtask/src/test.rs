@@ -62,6 +62,17 @@ pub fn test(filter: Option<&str>) -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
+    // The kernel matrix: every scenario on every guest kernel and back-end
+    // counts as one check. Skipped when a filter narrows the run.
+    let matrix = if filter.is_none() {
+        Some(crate::matrix::run(None))
+    } else {
+        None
+    };
+    if let Some(Ok(checks)) = &matrix {
+        tally.passed += checks.passed;
+        tally.failed += checks.failed;
+    }
     // One closing line over every test binary, so CI sees the real total.
     println!(
         "tests: {} passed, {} failed, {} skipped",
@@ -69,6 +80,9 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     );
     if !status.success() || tally.failed > 0 {
         bail!("cargo test failed ({status})");
+    }
+    if let Some(Err(e)) = matrix {
+        return Err(e.context("kernel matrix"));
     }
     if tally.passed == 0 {
         bail!("no test ran");
