@@ -42,6 +42,17 @@ pub struct Watch {
     batch: Vec<CopyEvent>,
 }
 
+/// Gives back to the system the heap that start-up used and freed (BTF
+/// parsing, reading kallsyms: tens of MiB); glibc would otherwise keep it
+/// resident for the daemon's whole life.
+fn release_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Forwards aya-log records from the kernel programs to the `log` facade.
 fn spawn_kernel_logger(probes: &mut Probes) {
     let Some(logger) = probes.take_logger() else {
@@ -68,11 +79,13 @@ impl Watch {
         let ring = probes.take_events().ok_or(WatchError::NoRingBuffer)?;
         let counters = probes.take_counters().map(std::sync::Arc::new);
         let reader = RingbufReader::new(ring).map_err(WatchError::Read)?;
+        let enrich = Enrich::load();
+        release_freed_heap();
         Ok(Self {
             probes,
             counters,
             reader,
-            enrich: Enrich::load(),
+            enrich,
             batch: Vec::with_capacity(256),
         })
     }
