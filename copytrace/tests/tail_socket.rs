@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -118,7 +118,7 @@ fn hello(filter: &str, history: usize) -> String {
     )
 }
 
-/// `copytrace tail ARGS --json`, stdout lines on a channel.
+/// `copytrace tail --socket SOCKET ARGS`, stdout lines on a channel.
 fn tail_cli(socket: &Path, args: &[&str]) -> (KillOnDrop, mpsc::Receiver<String>) {
     let mut child = Command::new(copytrace_bin())
         .arg("tail")
@@ -126,7 +126,7 @@ fn tail_cli(socket: &Path, args: &[&str]) -> (KillOnDrop, mpsc::Receiver<String>
         .arg(socket)
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("copytrace tail");
     let out = child.stdout.take().expect("stdout");
@@ -427,37 +427,17 @@ fn unauthorized_uid_is_refused() {
     );
 }
 
-fn spawn_tail(socket: &Path, follow: bool) -> (Child, mpsc::Receiver<String>) {
-    let mut cmd = Command::new(copytrace_bin());
-    cmd.args(["tail", "--json", "--socket"]).arg(socket);
-    if follow {
-        cmd.arg("--follow");
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tail");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    (child, rx)
-}
-
 #[test]
 fn daemon_restart_ends_tail_or_is_followed() {
     let mut d = start_daemon("restart", &[]);
-    let (mut plain, _) = spawn_tail(&d.socket, false);
-    let (follow, follow_rx) = spawn_tail(&d.socket, true);
-    let follow = KillOnDrop(follow);
+    let (mut plain, _) = tail_cli(&d.socket, &["--json"]);
+    let (follow, follow_rx) = tail_cli(&d.socket, &["--json", "--follow"]);
     d.wait_clients(2);
     d.svc.signal(libc::SIGTERM);
     assert_eq!(d.svc.wait_exit(10), Some(0));
-    let status = wait_for(10, "plain tail to exit", || plain.try_wait().ok().flatten());
+    let status = wait_for(10, "plain tail to exit", || {
+        plain.0.try_wait().ok().flatten()
+    });
     assert_eq!(
         status.code(),
         Some(2),

@@ -254,6 +254,8 @@ fn start_copytrace(root: &Path) -> Result<Daemon> {
             "--metrics-listen",
             &metrics,
         ])
+        // Only this process's children (the loops): counts can be checked exactly.
+        .args(["--pid", &std::process::id().to_string()])
         .env("NOTIFY_SOCKET", &sock)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -334,6 +336,23 @@ fn cpu_seconds(pid: u32) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (t(11) + t(12)) / hz
+}
+
+/// Average run time per call of each copytrace program (kernel.bpf_stats_enabled).
+fn program_costs() -> Vec<(String, f64)> {
+    let Ok(text) = output(Command::new("bpftool").args(["prog", "show"])) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let at = |k: &str| w.iter().position(|x| *x == k).and_then(|i| w.get(i + 1));
+            let name = at("name")?.to_string();
+            let ns: f64 = at("run_time_ns")?.parse().ok()?;
+            let cnt: f64 = at("run_cnt")?.parse().ok()?;
+            (name.starts_with("cfr_") && cnt > 0.0).then(|| (name, ns / cnt))
+        })
+        .collect()
 }
 
 /// Ingest under N threads of 4 KiB tmpfs copies.
@@ -445,7 +464,7 @@ fn machine() -> (String, String, String) {
 
 /// Runs every benchmark and writes docs/benchmarks.md.
 pub fn bench() -> Result<()> {
-    ensure_debs(&["bpftrace", "strace"])?;
+    ensure_debs(&["bpftrace", "bpftool", "strace"])?;
     sh(Command::new("cargo").args(["build", "--release", "-p", "copytrace", "-p", "xtask"]))?;
     let root = PathBuf::from("target/bench");
     let fx = Fixture::new(&root)?;
@@ -461,6 +480,7 @@ pub fn bench() -> Result<()> {
     let mut ready = Vec::new();
     let mut idle_rss = 0;
     let mut ingests = Vec::new();
+    let mut costs = Vec::new();
     for (mi, mode) in modes.iter().enumerate() {
         eprintln!("xtask: bench: {}", mode.name());
         let mut daemon = None;
@@ -483,6 +503,12 @@ pub fn bench() -> Result<()> {
         }
         if *mode == Mode::Copytrace {
             if let Some(d) = &daemon {
+                // Per-program cost over one more 4 KiB run, with kernel stats on.
+                sh(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]))?;
+                let r = run_loop(*mode, &ws[0], ws[0].iters);
+                sh(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]))?;
+                r?;
+                costs = program_costs();
                 for threads in [1, 2] {
                     ingests.push(ingest(d, &fx, threads)?);
                 }
@@ -544,6 +570,15 @@ pub fn bench() -> Result<()> {
             i.peak_rss_kib as f64 / 1024.0,
             i.cpu_per_100k
         );
+    }
+    if !costs.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Kernel programs (bpf_stats, 4 KiB tmpfs copies)\n\n| program | ns per run |\n|---|---|"
+        );
+        for (name, ns) in &costs {
+            let _ = writeln!(md, "| {name} | {ns:.0} |");
+        }
     }
     let _ = writeln!(md, "\n## Daemon\n\n| measure | value |\n|---|---|");
     let _ = writeln!(
