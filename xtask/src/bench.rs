@@ -370,6 +370,8 @@ struct Ingest {
 fn ingest(d: &Daemon, fx: &Fixture, threads: u64) -> Result<Ingest> {
     let me = std::env::current_exe()?;
     let dir = fx.dir("tmpfs");
+    // Let the previous run's last events arrive (the reader polls every 50 ms).
+    std::thread::sleep(Duration::from_millis(500));
     let before = scrape(&d.metrics)?;
     let cpu0 = cpu_seconds(d.child.id());
     let iters = 400_000u64;
