@@ -149,12 +149,6 @@ impl<W: io::Write> RecordSink for Fanout<W> {
     }
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn status_line(metrics: &Mutex<Metrics>, backend: &str) -> String {
     let (calls, suspicious) = metrics
         .lock()
@@ -207,7 +201,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         follow_tgid: config.pid,
     })?;
     let backend = watch.attached().as_str();
-    let metrics = Arc::new(Mutex::new(Metrics::new(&kernel_release())?));
+    let metrics = Arc::new(Mutex::new(Metrics::new(&crate::kernel_release())?));
     if let (Some(k), Ok(mut m)) = (watch.counters(), metrics.lock()) {
         m.attach(backend, k);
     }

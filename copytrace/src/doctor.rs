@@ -43,16 +43,13 @@ fn check(status: Status, what: impl Into<String>) -> Check {
     }
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// Runs every check. `Ok(true)` when some back-end can attach.
+/// Runs every check; also returns the back-end copytrace would use, if any.
 pub fn checks() -> (Vec<Check>, Option<Attached>) {
     let mut out = Vec::new();
-    out.push(check(Status::Info, format!("kernel {}", kernel_release())));
+    out.push(check(
+        Status::Info,
+        format!("kernel {}", crate::kernel_release()),
+    ));
     out.push(check(
         Status::Info,
         format!(
