@@ -30,7 +30,13 @@ fn start_daemon(tag: &str, extra: &[&str]) -> Daemon {
         .join(format!("tail-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let socket = dir.join("copytrace.sock");
+    let mut d = serve_on(&dir.join("copytrace.sock"), extra);
+    d._dir = dir;
+    d
+}
+
+/// `copytrace run` following this process, serving its tail on `socket`.
+fn serve_on(socket: &Path, extra: &[&str]) -> Daemon {
     let metrics = format!("127.0.0.1:{}", free_port());
     let pid = std::process::id().to_string();
     let mut args = vec![
@@ -48,9 +54,9 @@ fn start_daemon(tag: &str, extra: &[&str]) -> Daemon {
     svc.wait_log("attached", 30);
     Daemon {
         svc,
-        socket,
+        socket: socket.to_path_buf(),
         metrics,
-        _dir: dir,
+        _dir: PathBuf::new(),
     }
 }
 
@@ -445,28 +451,8 @@ fn daemon_restart_ends_tail_or_is_followed() {
     );
 
     // Same socket path, new daemon: the --follow client reconnects.
-    let socket = d.socket.to_str().unwrap_or("").to_string();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let pid = std::process::id().to_string();
-    let mut svc = Service::spawn(
-        &[
-            "--socket",
-            &socket,
-            "--metrics-listen",
-            &metrics,
-            "--pid",
-            &pid,
-            "--print",
-            "none",
-        ],
-        &[],
-    );
-    svc.wait_log("attached", 30);
-    wait_for(20, "tail to reconnect", || {
-        let n = http_get(&metrics, "/metrics")
-            .and_then(|(_, b)| sample(&b, "copytrace_tail_clients"))?;
-        (n >= 1.0).then_some(())
-    });
+    let again = serve_on(&d.socket, &[]);
+    again.wait_clients(1);
     silent_copies(1);
     let line = collect(&follow_rx, 1).remove(0);
     assert!(line.contains("silent_zero_copy"), "{line}");
