@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::bpf::LoadOptions;
+use crate::classify::Verdict;
 use crate::cli::RunArgs;
 use crate::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::metrics_server;
@@ -155,8 +156,12 @@ fn status_line(metrics: &Mutex<Metrics>, backend: &str) -> String {
         .map(|mut m| {
             let by = m.calls_by_verdict();
             let total: u64 = by.values().sum();
-            let ok: u64 = ["ok", "short_read"].iter().filter_map(|v| by.get(v)).sum();
-            (total, total - ok)
+            let suspicious: u64 = by
+                .iter()
+                .filter(|(v, _)| Verdict::from_name(v).is_some_and(Verdict::is_suspicious))
+                .map(|(_, n)| n)
+                .sum();
+            (total, suspicious)
         })
         .unwrap_or_default();
     format!("STATUS=watching copy_file_range ({backend} back-end): {calls} calls, {suspicious} suspicious")
@@ -280,10 +285,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
             _ = sighup.recv() => {
                 notifier.send("RELOADING=1");
                 match source.load(&args, log_level) {
-                    Ok(new) => {
-                        reload(&config, &new, &mut sinks);
-                        config = new;
-                    }
+                    Ok(new) => reload(&mut config, &new, &mut sinks),
                     Err(e) => log::warn!(
                         "reload: keeping the running configuration: {}",
                         crate::error_chain(&e)
@@ -312,22 +314,23 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
     sinks.console.finish().map_err(DaemonError::Write)
 }
 
-/// Applies what can change at run time; says which keys need a restart.
-fn reload<W: io::Write>(old: &Config, new: &Config, sinks: &mut Fanout<W>) {
+/// Applies what can change at run time to `old` and the sinks; says which
+/// keys need a restart (they stay as they are, so the next reload says so again).
+fn reload<W: io::Write>(old: &mut Config, new: &Config, sinks: &mut Fanout<W>) {
     log::set_max_level(new.level());
     sinks.console.set_print(new.print);
     if let Some(t) = &mut sinks.tail {
         t.set_history(new.tail.history);
     }
+    old.log_level = new.log_level.clone();
+    old.print = new.print;
+    old.tail.history = new.tail.history;
     let restart: Vec<&str> = [
         ("probe", old.probe != new.probe),
         ("pid", old.pid != new.pid),
         ("json", old.json != new.json),
         ("metrics", old.metrics != new.metrics),
-        (
-            "tail.socket",
-            old.tail.socket != new.tail.socket || old.tail.enabled != new.tail.enabled,
-        ),
+        ("tail", old.tail != new.tail),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
