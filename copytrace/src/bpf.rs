@@ -200,6 +200,16 @@ impl KernelCounters {
     }
 }
 
+/// Fails early, before anything else is set up, when this process may not
+/// load tracing programs.
+pub fn require_privileges() -> Result<(), LoadError> {
+    if crate::privileges::can_trace() {
+        Ok(())
+    } else {
+        Err(LoadError::Permission)
+    }
+}
+
 /// What to load and for whom.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {

@@ -49,9 +49,7 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 /// `copytrace trace -- CMD`: runs CMD, reports its calls, returns its exit code.
 pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
-    if !crate::privileges::can_trace() {
-        return Err(WatchError::Load(crate::bpf::LoadError::Permission).into());
-    }
+    crate::bpf::require_privileges().map_err(WatchError::Load)?;
     // Orphaned grandchildren are reparented to us, so the kernel-side
     // ancestor walk still finds our pid above them.
     // SAFETY: prctl with integer arguments.

@@ -177,9 +177,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         return Ok(());
     }
     log::set_max_level(config.level());
-    if !crate::privileges::can_trace() {
-        return Err(WatchError::Load(crate::bpf::LoadError::Permission).into());
-    }
+    crate::bpf::require_privileges().map_err(WatchError::Load)?;
     let notifier = Notifier::from_env();
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;

@@ -187,8 +187,7 @@ impl CopyEvent {
 }
 
 fn cstr(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    String::from_utf8_lossy(component(bytes)).into_owned()
 }
 
 /// The bytes of a NUL-terminated component.
