@@ -24,8 +24,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use copytrace_common::{
-    backend, counter, fact, origin, status, CountKey, CountVal, Event, FileInfo, KernelOffsets,
-    ProbeConfig, NAME_LEN, PATH_DEPTH,
+    counter, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo, KernelOffsets,
+    Origin, ProbeConfig, NAME_LEN, PATH_DEPTH,
 };
 
 #[unsafe(no_mangle)]
@@ -231,7 +231,7 @@ struct SyscallArgs {
 
 /// Fills the current task's identity and clock into `ev`.
 #[inline(always)]
-fn stamp_task(ev: &mut Event, cfg: &ProbeConfig, orig: u8) {
+fn stamp_task(ev: &mut Event, cfg: &ProbeConfig, orig: Origin) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     ev.start_ns = unsafe { bpf_ktime_get_ns() };
@@ -242,7 +242,7 @@ fn stamp_task(ev: &mut Event, cfg: &ProbeConfig, orig: u8) {
     ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     ev.backend = cfg.backend;
-    ev.origin = orig;
+    ev.origin = orig as u8;
 }
 
 /// Returns the per-CPU staging event, zeroed.
@@ -264,7 +264,7 @@ fn begin_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
         return;
     }
     let Some(ev) = scratch() else { return };
-    stamp_task(ev, &cfg, origin::SYSCALL);
+    stamp_task(ev, &cfg, Origin::Syscall);
     ev.fd_in = args.fd_in as i32;
     ev.fd_out = args.fd_out as i32;
     ev.len = args.len;
@@ -283,7 +283,7 @@ fn begin_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
             Err(_) => ev.status |= status::OFF_FAULT,
         }
     }
-    if cfg.backend == backend::FENTRY {
+    if cfg.backend == Backend::Fentry as u8 {
         ev.status |= status::VFS_KNOWN;
     }
     describe_file(file_of_fd(args.fd_in, &off), &mut ev.files[0], &off);
@@ -301,40 +301,24 @@ fn begin_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
 #[inline(always)]
 fn count(ev: &Event) {
     let (fin, fout) = (&ev.files[0], &ev.files[1]);
-    let mut facts = 0u32;
-    if ev.len == 0 {
-        facts |= fact::LEN_ZERO;
-    }
-    if ev.ret >= 0 {
-        if ev.ret as u64 == ev.len {
-            facts |= fact::COPIED_ALL;
-        }
-        if ev.ret == 0 {
-            facts |= fact::COPIED_ZERO;
-        }
-        let pos = if ev.status & status::OFF_IN_GIVEN != 0 {
+    let outcome = CallOutcome {
+        len: ev.len,
+        ret: ev.ret,
+        read_pos: if ev.status & status::OFF_IN_GIVEN != 0 {
             ev.off_in
         } else {
             fin.pos
-        };
-        if pos.saturating_add(ev.ret) >= fin.size {
-            facts |= fact::AT_SIZE;
-        }
-    }
-    if fin.present != 0 {
-        facts |= fact::IN_PRESENT;
-    }
-    if fout.present != 0 {
-        facts |= fact::OUT_PRESENT;
-    }
-    if fin.present != 0 && fout.present != 0 && fin.dev != fout.dev {
-        facts |= fact::CROSS_DEV;
-    }
+        },
+        size_in: fin.size,
+        in_present: fin.present != 0,
+        out_present: fout.present != 0,
+        same_fs: fin.dev == fout.dev,
+    };
     let key = CountKey {
         magic_in: fin.magic,
         magic_out: fout.magic,
         errno: if ev.ret < 0 { (-ev.ret) as u32 } else { 0 },
-        facts,
+        facts: outcome.facts(),
     };
     let copied = if ev.ret > 0 { ev.ret as u64 } else { 0 };
     if let Some(v) = COUNTS.get_ptr_mut(&key) {
@@ -359,13 +343,13 @@ fn count(ev: &Event) {
 
 /// Completes the current thread's in-flight call with `ret` and emits it.
 #[inline(always)]
-fn finish(ret: i64, only_origin: u8) {
+fn finish(ret: i64, only_origin: Origin) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(ev) = INFLIGHT.get_ptr_mut(tid) else {
         return;
     };
     let ev = unsafe { &mut *ev };
-    if ev.origin != only_origin {
+    if ev.origin != only_origin as u8 {
         return;
     }
     ev.end_ns = unsafe { bpf_ktime_get_ns() };
@@ -405,7 +389,7 @@ pub fn cfr_sys_enter(ctx: TracePointContext) -> u32 {
 pub fn cfr_sys_exit(ctx: TracePointContext) -> u32 {
     let off = OFFSETS.load().tp_exit_ret;
     let ret = unsafe { ctx.read_at::<i64>(off as usize) }.unwrap_or(0);
-    finish(ret, origin::SYSCALL);
+    finish(ret, Origin::Syscall);
     0
 }
 
@@ -432,7 +416,7 @@ pub fn cfr_wrapper_exit(ctx: FExitContext) -> u32 {
     // The return value follows the function's single argument in the fexit
     // context; reading it as arg 1 also works before bpf_get_func_ret (5.17).
     let ret: i64 = ctx.arg(1);
-    finish(ret, origin::SYSCALL);
+    finish(ret, Origin::Syscall);
     0
 }
 
@@ -451,7 +435,7 @@ pub fn cfr_vfs_entry(ctx: FEntryContext) -> u32 {
         return 0;
     }
     let Some(ev) = scratch() else { return 0 };
-    stamp_task(ev, &cfg, origin::KERNEL);
+    stamp_task(ev, &cfg, Origin::Kernel);
     let file_in: u64 = ctx.arg(0);
     let pos_in: i64 = ctx.arg(1);
     let file_out: u64 = ctx.arg(2);
@@ -475,7 +459,7 @@ pub fn cfr_vfs_entry(ctx: FEntryContext) -> u32 {
 #[fexit]
 pub fn cfr_vfs_exit(ctx: FExitContext) -> u32 {
     let ret: i64 = ctx.arg(6);
-    finish(ret, origin::KERNEL);
+    finish(ret, Origin::Kernel);
     0
 }
 

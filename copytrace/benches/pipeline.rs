@@ -3,10 +3,10 @@
 
 use std::hint::black_box;
 
-use copytrace::classify::classify;
-use copytrace::decode::decode;
-use copytrace::record::{Enrich, Record};
-use copytrace::render;
+use copytrace::enrich::record::{Enrich, Record};
+use copytrace::model::classify::classify;
+use copytrace::model::event::decode;
+use copytrace::sink::render;
 use copytrace_common::Event;
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -28,14 +28,7 @@ fn raw_event() -> Vec<u8> {
         f.path[1][..4].copy_from_slice(b"1234");
         f.path[2][0] = b'/';
     }
-    // SAFETY: reading the bytes of a plain-data struct.
-    unsafe {
-        std::slice::from_raw_parts(
-            (&e as *const Event).cast::<u8>(),
-            std::mem::size_of::<Event>(),
-        )
-    }
-    .to_vec()
+    e.as_bytes().to_vec()
 }
 
 fn pipeline(c: &mut Criterion) {

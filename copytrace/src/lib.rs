@@ -1,38 +1,29 @@
 //! copytrace: watches every `copy_file_range(2)` call and explains the ones
 //! that silently went wrong.
 //!
-//! Data flows one way: [`bpf`] attaches the kernel programs, [`ringbuf_reader`]
-//! reads raw records, [`decode`] types them, [`classify`] gives the verdict
-//! (wrapped with paths and time in [`record`]), and the commands fan records
-//! out to their sinks ([`sink`]: console, metrics, tail).
+//! Data flows one way, and the folders are its stages:
+//! - [`bpf`]: the kernel side: loading and attaching the probes with the
+//!   running kernel's offsets, reading the event ring buffer and the exact
+//!   kernel-side counts. The only module that talks to the kernel's BPF API.
+//! - [`model`]: pure types and rules: decoding a record into a [`model::event::CopyEvent`],
+//!   classifying it into a verdict, the filesystem registry, filters. No I/O.
+//! - [`enrich`]: what the machine adds to an event: absolute paths from the
+//!   mount table, wall-clock time, kernel symbol names. Produces a [`enrich::record::Record`].
+//! - [`sink`]: where records go: the console, Prometheus metrics, the tail socket.
+//!
+//! [`pipeline`] wires those stages together for the commands: the daemon
+//! ([`service`]), `trace` and `doctor` ([`commands`]); [`tail`] is the
+//! client side of the tail socket and knows nothing of the probes.
 
 pub mod bpf;
-pub mod btf;
-pub mod classify;
 pub mod cli;
 pub mod commands;
-pub mod config;
-pub mod daemon;
-pub mod decode;
-pub mod doctor;
-pub mod errno;
-pub mod filter;
-pub mod fs_magic;
-pub mod kallsyms;
-pub mod metrics_server;
-pub mod mounts;
-pub mod notify;
-pub mod offsets;
-pub mod privileges;
-pub mod record;
-pub mod render;
-pub mod ringbuf_reader;
+pub mod enrich;
+pub mod model;
+pub mod pipeline;
+pub mod service;
 pub mod sink;
-pub mod summary;
-pub mod tail_client;
-pub mod tail_protocol;
-pub mod tracefs;
-pub mod watch;
+pub mod tail;
 
 /// The running kernel's release (`uname -r`), or "unknown".
 pub fn kernel_release() -> String {

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use copytrace::cli::{Cli, Command, TailArgs};
-use copytrace::filter::Filter;
-use copytrace::tail_client::{self, TailOptions};
-use copytrace::{commands, daemon, doctor, error_chain};
+use copytrace::commands::{doctor, trace};
+use copytrace::error_chain;
+use copytrace::model::filter::Filter;
+use copytrace::service::daemon;
+use copytrace::tail::client::{self, TailOptions};
 
 /// Exit code for any copytrace error (bad input, missing privileges, load failure).
 const EXIT_ERROR: u8 = 2;
@@ -77,17 +79,20 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
-        Command::Trace(args) => match rt.block_on(commands::trace(args)) {
+        Command::Trace(args) => match rt.block_on(trace::trace(args)) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => fail(&e),
         },
-        Command::Tail(args) => match rt.block_on(tail_client::run(tail_options(args))) {
+        Command::Tail(args) => match rt.block_on(client::run(tail_options(args))) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
         Command::Doctor => {
             let (checks, usable) = rt.block_on(async { doctor::checks() });
-            print!("{}", doctor::report(&checks));
+            #[allow(clippy::print_stdout, reason = "the report is doctor's product")]
+            {
+                print!("{}", doctor::report(&checks));
+            }
             if usable.is_some() {
                 ExitCode::SUCCESS
             } else {

@@ -77,11 +77,9 @@ fn tmpfs_to_tmpfs_uses_file_position() {
     write_file(&fs.path("a"), 8192);
     let src = open(&fs.path("a"), O_RDONLY);
     let dst = open(&fs.path("b"), O_WRONLY_CREAT);
-    // SAFETY: valid fd.
-    assert_eq!(
-        unsafe { libc::lseek(raw(&src), 4096, libc::SEEK_SET) },
-        4096
-    );
+    // SAFETY: lseek on a valid fd.
+    let moved = unsafe { libc::lseek(raw(&src), 4096, libc::SEEK_SET) };
+    assert_eq!(moved, 4096);
     let d = Daemon::start(&[]);
     assert_eq!(cfr(raw(&src), None, raw(&dst), None, 4096, 0), Ok(4096));
     let events = d.stop();
@@ -153,11 +151,8 @@ fn closed_fd_is_ebadf() {
     // the daemon's pipes).
     let closed = 900;
     // SAFETY: F_GETFD only queries.
-    assert_eq!(
-        unsafe { libc::fcntl(closed, libc::F_GETFD) },
-        -1,
-        "fd 900 must be closed"
-    );
+    let flags = unsafe { libc::fcntl(closed, libc::F_GETFD) };
+    assert_eq!(flags, -1, "fd 900 must be closed");
     assert_eq!(cfr(closed, None, raw(&dst), None, 10, 0), Err(libc::EBADF));
     let events = d.stop();
     let ev = find(&events, closed, raw(&dst), 10);

@@ -3,10 +3,10 @@
 
 use std::io::{self, Write};
 
-use crate::record::Record;
-use crate::render::{self, Format};
-use crate::summary::Summary;
-use crate::watch::RecordSink;
+use crate::enrich::record::Record;
+use crate::sink::render::{self, Format};
+use crate::sink::summary::Summary;
+use crate::sink::RecordSink;
 
 /// Which calls to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]

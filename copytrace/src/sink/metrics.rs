@@ -15,10 +15,11 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::bpf::KernelCounters;
-use crate::classify::{verdict, Facts, Verdict};
-use crate::record::Record;
-use crate::{errno, fs_magic};
+use crate::bpf::counters::KernelCounters;
+use crate::enrich::record::Record;
+use crate::model::backend::Backend;
+use crate::model::classify::{verdict, Facts, Verdict};
+use crate::model::{errno, fs_magic};
 
 /// Metric name prefix.
 pub const NAMESPACE: &str = "copytrace";
@@ -113,8 +114,8 @@ impl Metrics {
         for v in Verdict::ALL {
             calls.with_label_values(&[v.as_str(), "other", "other"]);
         }
-        for b in ["fentry", "tracepoint"] {
-            probes_attached.with_label_values(&[b]).set(0);
+        for b in Backend::ALL {
+            probes_attached.with_label_values(&[b.as_str()]).set(0);
         }
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel_release])
@@ -158,15 +159,17 @@ impl Metrics {
     }
 
     /// Records which back-end is attached and where exact counts come from.
-    pub fn attach(&mut self, backend: &str, kernel: Arc<KernelCounters>) {
-        self.probes_attached.with_label_values(&[backend]).set(1);
+    pub fn attach(&mut self, backend: Backend, kernel: Arc<KernelCounters>) {
+        self.probes_attached
+            .with_label_values(&[backend.as_str()])
+            .set(1);
         self.kernel = Some(kernel);
     }
 
     /// Notes probes detached (shutdown).
     pub fn detach(&mut self) {
-        for b in ["fentry", "tracepoint"] {
-            self.probes_attached.with_label_values(&[b]).set(0);
+        for b in Backend::ALL {
+            self.probes_attached.with_label_values(&[b.as_str()]).set(0);
         }
     }
 
@@ -232,12 +235,11 @@ impl Metrics {
     }
 
     /// Exact calls per verdict so far (for summaries and tests).
-    pub fn calls_by_verdict(&mut self) -> HashMap<&'static str, u64> {
+    pub fn calls_by_verdict(&mut self) -> HashMap<Verdict, u64> {
         self.reconcile();
         let mut out = HashMap::new();
         for (key, val) in &self.seen {
-            *out.entry(verdict(&Facts::of_count_key(key)).as_str())
-                .or_default() += val.calls;
+            *out.entry(verdict(&Facts::of_count_key(key))).or_default() += val.calls;
         }
         out
     }

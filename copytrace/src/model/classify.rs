@@ -15,13 +15,29 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{CopyEvent, FileKind, FileSide};
-use crate::errno;
-use crate::fs_magic::SizeTruth;
+use crate::model::errno;
+use crate::model::event::{CopyEvent, FileKind, FileSide};
+use copytrace_common::fact;
 
-/// What copytrace concludes about a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+use crate::model::fs_magic::{self, SizeTruth};
+
+/// What copytrace concludes about a call. Its snake_case name is the one
+/// spelling used everywhere: JSON, metric labels, `--verdict`, filters.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Verdict {
     /// Copied what was asked, or legitimately nothing at end of file.
     Ok,
@@ -62,11 +78,6 @@ impl Verdict {
             Verdict::CrossFs => "cross_fs",
             Verdict::Error => "error",
         }
-    }
-
-    /// Parses [`Verdict::as_str`] output.
-    pub fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 
     /// Whether operators should look at it. A short read at the end of a source
@@ -210,23 +221,16 @@ fn error_reason(ev: &CopyEvent, errno: i64) -> String {
     format!("{name}: {detail}")
 }
 
-/// The mechanical facts that decide a verdict. Built from a full event, or
-/// from a kernel-side count key when the event itself was lost, so both
-/// paths share [`verdict`] and can never disagree.
+/// What decides a verdict: the facts word both sides compute with
+/// [`copytrace_common::CallOutcome::facts`], the errno, and what the source's
+/// advertised size means. Built from a full event, or from a kernel-side
+/// count key when the event itself was lost, so both paths share [`verdict`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Facts {
+    /// Bits of [`copytrace_common::fact`].
+    pub bits: u32,
     /// errno when the call failed.
     pub errno: Option<i64>,
-    /// `len` was 0.
-    pub len_zero: bool,
-    /// Returned exactly `len`.
-    pub copied_all: bool,
-    /// Returned 0.
-    pub copied_zero: bool,
-    /// Read position + returned reached the source's advertised size.
-    pub at_size: bool,
-    /// Different superblocks.
-    pub cross_dev: bool,
     /// What the source's advertised size means (None: no source file).
     pub size_truth_in: Option<SizeTruth>,
 }
@@ -234,36 +238,25 @@ pub struct Facts {
 impl Facts {
     /// Facts of a decoded event.
     pub fn of_event(ev: &CopyEvent) -> Self {
-        let src = ev.file_in.as_ref();
-        let at_size = src.is_some_and(|s| {
-            ev.ret >= 0 && ev.read_pos().unwrap_or(s.pos).saturating_add(ev.ret) >= s.size
-        });
         Facts {
+            bits: ev.outcome().facts(),
             errno: ev.errno(),
-            len_zero: ev.len == 0,
-            copied_all: ev.ret >= 0 && ev.ret as u64 == ev.len,
-            copied_zero: ev.ret == 0,
-            at_size,
-            cross_dev: crosses(ev).is_some(),
-            size_truth_in: src.map(|s| s.size_truth),
+            size_truth_in: ev.file_in.as_ref().map(|s| s.size_truth),
         }
     }
 
     /// Facts of a kernel-side count key.
     pub fn of_count_key(key: &copytrace_common::CountKey) -> Self {
-        use copytrace_common::fact;
-        let has = |bit: u32| key.facts & bit != 0;
         Facts {
+            bits: key.facts,
             errno: (key.errno != 0).then_some(i64::from(key.errno)),
-            len_zero: has(fact::LEN_ZERO),
-            copied_all: has(fact::COPIED_ALL),
-            copied_zero: has(fact::COPIED_ZERO),
-            at_size: has(fact::AT_SIZE),
-            cross_dev: has(fact::CROSS_DEV),
-            size_truth_in: has(fact::IN_PRESENT).then(|| {
-                crate::fs_magic::lookup(key.magic_in).map_or(SizeTruth::Content, |f| f.size_truth)
-            }),
+            size_truth_in: (key.facts & fact::IN_PRESENT != 0)
+                .then(|| fs_magic::size_truth(key.magic_in)),
         }
+    }
+
+    fn has(&self, bit: u32) -> bool {
+        self.bits & bit != 0
     }
 }
 
@@ -276,36 +269,30 @@ pub fn verdict(f: &Facts) -> Verdict {
             Verdict::Error
         };
     }
-    if f.len_zero {
+    if f.has(fact::LEN_ZERO) {
         return Verdict::Ok;
     }
     let Some(truth) = f.size_truth_in else {
         return Verdict::Ok;
     };
-    if !f.copied_all {
+    let (copied_all, at_size) = (f.has(fact::COPIED_ALL), f.has(fact::AT_SIZE));
+    if !copied_all {
         match truth {
-            SizeTruth::Generated if f.at_size => return Verdict::SilentZeroCopy,
+            SizeTruth::Generated if at_size => return Verdict::SilentZeroCopy,
             SizeTruth::FixedPage => return Verdict::SizeMismatch,
             _ => {}
         }
-        if !f.at_size {
+        if !at_size {
             return Verdict::ShortWrite;
         }
     }
-    if f.cross_dev {
+    if f.has(fact::CROSS_DEV) {
         return Verdict::CrossFs;
     }
-    if !f.copied_all && !f.copied_zero {
+    if !copied_all && !f.has(fact::COPIED_ZERO) {
         return Verdict::ShortRead;
     }
     Verdict::Ok
-}
-
-fn crosses(ev: &CopyEvent) -> Option<(&FileSide, &FileSide)> {
-    match (&ev.file_in, &ev.file_out) {
-        (Some(i), Some(o)) if i.dev_raw != o.dev_raw => Some((i, o)),
-        _ => None,
-    }
 }
 
 fn reason(ev: &CopyEvent, v: Verdict, mech: Mechanism) -> String {
@@ -373,7 +360,7 @@ pub fn classify(ev: &CopyEvent) -> Diagnosis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{from_raw, tests::blank};
+    use crate::model::event::{from_raw, tests::blank};
     use copytrace_common::{Event, FileInfo};
 
     const EXT4: u64 = 0xef53;
@@ -413,7 +400,7 @@ mod tests {
     }
 
     fn verdict_of(e: &Event) -> Diagnosis {
-        classify(&from_raw(e))
+        classify(&from_raw(e).expect("valid event"))
     }
 
     #[test]
@@ -577,7 +564,10 @@ mod tests {
             .collect();
         assert_eq!(quiet, vec![Verdict::Ok, Verdict::ShortRead]);
         for v in Verdict::ALL {
-            assert_eq!(Verdict::from_name(v.as_str()), Some(v));
+            let json = serde_json::to_string(&v).expect("serialise");
+            assert_eq!(json, format!("\"{}\"", v.as_str()), "one spelling");
+            let value = clap::ValueEnum::to_possible_value(&v).expect("a value");
+            assert_eq!(value.get_name(), v.as_str(), "one spelling");
         }
     }
 

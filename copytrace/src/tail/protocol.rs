@@ -8,7 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::filter::Filter;
+use crate::model::backend::Backend;
+use crate::model::filter::Filter;
 
 /// Version both sides must agree on.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -47,8 +48,8 @@ pub enum ServerMsg {
         version: u32,
         /// "copytrace X.Y.Z".
         server: String,
-        /// Probe back-end in use.
-        backend: String,
+        /// Probe back-end in use (null only before the probes are attached).
+        backend: Option<Backend>,
     },
     /// History replay is over; what follows is live.
     Live {},

@@ -1,14 +1,17 @@
-//! The pipeline shared by `run` and `trace`: attach probes, then for each
-//! ring-buffer batch decode → classify (in [`Record::new`]) → hand to a sink.
+//! The pipeline shared by `run` and `trace`: attach probes ([`crate::bpf`]),
+//! then for each ring-buffer batch decode ([`crate::model::event`]) →
+//! classify and enrich ([`Record::new`]) → hand to a sink ([`crate::sink`]).
 
 use std::io;
+use std::sync::Arc;
 
-use tokio::io::{unix::AsyncFd, Interest};
-
-use crate::bpf::{self, Attached, LoadError, LoadOptions, Probes};
-use crate::decode::CopyEvent;
-use crate::record::{Enrich, Record};
-use crate::ringbuf_reader::RingbufReader;
+use crate::bpf::counters::KernelCounters;
+use crate::bpf::ringbuf::RingbufReader;
+use crate::bpf::{self, LoadError, LoadOptions, Probes};
+use crate::enrich::record::{Enrich, Record};
+use crate::model::backend::Backend;
+use crate::model::event::CopyEvent;
+use crate::sink::RecordSink;
 
 /// Errors that end a watch.
 #[derive(Debug, thiserror::Error)]
@@ -24,19 +27,10 @@ pub enum WatchError {
     Read(#[source] io::Error),
 }
 
-/// Where records go. `batch_end` lets buffered sinks flush once per batch
-/// rather than once per record.
-pub trait RecordSink {
-    /// One classified call.
-    fn record(&mut self, record: &Record);
-    /// The current batch is complete.
-    fn batch_end(&mut self) {}
-}
-
 /// Attached probes plus everything needed to turn their events into records.
 pub struct Watch {
     probes: Probes,
-    counters: Option<std::sync::Arc<crate::bpf::KernelCounters>>,
+    counters: Option<Arc<KernelCounters>>,
     reader: RingbufReader,
     enrich: Enrich,
     batch: Vec<CopyEvent>,
@@ -53,31 +47,13 @@ fn release_freed_heap() {
     }
 }
 
-/// Forwards aya-log records from the kernel programs to the `log` facade.
-fn spawn_kernel_logger(probes: &mut Probes) {
-    let Some(logger) = probes.take_logger() else {
-        return;
-    };
-    // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd owns the logger.
-    let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) })
-    else {
-        return;
-    };
-    tokio::spawn(async move {
-        while let Ok(mut guard) = fd.readable_mut().await {
-            guard.clear_ready();
-            guard.get_inner_mut().flush();
-        }
-    });
-}
-
 impl Watch {
     /// Loads and attaches the probes. Must run inside a tokio runtime.
     pub fn start(opts: LoadOptions) -> Result<Self, WatchError> {
         let mut probes = bpf::load(opts)?;
-        spawn_kernel_logger(&mut probes);
+        probes.forward_kernel_logs();
         let ring = probes.take_events().ok_or(WatchError::NoRingBuffer)?;
-        let counters = probes.take_counters().map(std::sync::Arc::new);
+        let counters = probes.take_counters().map(Arc::new);
         let reader = RingbufReader::new(ring).map_err(WatchError::Read)?;
         let enrich = Enrich::load();
         release_freed_heap();
@@ -91,8 +67,8 @@ impl Watch {
     }
 
     /// The attached back-end.
-    pub fn attached(&self) -> Attached {
-        self.probes.attached()
+    pub fn backend(&self) -> Backend {
+        self.probes.backend()
     }
 
     /// Why `auto` did not use fentry, if it fell back.
@@ -106,7 +82,7 @@ impl Watch {
     }
 
     /// The kernel-side exact counts, shared.
-    pub fn counters(&self) -> Option<std::sync::Arc<crate::bpf::KernelCounters>> {
+    pub fn counters(&self) -> Option<Arc<KernelCounters>> {
         self.counters.clone()
     }
 

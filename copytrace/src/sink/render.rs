@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::decode::FileSide;
-use crate::record::Record;
+use crate::enrich::record::Record;
+use crate::model::event::FileSide;
 
 /// Output format chosen on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,28 +49,43 @@ fn human_duration(ns: u64) -> String {
     }
 }
 
+/// A human line and where its verdict column sits, for colouring.
+pub struct HumanLine {
+    /// The whole line.
+    pub text: String,
+    /// Byte range of the verdict name in `text`.
+    pub verdict: std::ops::Range<usize>,
+}
+
 /// One line for people: time, process, verdict, bytes, latency, files, reason.
-pub fn human_line(r: &Record) -> String {
+pub fn human(r: &Record) -> HumanLine {
     let e = &r.event;
     let time = r.time.get(11..26).unwrap_or(&r.time);
     let result = match e.errno() {
-        Some(n) => crate::errno::label(n),
+        Some(n) => crate::model::errno::label(n),
         None => format!("{}/{}", e.ret, e.len),
     };
-    let mut line = String::with_capacity(200);
+    let mut text = String::with_capacity(200);
+    let _ = write!(text, "{time} {:<16} {:<7} ", e.comm, e.pid);
+    let start = text.len();
+    let name = r.diagnosis.verdict.as_str();
+    let _ = write!(text, "{name:<16}");
+    let verdict = start..start + name.len();
     let _ = write!(
-        line,
-        "{time} {:<16} {:<7} {:<16} {:>15} {:>7} {} -> {}  {}",
-        e.comm,
-        e.pid,
-        r.diagnosis.verdict.as_str(),
+        text,
+        " {:>15} {:>7} {} -> {}  {}",
         result,
         human_duration(r.latency_ns),
         side(e.file_in.as_ref(), r.path_in.as_deref(), e.fd_in),
         side(e.file_out.as_ref(), r.path_out.as_deref(), e.fd_out),
         r.diagnosis.reason
     );
-    line
+    HumanLine { text, verdict }
+}
+
+/// One line for people (see [`human`]).
+pub fn human_line(r: &Record) -> String {
+    human(r).text
 }
 
 /// Formats a record in `format`.

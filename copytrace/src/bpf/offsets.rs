@@ -5,8 +5,8 @@ use std::path::Path;
 
 use copytrace_common::KernelOffsets;
 
-use crate::btf::{Btf, BtfError};
-use crate::tracefs::{self, TracefsError};
+use super::btf::{Btf, BtfError};
+use super::tracefs::{self, TracefsError};
 
 /// Errors from resolving offsets.
 #[derive(Debug, thiserror::Error)]

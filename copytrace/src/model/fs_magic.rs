@@ -95,6 +95,11 @@ pub fn lookup(magic: u64) -> Option<&'static FsInfo> {
     REGISTRY.iter().find(|f| f.magic == magic)
 }
 
+/// What a magic's advertised sizes mean; unknown filesystems are taken at their word.
+pub fn size_truth(magic: u64) -> SizeTruth {
+    lookup(magic).map_or(SizeTruth::Content, |f| f.size_truth)
+}
+
 /// Bounded metric label for a magic: the registry name, or "other".
 pub fn label(magic: u64) -> &'static str {
     lookup(magic).map_or("other", |f| f.name)

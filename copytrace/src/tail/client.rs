@@ -9,11 +9,11 @@ use anstyle::{AnsiColor, Style};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::classify::Verdict;
-use crate::filter::Filter;
-use crate::record::Record;
-use crate::render;
-use crate::tail_protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
+use crate::enrich::record::Record;
+use crate::model::classify::Verdict;
+use crate::model::filter::Filter;
+use crate::sink::render;
+use crate::tail::protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
 
 /// Errors that end `copytrace tail` (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +34,6 @@ pub enum TailClientError {
     /// The daemon sent something that is not the protocol.
     #[error("unexpected line from the daemon: {0}")]
     Protocol(String),
-    /// Bad filter values.
-    #[error("{0}")]
-    Filter(String),
     /// Socket I/O.
     #[error("tail connection")]
     Io(#[from] io::Error),
@@ -57,15 +54,13 @@ pub struct TailOptions {
     pub follow: bool,
 }
 
-fn verdict_style(v: &str) -> Style {
-    match Verdict::from_name(v) {
-        Some(Verdict::Ok | Verdict::ShortRead) => {
-            Style::new().fg_color(Some(AnsiColor::Green.into()))
-        }
-        Some(Verdict::SilentZeroCopy | Verdict::SizeMismatch | Verdict::ShortWrite) => {
+fn verdict_style(v: Verdict) -> Style {
+    match v {
+        Verdict::Ok | Verdict::ShortRead => Style::new().fg_color(Some(AnsiColor::Green.into())),
+        Verdict::SilentZeroCopy | Verdict::SizeMismatch | Verdict::ShortWrite => {
             Style::new().fg_color(Some(AnsiColor::Red.into())).bold()
         }
-        _ => Style::new().fg_color(Some(AnsiColor::Yellow.into())),
+        Verdict::CrossFs | Verdict::Error => Style::new().fg_color(Some(AnsiColor::Yellow.into())),
     }
 }
 
@@ -80,12 +75,13 @@ fn print_line(line: &str, json: bool, out: &mut impl Write) -> Result<bool, Tail
             } else {
                 let r: Record = serde_json::from_value(v["data"].clone())
                     .map_err(|e| TailClientError::Protocol(format!("{e}: {line}")))?;
-                let text = render::human_line(&r);
-                let verdict = r.diagnosis.verdict.as_str();
-                let style = verdict_style(verdict);
-                // Colour only the verdict column; anstream strips it off a TTY.
-                let coloured = text.replacen(verdict, &format!("{style}{verdict}{style:#}"), 1);
-                writeln!(out, "{coloured}")?;
+                let line = render::human(&r);
+                let style = verdict_style(r.diagnosis.verdict);
+                // Colour the verdict column by position (a command or file
+                // name may contain the same word); anstream strips it off a TTY.
+                let (before, rest) = line.text.split_at(line.verdict.start);
+                let (verdict, after) = rest.split_at(line.verdict.len());
+                writeln!(out, "{before}{style}{verdict}{style:#}{after}")?;
             }
             Ok(true)
         }
@@ -147,7 +143,6 @@ async fn session(
 
 /// Runs `copytrace tail` until the daemon goes away (or forever with --follow).
 pub async fn run(opts: TailOptions) -> Result<(), TailClientError> {
-    opts.filter.validate().map_err(TailClientError::Filter)?;
     let mut out = anstream::AutoStream::auto(io::stdout().lock());
     let mut history = opts.history;
     loop {

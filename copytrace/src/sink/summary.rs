@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::classify::Verdict;
-use crate::record::Record;
+use crate::enrich::record::Record;
+use crate::model::classify::Verdict;
 
 /// Totals over a set of calls.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -14,8 +14,8 @@ pub struct Summary {
     pub bytes_requested: u64,
     pub bytes_copied: u64,
     pub suspicious: u64,
-    /// Calls per verdict name.
-    pub verdicts: BTreeMap<&'static str, u64>,
+    /// Calls per verdict.
+    pub verdicts: BTreeMap<Verdict, u64>,
     /// Events the kernel could not deliver (ring buffer full).
     pub lost: u64,
 }
@@ -32,7 +32,7 @@ impl Summary {
         if v.is_suspicious() {
             self.suspicious += 1;
         }
-        *self.verdicts.entry(v.as_str()).or_default() += 1;
+        *self.verdicts.entry(v).or_default() += 1;
     }
 
     /// Human text, several lines.
@@ -42,7 +42,7 @@ impl Summary {
             self.calls, self.suspicious, self.bytes_copied, self.bytes_requested
         );
         for (v, n) in &self.verdicts {
-            s.push_str(&format!("\ncopytrace:   {v:<17} {n}"));
+            s.push_str(&format!("\ncopytrace:   {:<17} {n}", v.as_str()));
         }
         if self.lost > 0 {
             s.push_str(&format!(

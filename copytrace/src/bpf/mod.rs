@@ -1,19 +1,27 @@
-//! Everything that touches aya: loading the eBPF object with the running
-//! kernel's offsets, choosing and attaching a probe back-end, and handing out
-//! the ring buffer and counters. No other module talks to the kernel's BPF API.
+//! The kernel side: loading the eBPF object with the running kernel's
+//! offsets, choosing and attaching a probe back-end, and handing out the ring
+//! buffer ([`ringbuf`]) and the exact counts ([`counters`]). This folder is
+//! the only place that uses aya.
 
-use std::fmt;
+pub mod btf;
+pub mod counters;
+pub mod offsets;
+pub mod privileges;
+pub mod ringbuf;
+pub mod tracefs;
 
 use aya::{
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{MapData, RingBuf},
     programs::{FEntry, FExit, ProgramError, TracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
-use copytrace_common::{backend, counter, CountKey, CountVal, KernelOffsets, ProbeConfig};
+use copytrace_common::{KernelOffsets, ProbeConfig};
+use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::btf::{Btf, BtfError};
-use crate::offsets;
-use crate::tracefs::{self, TracefsError};
+use self::btf::{Btf, BtfError};
+use self::counters::KernelCounters;
+use self::tracefs::TracefsError;
+use crate::model::backend::{Backend, ProbeChoice};
 
 /// The compiled eBPF programs (built by build.rs through aya-build).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/copytrace"));
@@ -23,43 +31,6 @@ pub const VFS_FUNCTION: &str = "vfs_copy_file_range";
 
 /// The syscall wrapper the fentry back-end hooks to see calls rejected before the VFS.
 pub const SYSCALL_WRAPPER: &str = "__x64_sys_copy_file_range";
-
-/// Which back-end to use, as asked on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProbeChoice {
-    /// fentry where the kernel allows it, else tracepoints.
-    Auto,
-    /// fentry/fexit on the syscall wrapper and vfs_copy_file_range.
-    Fentry,
-    /// syscalls:sys_enter/exit_copy_file_range tracepoints.
-    Tracepoint,
-}
-
-/// The back-end actually attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attached {
-    /// fentry/fexit programs.
-    Fentry,
-    /// Syscall tracepoints.
-    Tracepoint,
-}
-
-impl Attached {
-    /// Stable lowercase name (logs, metrics, doctor).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Attached::Fentry => "fentry",
-            Attached::Tracepoint => "tracepoint",
-        }
-    }
-}
-
-impl fmt::Display for Attached {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Errors from loading or attaching the probes.
 #[derive(Debug, thiserror::Error)]
@@ -77,9 +48,9 @@ pub enum LoadError {
     #[error("loading the eBPF object failed")]
     Object(#[source] EbpfError),
     /// A program failed to load or attach.
-    #[error("{backend} back-end: program {program} failed")]
+    #[error("{} back-end: program {program} failed", backend.as_str())]
     Program {
-        backend: &'static str,
+        backend: Backend,
         program: &'static str,
         #[source]
         source: ProgramError,
@@ -90,6 +61,9 @@ pub enum LoadError {
     /// The kernel refuses fentry/fexit programs (EPERM with an empty verifier log).
     #[error("the kernel refused to load fentry program {0} (EPERM: fentry/fexit are disabled here, e.g. by lockdown or an LSM policy)")]
     FentryDenied(&'static str),
+    /// No back-end was tried (an empty choice).
+    #[error("no probe back-end to try")]
+    NoBackend,
     /// The fentry back-end was forced but refused, with the reason.
     #[error("fentry back-end refused by this kernel ({0}); use --probe tracepoint")]
     FentryRefused(Box<LoadError>),
@@ -111,7 +85,7 @@ fn is_eperm(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn program_error(backend: &'static str, program: &'static str, source: ProgramError) -> LoadError {
+fn program_error(backend: Backend, program: &'static str, source: ProgramError) -> LoadError {
     LoadError::Program {
         backend,
         program,
@@ -122,14 +96,14 @@ fn program_error(backend: &'static str, program: &'static str, source: ProgramEr
 /// Loaded, attached probes. Dropping this detaches them.
 pub struct Probes {
     ebpf: Ebpf,
-    attached: Attached,
+    backend: Backend,
     fallback: Option<String>,
 }
 
 impl Probes {
     /// Which back-end is attached.
-    pub fn attached(&self) -> Attached {
-        self.attached
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Why the fentry back-end was not used (or only in part), when it fell back.
@@ -142,15 +116,27 @@ impl Probes {
         self.ebpf.take_map("EVENTS")?.try_into().ok()
     }
 
-    /// Takes aya-log's ring buffer for kernel-side log records (once).
-    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
-        match aya_log::EbpfLogger::init(&mut self.ebpf) {
-            Ok(l) => Some(l),
+    /// Forwards aya-log records from the kernel programs to the `log`
+    /// facade, from a task on the current tokio runtime.
+    pub fn forward_kernel_logs(&mut self) {
+        let logger = match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(l) => l,
             Err(e) => {
                 log::warn!("kernel-side logging unavailable: {e}");
-                None
+                return;
             }
-        }
+        };
+        // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd owns the logger.
+        let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) })
+        else {
+            return;
+        };
+        tokio::spawn(async move {
+            while let Ok(mut guard) = fd.readable_mut().await {
+                guard.clear_ready();
+                guard.get_inner_mut().flush();
+            }
+        });
     }
 
     /// Takes the kernel-side counters (once), to be shared by every reader.
@@ -161,49 +147,10 @@ impl Probes {
     }
 }
 
-/// The kernel-side counts: exact per-outcome call counts and loss counters.
-/// Reading needs only `&self`, so one instance can be shared (Arc) between
-/// the event loop and the metrics endpoint.
-pub struct KernelCounters {
-    counts: PerCpuHashMap<MapData, CountKey, CountVal>,
-    counters: PerCpuArray<MapData, u64>,
-}
-
-impl KernelCounters {
-    /// Sum over CPUs of a counter (see `copytrace_common::counter`).
-    pub fn counter(&self, index: u32) -> u64 {
-        self.counters
-            .get(&index, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or_default()
-    }
-
-    /// Events the ring buffer had no room for.
-    pub fn lost_events(&self) -> u64 {
-        self.counter(counter::LOST)
-    }
-
-    /// Every count key with its values summed over CPUs.
-    pub fn counts(&self) -> Vec<(CountKey, CountVal)> {
-        self.counts
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, per_cpu)| {
-                let v = per_cpu.iter().fold(CountVal::default(), |a, b| CountVal {
-                    calls: a.calls + b.calls,
-                    bytes_requested: a.bytes_requested.saturating_add(b.bytes_requested),
-                    bytes_copied: a.bytes_copied + b.bytes_copied,
-                });
-                (k, v)
-            })
-            .collect()
-    }
-}
-
 /// Fails early, before anything else is set up, when this process may not
 /// load tracing programs.
 pub fn require_privileges() -> Result<(), LoadError> {
-    if crate::privileges::can_trace() {
+    if privileges::can_trace() {
         Ok(())
     } else {
         Err(LoadError::Permission)
@@ -256,7 +203,7 @@ fn attach_tracing(
     func: &str,
     exit: bool,
 ) -> Result<(), LoadError> {
-    const B: &str = "fentry";
+    const B: Backend = Backend::Fentry;
     let p = ebpf
         .program_mut(prog)
         .ok_or_else(|| program_error(B, prog, ProgramError::NotLoaded))?;
@@ -277,7 +224,7 @@ fn attach_tracing(
 }
 
 /// Loads and attaches the two syscall tracepoint programs.
-fn attach_syscall_tracepoints(ebpf: &mut Ebpf, backend: &'static str) -> Result<(), LoadError> {
+fn attach_syscall_tracepoints(ebpf: &mut Ebpf, backend: Backend) -> Result<(), LoadError> {
     for (prog, tp) in [
         ("cfr_sys_enter", "sys_enter_copy_file_range"),
         ("cfr_sys_exit", "sys_exit_copy_file_range"),
@@ -322,13 +269,13 @@ fn attach_fentry(
         .is_some_and(|dir| offsets::add_tracepoint_fields(&mut offsets, &dir).is_ok());
     let config = ProbeConfig {
         follow_tgid,
-        backend: backend::FENTRY,
+        backend: Backend::Fentry as u8,
         _pad: [0; 3],
     };
     let mut ebpf = load_object(&offsets, &config)?;
     let aya_btf = aya::Btf::from_sys_fs().map_err(|e| {
         LoadError::Btf(BtfError::Read {
-            path: crate::btf::VMLINUX_BTF.to_string(),
+            path: btf::VMLINUX_BTF.to_string(),
             source: std::io::Error::other(e),
         })
     })?;
@@ -354,7 +301,7 @@ fn attach_fentry(
         Ok(()) => Ok((ebpf, None)),
         Err(e @ (LoadError::FentryDenied(_) | LoadError::Permission)) => Err(e),
         Err(e) if tracepoints_ready => {
-            attach_syscall_tracepoints(&mut ebpf, "fentry")?;
+            attach_syscall_tracepoints(&mut ebpf, Backend::Fentry)?;
             let why = crate::error_chain(&e);
             let first = why.lines().next().unwrap_or_default().to_string();
             Ok((ebpf, Some(format!("syscall side on tracepoints: {SYSCALL_WRAPPER} is not traceable here ({first})"))))
@@ -369,11 +316,11 @@ fn attach_tracepoints(offsets: &KernelOffsets, follow_tgid: u32) -> Result<Ebpf,
     offsets::add_tracepoint_fields(&mut offsets, &dir)?;
     let config = ProbeConfig {
         follow_tgid,
-        backend: backend::TRACEPOINT,
+        backend: Backend::Tracepoint as u8,
         _pad: [0; 3],
     };
     let mut ebpf = load_object(&offsets, &config)?;
-    attach_syscall_tracepoints(&mut ebpf, "tracepoint")?;
+    attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint)?;
     Ok(ebpf)
 }
 
@@ -384,33 +331,35 @@ pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
     let offsets = offsets::from_btf(&btf)?;
     log::debug!("kernel offsets from BTF: {offsets:?}");
     let mut fallback = None;
-    if opts.probe != ProbeChoice::Tracepoint {
-        match attach_fentry(&offsets, opts.follow_tgid, &btf) {
+    for &backend in opts.probe.candidates() {
+        let attached = match backend {
+            Backend::Fentry => attach_fentry(&offsets, opts.follow_tgid, &btf),
+            Backend::Tracepoint => {
+                attach_tracepoints(&offsets, opts.follow_tgid).map(|e| (e, None))
+            }
+        };
+        match attached {
             Ok((ebpf, note)) => {
                 if let Some(n) = &note {
-                    log::info!("fentry back-end: {n}");
+                    log::info!("{} back-end: {n}", backend.as_str());
                 }
                 return Ok(Probes {
                     ebpf,
-                    attached: Attached::Fentry,
-                    fallback: note,
+                    backend,
+                    fallback: note.or(fallback),
                 });
             }
             Err(LoadError::Permission) => return Err(LoadError::Permission),
-            Err(e) if opts.probe == ProbeChoice::Fentry => {
+            Err(e) if opts.probe == ProbeChoice::Only(Backend::Fentry) => {
                 return Err(LoadError::FentryRefused(Box::new(e)))
             }
-            Err(e) => {
+            Err(e) if backend == Backend::Fentry => {
                 let why = crate::error_chain(&e);
                 log::debug!("fentry back-end unavailable ({why}), using syscall tracepoints");
                 fallback = Some(why);
             }
+            Err(e) => return Err(e),
         }
     }
-    let ebpf = attach_tracepoints(&offsets, opts.follow_tgid)?;
-    Ok(Probes {
-        ebpf,
-        attached: Attached::Tracepoint,
-        fallback,
-    })
+    Err(LoadError::NoBackend)
 }

@@ -23,12 +23,13 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, watch};
 
-use crate::config::TailConfig;
-use crate::filter::Filter;
-use crate::record::Record;
-use crate::render;
-use crate::tail_protocol::{ClientMsg, ServerMsg, MAX_LINE, PROTOCOL_VERSION};
-use crate::watch::RecordSink;
+use crate::enrich::record::Record;
+use crate::model::backend::Backend;
+use crate::model::filter::Filter;
+use crate::service::config::TailConfig;
+use crate::sink::render;
+use crate::sink::RecordSink;
+use crate::tail::protocol::{ClientMsg, ServerMsg, MAX_LINE, PROTOCOL_VERSION};
 
 /// Errors setting up the socket.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +61,7 @@ struct Shared {
     history_cap: Mutex<usize>,
     group_gid: Option<u32>,
     group_name: String,
-    backend: Mutex<String>,
+    backend: Mutex<Option<Backend>>,
     dropped: Mutex<Option<IntCounter>>,
     clients: Mutex<Option<IntGauge>>,
 }
@@ -84,8 +85,10 @@ fn socket_err(path: &Path) -> impl FnOnce(io::Error) -> TailError + '_ {
 /// gid of a group, if it exists.
 fn group_gid(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getgrnam returns NULL or a pointer to static storage, read at once.
+    // SAFETY: getgrnam takes a valid C string and returns NULL or a pointer
+    // to static storage, which is read at once below.
     let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    // SAFETY: g is non-null and points to a struct group (checked above).
     (!g.is_null()).then(|| unsafe { (*g).gr_gid })
 }
 
@@ -143,7 +146,7 @@ impl TailHub {
                 history_cap: Mutex::new(cfg.history),
                 group_gid: gid,
                 group_name: cfg.group.clone(),
-                backend: Mutex::new(String::new()),
+                backend: Mutex::new(None),
                 dropped: Mutex::new(None),
                 clients: Mutex::new(None),
             }),
@@ -162,9 +165,9 @@ impl TailHub {
     }
 
     /// Names the back-end in client handshakes.
-    pub fn set_backend(&mut self, backend: &str) {
+    pub fn set_backend(&mut self, backend: Backend) {
         if let Ok(mut b) = self.shared.backend.lock() {
-            *b = backend.to_string();
+            *b = Some(backend);
         }
     }
 
@@ -278,10 +281,7 @@ async fn read_hello(
         )),
         Ok(ClientMsg::Hello {
             filter, history, ..
-        }) => {
-            filter.validate()?;
-            Ok((filter, history))
-        }
+        }) => Ok((filter, history)),
         Err(e) => Err(format!("bad hello: {e}")),
     }
 }
@@ -328,7 +328,7 @@ async fn serve_client(
                 return Ok(());
             }
         };
-        let backend = shared.backend.lock().map(|b| b.clone()).unwrap_or_default();
+        let backend = shared.backend.lock().ok().and_then(|b| *b);
         let hello = ServerMsg::Hello {
             version: PROTOCOL_VERSION,
             server: format!("copytrace {}", env!("CARGO_PKG_VERSION")),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::bpf::ProbeChoice;
+use crate::model::backend::ProbeChoice;
 use crate::sink::console::Print;
 
 /// Where `copytrace run` looks for its configuration by default.
@@ -211,7 +211,10 @@ client_queue = 7
 "#,
         )
         .expect("valid");
-        assert_eq!(c.probe, ProbeChoice::Tracepoint);
+        assert_eq!(
+            c.probe,
+            ProbeChoice::Only(crate::model::backend::Backend::Tracepoint)
+        );
         assert_eq!(c.print, Print::Suspicious);
         assert_eq!(c.pid, 42);
         assert!(!c.metrics.enabled);

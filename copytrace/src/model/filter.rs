@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::Record;
+use crate::enrich::record::Record;
+use crate::model::classify::Verdict;
 
 /// What a tail client wants to see.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,8 +19,8 @@ pub struct Filter {
     pub comm: Vec<String>,
     /// cgroup v2 ids.
     pub cgroup: Vec<u64>,
-    /// Verdict names.
-    pub verdict: Vec<String>,
+    /// Verdicts.
+    pub verdict: Vec<Verdict>,
     /// Filesystem names, matching the source or the destination.
     pub fs: Vec<String>,
 }
@@ -36,29 +37,19 @@ impl Filter {
             && any_or_empty(&self.pid, |p| *p == e.pid)
             && any_or_empty(&self.comm, |c| *c == e.comm)
             && any_or_empty(&self.cgroup, |c| *c == e.cgroup_id)
-            && any_or_empty(&self.verdict, |v| v == r.diagnosis.verdict.as_str())
+            && any_or_empty(&self.verdict, |v| *v == r.diagnosis.verdict)
             && any_or_empty(&self.fs, |f| {
                 e.file_in.as_ref().is_some_and(|s| s.fs == *f)
                     || e.file_out.as_ref().is_some_and(|s| s.fs == *f)
             })
-    }
-
-    /// Checks values the daemon could never match (unknown verdicts).
-    pub fn validate(&self) -> Result<(), String> {
-        for v in &self.verdict {
-            if crate::classify::Verdict::from_name(v).is_none() {
-                return Err(format!("unknown verdict {v:?}"));
-            }
-        }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{from_raw, tests::blank, tests::name};
-    use crate::record::Enrich;
+    use crate::enrich::record::Enrich;
+    use crate::model::event::{from_raw, tests::blank, tests::name};
 
     fn record(pid: u32, comm: &str, ret: i64, magic: u64) -> Record {
         let mut e = blank();
@@ -69,7 +60,7 @@ mod tests {
         e.files[0].present = 1;
         e.files[0].magic = magic;
         e.files[0].mode = 0o100644;
-        Record::new(from_raw(&e), &mut Enrich::default())
+        Record::new(from_raw(&e).expect("valid event"), &mut Enrich::default())
     }
 
     #[test]
@@ -100,15 +91,12 @@ mod tests {
         };
         assert!(f.matches(&bad) && !f.matches(&good));
         let f = Filter {
-            verdict: vec!["error".into()],
+            verdict: vec![Verdict::Error],
             ..Filter::default()
         };
         assert!(f.matches(&bad));
-        assert!(Filter {
-            verdict: vec!["fine".into()],
-            ..Filter::default()
-        }
-        .validate()
-        .is_err());
+        assert!(serde_json::from_str::<Filter>(r#"{"verdict":["fine"]}"#).is_err());
+        let f: Filter = serde_json::from_str(r#"{"verdict":["silent_zero_copy"]}"#).expect("known");
+        assert_eq!(f.verdict, [Verdict::SilentZeroCopy]);
     }
 }

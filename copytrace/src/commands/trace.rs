@@ -8,9 +8,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::bpf::LoadOptions;
 use crate::cli::TraceArgs;
-use crate::render::{self, Format};
+use crate::pipeline::{Watch, WatchError};
 use crate::sink::console::{Console, Print};
-use crate::watch::{Watch, WatchError};
+use crate::sink::render::{self, Format};
 
 /// Errors from the commands.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,7 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
         probe: args.probe.probe,
         follow_tgid: std::process::id(),
     })?;
-    log::debug!("attached {} back-end", watch.attached());
+    log::debug!("attached {} back-end", watch.backend().as_str());
 
     let (program, rest) = args
         .command

@@ -9,7 +9,7 @@ use std::io;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::decode::{decode, CopyEvent};
+use crate::model::event::{decode, CopyEvent};
 
 /// Most records handed out per batch.
 pub const MAX_BATCH: usize = 1024;

@@ -15,16 +15,17 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::bpf::LoadOptions;
-use crate::classify::Verdict;
 use crate::cli::RunArgs;
-use crate::config::{Config, ConfigError, DEFAULT_PATH};
-use crate::metrics_server;
-use crate::notify::{self, Notifier};
-use crate::record::Record;
-use crate::render::{self, Format};
+use crate::enrich::record::Record;
+use crate::model::backend::Backend;
+use crate::pipeline::{Watch, WatchError};
+use crate::service::config::{Config, ConfigError, DEFAULT_PATH};
+use crate::service::notify::{self, Notifier};
 use crate::sink::console::Console;
 use crate::sink::metrics::{Metrics, MetricsError};
-use crate::watch::{RecordSink, Watch, WatchError};
+use crate::sink::metrics_http;
+use crate::sink::render::{self, Format};
+use crate::sink::RecordSink;
 
 /// Errors that stop the daemon (each printed as one line, exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,7 @@ pub enum DaemonError {
     Signals(#[source] io::Error),
     /// The tail socket could not be set up.
     #[error(transparent)]
-    Tail(#[from] crate::sink::tail::TailError),
+    Tail(#[from] crate::sink::tail_hub::TailError),
     /// stdout failed.
     #[error("writing to stdout failed")]
     Write(#[source] io::Error),
@@ -131,7 +132,7 @@ pub fn apply_flags(c: &mut Config, a: &RunArgs, log_level: Option<log::LevelFilt
 struct Fanout<W: io::Write> {
     console: Console<W>,
     metrics: Arc<Mutex<Metrics>>,
-    tail: Option<crate::sink::tail::TailHub>,
+    tail: Option<crate::sink::tail_hub::TailHub>,
 }
 
 impl<W: io::Write> RecordSink for Fanout<W> {
@@ -150,7 +151,7 @@ impl<W: io::Write> RecordSink for Fanout<W> {
     }
 }
 
-fn status_line(metrics: &Mutex<Metrics>, backend: &str) -> String {
+fn status_line(metrics: &Mutex<Metrics>, backend: Backend) -> String {
     let (calls, suspicious) = metrics
         .lock()
         .map(|mut m| {
@@ -158,13 +159,23 @@ fn status_line(metrics: &Mutex<Metrics>, backend: &str) -> String {
             let total: u64 = by.values().sum();
             let suspicious: u64 = by
                 .iter()
-                .filter(|(v, _)| Verdict::from_name(v).is_some_and(Verdict::is_suspicious))
+                .filter(|(v, _)| v.is_suspicious())
                 .map(|(_, n)| n)
                 .sum();
             (total, suspicious)
         })
         .unwrap_or_default();
-    format!("STATUS=watching copy_file_range ({backend} back-end): {calls} calls, {suspicious} suspicious")
+    format!(
+        "STATUS=watching copy_file_range ({} back-end): {calls} calls, {suspicious} suspicious",
+        backend.as_str()
+    )
+}
+
+/// `--check-config`: the validated configuration is the command's output.
+#[allow(clippy::print_stdout, reason = "stdout is --check-config's product")]
+fn print_config(config: &Config) {
+    println!("copytrace: configuration ok");
+    println!("{config:#?}");
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -172,8 +183,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
     let source = ConfigSource::new(&args);
     let mut config = source.load(&args, log_level)?;
     if args.check_config {
-        println!("copytrace: configuration ok");
-        println!("{config:#?}");
+        print_config(&config);
         return Ok(());
     }
     log::set_max_level(config.level());
@@ -194,7 +204,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         None
     };
     let tail = if config.tail.enabled {
-        Some(crate::sink::tail::TailHub::bind(&config.tail)?)
+        Some(crate::sink::tail_hub::TailHub::bind(&config.tail)?)
     } else {
         None
     };
@@ -203,13 +213,13 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         probe: config.probe,
         follow_tgid: config.pid,
     })?;
-    let backend = watch.attached().as_str();
+    let backend = watch.backend();
     let metrics = Arc::new(Mutex::new(Metrics::new(&crate::kernel_release())?));
     if let (Some(k), Ok(mut m)) = (watch.counters(), metrics.lock()) {
         m.attach(backend, k);
     }
     if let Some(listener) = listener {
-        tokio::spawn(metrics_server::serve(listener, metrics.clone()));
+        tokio::spawn(metrics_http::serve(listener, metrics.clone()));
     }
     let tail_dropped = metrics
         .lock()
@@ -224,12 +234,13 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         t
     });
     log::info!(
-        "attached {backend} back-end{}; watching copy_file_range{}{}{}",
+        "attached {} back-end{}; watching copy_file_range{}{}{}",
+        backend.as_str(),
         watch
             .fallback_reason()
-            .map(|r| match watch.attached() {
-                crate::bpf::Attached::Fentry => format!(" ({r})"),
-                crate::bpf::Attached::Tracepoint => format!(" (fentry unavailable: {r})"),
+            .map(|r| match backend {
+                Backend::Fentry => format!(" ({r})"),
+                Backend::Tracepoint => format!(" (fentry unavailable: {r})"),
             })
             .unwrap_or_default(),
         if config.pid != 0 {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::bpf::ProbeChoice;
+use crate::model::backend::ProbeChoice;
+use crate::model::classify::Verdict;
 use crate::sink::console::Print;
 
 /// Watches every copy_file_range(2) call on this machine and explains the
@@ -53,7 +54,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct ProbeArgs {
     /// Probe back-end: fentry where allowed, else syscall tracepoints.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value_t = ProbeChoice::Auto)]
     pub probe: ProbeChoice,
 
     /// Print one JSON object per line instead of text.
@@ -132,7 +133,7 @@ pub struct TraceArgs {
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// Daemon socket.
-    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = crate::service::config::DEFAULT_SOCKET)]
     pub socket: PathBuf,
 
     /// Every call, not only suspicious ones.
@@ -151,10 +152,9 @@ pub struct TailArgs {
     #[arg(long, value_name = "ID")]
     pub cgroup: Vec<u64>,
 
-    /// Only this verdict (repeatable): ok, silent_zero_copy, size_mismatch,
-    /// short_read, short_write, cross_fs, error.
-    #[arg(long, value_name = "VERDICT")]
-    pub verdict: Vec<String>,
+    /// Only this verdict (repeatable).
+    #[arg(long, value_enum, value_name = "VERDICT")]
+    pub verdict: Vec<Verdict>,
 
     /// Only calls touching this filesystem, source or destination (repeatable).
     #[arg(long, value_name = "FS")]
@@ -180,6 +180,7 @@ pub struct TailArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::backend::Backend;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("copytrace").chain(args.iter().copied()))
@@ -205,7 +206,7 @@ mod tests {
             panic!("not run")
         };
         assert!(r.json);
-        assert_eq!(r.probe, Some(ProbeChoice::Tracepoint));
+        assert_eq!(r.probe, Some(ProbeChoice::Only(Backend::Tracepoint)));
         assert_eq!(r.pid, Some(7));
         assert_eq!(r.print, Some(Print::Suspicious));
         assert_eq!(r.metrics_listen.map(|a| a.port()), Some(1));
@@ -242,7 +243,7 @@ mod tests {
             panic!("not tail")
         };
         assert_eq!(t.pid, vec![1, 2]);
-        assert_eq!(t.verdict, vec!["error"]);
+        assert_eq!(t.verdict, vec![Verdict::Error]);
         assert!(t.since_start && t.json && !t.follow);
         assert_eq!(t.socket, PathBuf::from("/run/copytrace/copytrace.sock"));
         assert!(parse(&["tail", "--history", "3", "--since-start"]).is_err());

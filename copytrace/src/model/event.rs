@@ -5,10 +5,10 @@
 
 use std::mem::size_of;
 
-use copytrace_common::{backend, origin, status, Event, FileInfo, NAME_LEN, PATH_DEPTH};
+use copytrace_common::{status, CallOutcome, Event, FileInfo, NAME_LEN, PATH_DEPTH};
 use serde::{Deserialize, Serialize};
 
-use crate::fs_magic;
+use crate::model::fs_magic;
 
 /// Errors from decoding a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -16,40 +16,12 @@ pub enum DecodeError {
     /// The record is smaller than an [`Event`]: the eBPF object and daemon disagree.
     #[error("ring buffer record of {got} bytes, expected {want} (eBPF object and daemon from different builds?)")]
     Short { got: usize, want: usize },
+    /// A one-byte code this build does not know (eBPF object and daemon disagree).
+    #[error("ring buffer record with unknown {field} code {value} (eBPF object and daemon from different builds?)")]
+    Code { field: &'static str, value: u8 },
 }
 
-/// Which probe back-end captured the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Backend {
-    /// Syscall tracepoints.
-    Tracepoint,
-    /// fentry/fexit.
-    Fentry,
-    /// A value this build does not know.
-    Unknown,
-}
-
-impl Backend {
-    /// Stable lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Tracepoint => "tracepoint",
-            Backend::Fentry => "fentry",
-            Backend::Unknown => "unknown",
-        }
-    }
-}
-
-/// Who made the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Origin {
-    /// A process, through `copy_file_range(2)`.
-    Syscall,
-    /// An in-kernel caller of `vfs_copy_file_range` (nfsd, overlayfs…).
-    Kernel,
-}
+pub use copytrace_common::{Backend, Origin};
 
 /// File type from `i_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +156,20 @@ impl CopyEvent {
     pub fn read_pos(&self) -> Option<i64> {
         self.off_in.or_else(|| self.file_in.as_ref().map(|f| f.pos))
     }
+
+    /// The inputs of the facts word, as the kernel side sees them.
+    pub fn outcome(&self) -> CallOutcome {
+        let (fin, fout) = (self.file_in.as_ref(), self.file_out.as_ref());
+        CallOutcome {
+            len: self.len,
+            ret: self.ret,
+            read_pos: self.read_pos().unwrap_or(0),
+            size_in: fin.map_or(0, |f| f.size),
+            in_present: fin.is_some(),
+            out_present: fout.is_some(),
+            same_fs: fin.zip(fout).is_some_and(|(i, o)| i.dev_raw == o.dev_raw),
+        }
+    }
 }
 
 fn cstr(bytes: &[u8]) -> String {
@@ -259,13 +245,14 @@ pub fn decode(bytes: &[u8]) -> Result<CopyEvent, DecodeError> {
     // SAFETY: the length was checked; Event is plain data valid for any bits,
     // and read_unaligned copes with the ring buffer's 8-byte alignment.
     let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) };
-    Ok(from_raw(&e))
+    from_raw(&e)
 }
 
 /// Converts an [`Event`] already in memory.
-pub fn from_raw(e: &Event) -> CopyEvent {
+pub fn from_raw(e: &Event) -> Result<CopyEvent, DecodeError> {
     let given = |bit: u8, v: i64| (e.status & bit != 0).then_some(v);
-    CopyEvent {
+    let code = |field, value| DecodeError::Code { field, value };
+    Ok(CopyEvent {
         start_ns: e.start_ns,
         end_ns: e.end_ns,
         pid: e.pid,
@@ -282,21 +269,13 @@ pub fn from_raw(e: &Event) -> CopyEvent {
         len: e.len,
         flags: e.flags,
         ret: e.ret,
-        backend: match e.backend {
-            backend::TRACEPOINT => Backend::Tracepoint,
-            backend::FENTRY => Backend::Fentry,
-            _ => Backend::Unknown,
-        },
-        origin: if e.origin == origin::KERNEL {
-            Origin::Kernel
-        } else {
-            Origin::Syscall
-        },
+        backend: Backend::from_raw(e.backend).ok_or(code("backend", e.backend))?,
+        origin: Origin::from_raw(e.origin).ok_or(code("origin", e.origin))?,
         vfs_reached: (e.status & status::VFS_KNOWN != 0)
             .then_some(e.status & status::VFS_REACHED != 0),
         file_in: side(&e.files[0]),
         file_out: side(&e.files[1]),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -306,7 +285,10 @@ pub(crate) mod tests {
     /// A zeroed raw event, for tests to fill in.
     pub(crate) fn blank() -> Event {
         // SAFETY: Event is plain data; all-zero is valid.
-        unsafe { std::mem::zeroed() }
+        let mut e: Event = unsafe { std::mem::zeroed() };
+        e.backend = Backend::Tracepoint as u8;
+        e.origin = Origin::Syscall as u8;
+        e
     }
 
     pub(crate) fn name<const N: usize>(s: &str) -> [u8; N] {
@@ -333,7 +315,6 @@ pub(crate) mod tests {
         e.ret = -18;
         e.status = status::OFF_IN_GIVEN;
         e.off_in = 7;
-        e.backend = backend::TRACEPOINT;
         e.comm = name("cp");
         e.files[0].present = 1;
         e.files[0].magic = 0x9fa0;
@@ -343,10 +324,7 @@ pub(crate) mod tests {
         for (i, c) in ["status", "self", "…", "/"].iter().enumerate() {
             e.files[0].path[i] = name(c);
         }
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&e as *const Event).cast::<u8>(), size_of::<Event>())
-        };
-        let ev = decode(bytes).expect("decodes");
+        let ev = decode(e.as_bytes()).expect("decodes");
         assert_eq!(ev.pid, 42);
         assert_eq!(ev.errno(), Some(18));
         assert_eq!(ev.off_in, Some(7));

@@ -3,10 +3,9 @@
 
 use std::fmt::Write as _;
 
-use crate::bpf::{self, Attached, LoadError, LoadOptions, ProbeChoice};
-use crate::btf::{Btf, VMLINUX_BTF};
-use crate::offsets;
-use crate::tracefs;
+use crate::bpf::btf::{Btf, VMLINUX_BTF};
+use crate::bpf::{self, offsets, tracefs, LoadError, LoadOptions};
+use crate::model::backend::{Backend, ProbeChoice};
 
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +43,7 @@ fn check(status: Status, what: impl Into<String>) -> Check {
 }
 
 /// Runs every check; also returns the back-end copytrace would use, if any.
-pub fn checks() -> (Vec<Check>, Option<Attached>) {
+pub fn checks() -> (Vec<Check>, Option<Backend>) {
     let mut out = Vec::new();
     out.push(check(
         Status::Info,
@@ -61,7 +60,7 @@ pub fn checks() -> (Vec<Check>, Option<Attached>) {
 
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
-    if crate::privileges::can_trace() {
+    if bpf::privileges::can_trace() {
         out.push(check(
             Status::Ok,
             format!("privileges: euid {euid}, CAP_BPF/CAP_PERFMON or CAP_SYS_ADMIN"),
@@ -124,16 +123,14 @@ pub fn checks() -> (Vec<Check>, Option<Attached>) {
     }
 
     let mut usable = None;
-    for (choice, name) in [
-        (ProbeChoice::Fentry, "fentry"),
-        (ProbeChoice::Tracepoint, "tracepoint"),
-    ] {
+    for backend in Backend::ALL {
+        let name = backend.as_str();
         match bpf::load(LoadOptions {
-            probe: choice,
+            probe: ProbeChoice::Only(backend),
             follow_tgid: 0,
         }) {
             Ok(p) => {
-                let partial = (p.attached() == Attached::Fentry)
+                let partial = (p.backend() == Backend::Fentry)
                     .then(|| p.fallback_reason().map(str::to_string))
                     .flatten();
                 let note = partial
@@ -145,7 +142,7 @@ pub fn checks() -> (Vec<Check>, Option<Attached>) {
                     format!("{name} back-end loads and attaches{note}"),
                 ));
                 if usable.is_none() {
-                    usable = Some((p.attached(), partial.is_some()));
+                    usable = Some((p.backend(), partial.is_some()));
                 }
             }
             Err(LoadError::FentryRefused(e)) => out.push(check(
@@ -159,15 +156,15 @@ pub fn checks() -> (Vec<Check>, Option<Attached>) {
         }
     }
     match usable {
-        Some((Attached::Fentry, true)) => out.push(check(
+        Some((Backend::Fentry, true)) => out.push(check(
             Status::Info,
             "copytrace will use fentry/fexit on vfs_copy_file_range (sees in-kernel callers) with syscall tracepoints for the syscall side: unrelated syscalls take the tracing slow path while attached",
         )),
-        Some((Attached::Fentry, false)) => out.push(check(
+        Some((Backend::Fentry, false)) => out.push(check(
             Status::Info,
             "copytrace will use fentry/fexit: no cost to unrelated syscalls; sees in-kernel callers (nfsd, overlayfs)",
         )),
-        Some((Attached::Tracepoint, _)) => out.push(check(
+        Some((Backend::Tracepoint, _)) => out.push(check(
             Status::Info,
             "copytrace will use syscall tracepoints: every syscall of every task takes the tracing slow path while attached (tens of ns each, see docs/benchmarks.md); in-kernel callers are not seen",
         )),

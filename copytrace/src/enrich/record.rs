@@ -5,10 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{classify, Diagnosis, Mechanism};
-use crate::decode::CopyEvent;
-use crate::kallsyms::OpNames;
-use crate::mounts::MountTable;
+use crate::enrich::kallsyms::OpNames;
+use crate::enrich::mounts::MountTable;
+use crate::model::classify::{classify, Diagnosis, Mechanism};
+use crate::model::event::CopyEvent;
 
 /// One call, ready to be shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,7 +101,7 @@ impl Record {
         };
         let mechanism_op = op_addr.and_then(|a| ctx.ops.name(a)).map(str::to_string);
         let mounts = &mut ctx.mounts;
-        let path = |mounts: &mut MountTable, f: Option<&crate::decode::FileSide>| {
+        let path = |mounts: &mut MountTable, f: Option<&crate::model::event::FileSide>| {
             f.and_then(|f| mounts.resolve(&f.dev, &f.fs_path))
         };
         let path_in = path(mounts, event.file_in.as_ref());

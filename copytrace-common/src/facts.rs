@@ -1,0 +1,116 @@
+//! The mechanical facts about a finished call that, with the source
+//! filesystem's kind and the errno, decide its verdict.
+//!
+//! The kernel program computes them to key its exact counts; userspace
+//! computes them for every event it decodes. Both call [`CallOutcome::facts`],
+//! so a count and an event of the same call can never disagree.
+
+/// Bits of a facts word.
+pub mod fact {
+    /// `len` was 0.
+    pub const LEN_ZERO: u32 = 1 << 0;
+    /// Returned exactly `len`.
+    pub const COPIED_ALL: u32 = 1 << 1;
+    /// Returned 0.
+    pub const COPIED_ZERO: u32 = 1 << 2;
+    /// The source is open and its read position + returned reached its advertised size.
+    pub const AT_SIZE: u32 = 1 << 3;
+    /// Source and destination are open on different superblocks.
+    pub const CROSS_DEV: u32 = 1 << 4;
+    /// fd_in resolved to an open file.
+    pub const IN_PRESENT: u32 = 1 << 5;
+    /// fd_out resolved to an open file.
+    pub const OUT_PRESENT: u32 = 1 << 6;
+    /// Number of fact bits: facts words are below `1 << COUNT`.
+    pub const COUNT: u32 = 7;
+}
+
+/// What the facts of a finished call are computed from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallOutcome {
+    /// Requested length.
+    pub len: u64,
+    /// Bytes copied, or `-errno`.
+    pub ret: i64,
+    /// Where the source read started (`*off_in`, else its file position).
+    pub read_pos: i64,
+    /// The source's advertised size at entry.
+    pub size_in: i64,
+    /// fd_in named an open file.
+    pub in_present: bool,
+    /// fd_out named an open file.
+    pub out_present: bool,
+    /// Both are open and on the same superblock.
+    pub same_fs: bool,
+}
+
+impl CallOutcome {
+    /// The facts word (bits of [`fact`]).
+    #[inline(always)]
+    pub fn facts(&self) -> u32 {
+        let mut f = 0u32;
+        if self.len == 0 {
+            f |= fact::LEN_ZERO;
+        }
+        if self.ret >= 0 {
+            if self.ret as u64 == self.len {
+                f |= fact::COPIED_ALL;
+            }
+            if self.ret == 0 {
+                f |= fact::COPIED_ZERO;
+            }
+            if self.in_present && self.read_pos.saturating_add(self.ret) >= self.size_in {
+                f |= fact::AT_SIZE;
+            }
+        }
+        if self.in_present {
+            f |= fact::IN_PRESENT;
+        }
+        if self.out_present {
+            f |= fact::OUT_PRESENT;
+        }
+        if self.in_present && self.out_present && !self.same_fs {
+            f |= fact::CROSS_DEV;
+        }
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_source_means_no_source_facts() {
+        let f = CallOutcome {
+            len: 5,
+            ret: -9,
+            out_present: true,
+            ..CallOutcome::default()
+        }
+        .facts();
+        assert_eq!(f, fact::OUT_PRESENT);
+    }
+
+    #[test]
+    fn short_copy_at_end_of_source() {
+        let c = CallOutcome {
+            len: 1000,
+            ret: 100,
+            read_pos: 0,
+            size_in: 100,
+            in_present: true,
+            out_present: true,
+            same_fs: true,
+        };
+        assert_eq!(
+            c.facts(),
+            fact::AT_SIZE | fact::IN_PRESENT | fact::OUT_PRESENT
+        );
+        let cross = CallOutcome {
+            same_fs: false,
+            ..c
+        };
+        assert_ne!(cross.facts() & fact::CROSS_DEV, 0);
+    }
+}
