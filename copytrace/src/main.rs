@@ -87,13 +87,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
-        Command::Doctor => {
-            let (checks, usable) = rt.block_on(async { doctor::checks() });
+        Command::Doctor(args) => {
+            let report = rt.block_on(async { doctor::checks() });
             #[allow(clippy::print_stdout, reason = "the report is doctor's product")]
-            {
-                print!("{}", doctor::report(&checks));
+            if args.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.text());
             }
-            if usable.is_some() {
+            if report.usable.is_some() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_ERROR)

@@ -33,8 +33,9 @@ fn help_explains_commands() {
         .arg("--help")
         .output()
         .expect("run copytrace");
+    assert_eq!(out.status.code(), Some(0), "--help succeeds");
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["run", "trace", "doctor", "silently"] {
+    for word in ["run", "trace", "tail", "doctor", "silently"] {
         assert!(text.contains(word), "{word} missing from --help: {text}");
     }
 }

@@ -7,7 +7,7 @@ mod support;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use serde_json::Value;
-use support::{cfr, find, magic, open, raw, write_file, Daemon, Mount};
+use support::{cfr, ext4, find, magic, open, raw, suite, tmpfs, watch, write_file};
 
 const O_RDONLY: i32 = libc::O_RDONLY;
 const O_WRONLY_CREAT: i32 = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
@@ -32,17 +32,20 @@ fn common_fields(ev: &Value, comm_pid: u32) {
     );
     assert!(s > 0 && e >= s, "timestamps {s} {e}");
     assert_eq!(ev["latency_ns"].as_u64(), Some(e - s));
-    assert_eq!(ev["backend"], "tracepoint", "this kernel refuses fentry");
+    suite::assert_backend(ev["backend"].as_str().unwrap_or("?"));
     assert_eq!(ev["origin"], "syscall");
+    // Only the fentry back-end sees whether vfs_copy_file_range ran.
+    let vfs_known = ev["backend"] == "fentry";
+    assert_eq!(ev["vfs_reached"].is_boolean(), vfs_known, "{ev:#}");
 }
 
 #[test]
 fn ext4_to_ext4_full_copy() {
-    let fs = Mount::ext4();
+    let fs = ext4();
     write_file(&fs.path("src"), 100_000);
     let src = open(&fs.path("src"), O_RDONLY);
     let dst = open(&fs.path("dst"), O_WRONLY_CREAT);
-    let d = Daemon::start(&[]);
+    let d = watch();
     let mut off = 1000i64;
     assert_eq!(
         cfr(raw(&src), Some(&mut off), raw(&dst), None, 50_000, 0),
@@ -73,14 +76,14 @@ fn ext4_to_ext4_full_copy() {
 
 #[test]
 fn tmpfs_to_tmpfs_uses_file_position() {
-    let fs = Mount::tmpfs("4m");
+    let fs = tmpfs("4m");
     write_file(&fs.path("a"), 8192);
     let src = open(&fs.path("a"), O_RDONLY);
     let dst = open(&fs.path("b"), O_WRONLY_CREAT);
     // SAFETY: lseek on a valid fd.
     let moved = unsafe { libc::lseek(raw(&src), 4096, libc::SEEK_SET) };
     assert_eq!(moved, 4096);
-    let d = Daemon::start(&[]);
+    let d = watch();
     assert_eq!(cfr(raw(&src), None, raw(&dst), None, 4096, 0), Ok(4096));
     let events = d.stop();
     let ev = find(&events, raw(&src), raw(&dst), 4096);
@@ -94,10 +97,10 @@ fn tmpfs_to_tmpfs_uses_file_position() {
 
 #[test]
 fn proc_to_tmpfs_is_exdev_and_records_proc() {
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     let src = open(std::path::Path::new("/proc/self/status"), O_RDONLY);
     let dst = open(&fs.path("out"), O_WRONLY_CREAT);
-    let d = Daemon::start(&[]);
+    let d = watch();
     assert_eq!(
         cfr(raw(&src), None, raw(&dst), None, 65536, 0),
         Err(libc::EXDEV)
@@ -120,7 +123,7 @@ fn proc_to_tmpfs_is_exdev_and_records_proc() {
 
 #[test]
 fn pipe_source_is_einval() {
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     let (r, w) = pipe();
     let dst = open(&fs.path("out"), O_WRONLY_CREAT);
     assert_eq!(
@@ -128,7 +131,7 @@ fn pipe_source_is_einval() {
         unsafe { libc::write(raw(&w), b"hello".as_ptr().cast(), 5) },
         5
     );
-    let d = Daemon::start(&[]);
+    let d = watch();
     assert_eq!(cfr(raw(&r), None, raw(&dst), None, 5, 0), Err(libc::EINVAL));
     let events = d.stop();
     let ev = find(&events, raw(&r), raw(&dst), 5);
@@ -144,9 +147,9 @@ fn pipe_source_is_einval() {
 
 #[test]
 fn closed_fd_is_ebadf() {
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     let dst = open(&fs.path("out"), O_WRONLY_CREAT);
-    let d = Daemon::start(&[]);
+    let d = watch();
     // A high fd nobody opened (a freshly closed low one would be reused by
     // the daemon's pipes).
     let closed = 900;
@@ -167,11 +170,11 @@ fn closed_fd_is_ebadf() {
 
 #[test]
 fn copy_at_eof_returns_zero_and_is_ok() {
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     write_file(&fs.path("a"), 100);
     let src = open(&fs.path("a"), O_RDONLY);
     let dst = open(&fs.path("b"), O_WRONLY_CREAT);
-    let d = Daemon::start(&[]);
+    let d = watch();
     let mut off = 100i64;
     assert_eq!(
         cfr(raw(&src), Some(&mut off), raw(&dst), None, 777, 0),
@@ -186,11 +189,11 @@ fn copy_at_eof_returns_zero_and_is_ok() {
 
 #[test]
 fn zero_length_request() {
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     write_file(&fs.path("a"), 100);
     let src = open(&fs.path("a"), O_RDONLY);
     let dst = open(&fs.path("b"), O_WRONLY_CREAT);
-    let d = Daemon::start(&[]);
+    let d = watch();
     assert_eq!(cfr(raw(&src), None, raw(&dst), None, 0, 0), Ok(0));
     let events = d.stop();
     let ev = find(&events, raw(&src), raw(&dst), 0);
@@ -201,11 +204,11 @@ fn zero_length_request() {
 
 #[test]
 fn nonzero_flags_are_einval() {
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     write_file(&fs.path("a"), 100);
     let src = open(&fs.path("a"), O_RDONLY);
     let dst = open(&fs.path("b"), O_WRONLY_CREAT);
-    let d = Daemon::start(&[]);
+    let d = watch();
     assert_eq!(
         cfr(raw(&src), None, raw(&dst), None, 55, 1),
         Err(libc::EINVAL)
@@ -219,11 +222,11 @@ fn nonzero_flags_are_einval() {
 
 #[test]
 fn append_destination_is_ebadf() {
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     write_file(&fs.path("a"), 100);
     let src = open(&fs.path("a"), O_RDONLY);
     let dst = open(&fs.path("b"), O_WRONLY_CREAT | libc::O_APPEND);
-    let d = Daemon::start(&[]);
+    let d = watch();
     assert_eq!(
         cfr(raw(&src), None, raw(&dst), None, 66, 0),
         Err(libc::EBADF)
@@ -243,14 +246,14 @@ fn append_destination_is_ebadf() {
 
 #[test]
 fn small_tmpfs_gives_short_write_then_enospc() {
-    let big = Mount::tmpfs("1m");
-    let small = Mount::tmpfs("64k");
+    let big = tmpfs("1m");
+    let small = tmpfs("64k");
     write_file(&big.path("src"), 40960);
     // Fill the small fs so only part of the copy fits.
     write_file(&small.path("filler"), 40960);
     let src = open(&big.path("src"), O_RDONLY);
     let dst = open(&small.path("dst"), O_WRONLY_CREAT);
-    let d = Daemon::start(&[]);
+    let d = watch();
     // Cross-superblock tmpfs copies are EXDEV on >= 5.19, so copy within the
     // small fs from its own file: filler -> dst.
     let src2 = open(&small.path("filler"), O_RDONLY);
@@ -284,10 +287,10 @@ fn small_tmpfs_gives_short_write_then_enospc() {
 
 #[test]
 fn directory_source_is_eisdir() {
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     let dir = open(&fs.dir, O_RDONLY | libc::O_DIRECTORY);
     let dst = open(&fs.path("b"), O_WRONLY_CREAT);
-    let d = Daemon::start(&[]);
+    let d = watch();
     assert_eq!(
         cfr(raw(&dir), None, raw(&dst), None, 88, 0),
         Err(libc::EISDIR)
@@ -301,49 +304,69 @@ fn directory_source_is_eisdir() {
 
 #[test]
 fn descendants_are_followed_and_orphans_are_not() {
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     write_file(&fs.path("a"), 10);
-    let d = Daemon::start(&[]);
+    let d = watch();
     // The child copies (followed: we are its ancestor). Its grandchild is
     // orphaned first, reparented away from us, then copies: not followed.
-    let script = format!(
-        r#"
-import os, time
-def copy(n):
-    a = os.open('{0}/a', os.O_RDONLY); b = os.open('{0}/c', os.O_WRONLY | os.O_CREAT)
-    os.copy_file_range(a, b, n)
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        time.sleep(0.3)
-        copy(9999)
-        open('{0}/orphan-done', 'w').close()
-    os._exit(0)
-os.wait()
-copy(4321)
-"#,
-        fs.dir.display()
-    );
-    let status = std::process::Command::new("python3")
-        .args(["-c", &script])
+    let [followed, orphan] = support::caller::ORPHAN_LENS;
+    let status = support::caller::command("orphan", &[fs.dir.to_str().expect("utf-8 dir")])
         .status()
-        .expect("python3");
+        .expect("caller");
     assert!(status.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !fs.path("orphan-done").exists() {
-        assert!(std::time::Instant::now() < deadline, "orphan never copied");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    support::wait_for(10, "the orphan's copy", || {
+        fs.path("orphan-done").exists().then_some(())
+    });
     let events = d.stop();
     let ev = events
         .iter()
-        .find(|e| e["len"] == 4321)
+        .find(|e| e["len"] == followed)
         .unwrap_or_else(|| panic!("child's call not seen: {events:#?}"));
-    assert_eq!(ev["comm"], "python3");
     assert_ne!(ev["pid"], std::process::id());
     assert_eq!(ev["ret"], 10);
     assert!(
-        events.iter().all(|e| e["len"] != 9999),
+        events.iter().all(|e| e["len"] != orphan),
         "a process outside the followed tree was reported: {events:#?}"
     );
+}
+
+#[test]
+fn every_event_carries_the_facts_its_count_used() {
+    // The kernel keys its exact counts by the facts word it computes; the
+    // event carries that word, and userspace recomputes it from the event's
+    // own fields with the same function. They must agree on every call.
+    let fs = tmpfs("1m");
+    write_file(&fs.path("a"), 100);
+    let src = open(&fs.path("a"), O_RDONLY);
+    let dst = open(&fs.path("b"), O_WRONLY_CREAT);
+    let proc_status = open(std::path::Path::new("/proc/self/status"), O_RDONLY);
+    let d = watch();
+    let _ = cfr(raw(&src), None, raw(&dst), None, 40, 0);
+    let _ = cfr(raw(&src), None, raw(&dst), None, 400, 0);
+    let _ = cfr(raw(&src), None, raw(&dst), None, 400, 0);
+    let _ = cfr(raw(&src), None, raw(&dst), None, 0, 0);
+    let _ = cfr(raw(&proc_status), None, raw(&dst), None, 4096, 0);
+    let _ = cfr(900, None, raw(&dst), None, 5, 0);
+    let events = d.stop();
+    assert_eq!(events.len(), 6, "{events:#?}");
+    for ev in &events {
+        let (fin, fout) = (&ev["file_in"], &ev["file_out"]);
+        let num = |v: &Value| v.as_i64().unwrap_or(0);
+        let outcome = copytrace_common::CallOutcome {
+            len: ev["len"].as_u64().unwrap_or(0),
+            ret: num(&ev["ret"]),
+            read_pos: if ev["off_in"].is_null() {
+                num(&fin["pos"])
+            } else {
+                num(&ev["off_in"])
+            },
+            size_in: num(&fin["size"]),
+            in_present: !fin.is_null(),
+            out_present: !fout.is_null(),
+            same_fs: !fin.is_null() && fin["dev"] == fout["dev"],
+        };
+        let kernel = ev["facts"].as_u64();
+        assert!(kernel.is_some(), "no kernel facts: {ev:#}");
+        assert_eq!(kernel, Some(u64::from(outcome.facts())), "{ev:#}");
+    }
 }

@@ -14,53 +14,40 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    copytrace_bin, ebadf_calls, free_port, http_get, sample, silent_copies, wait_for, KillOnDrop,
-    Mount, Service,
+    copytrace_bin, daemon, ebadf_calls, free_port, http_get, sample, silent_copies, suite, tmpfs,
+    wait_for, KillOnDrop, Mount,
 };
 
-struct Daemon {
-    svc: Service,
+/// A daemon serving the tail socket and metrics, following this process.
+struct Tailed {
+    svc: support::Daemon,
     socket: PathBuf,
     metrics: String,
-    _dir: PathBuf,
 }
 
-fn start_daemon(tag: &str, extra: &[&str]) -> Daemon {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("tail-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let mut d = serve_on(&dir.join("copytrace.sock"), extra);
-    d._dir = dir;
-    d
+fn start_daemon(tag: &str, extra: &[&str]) -> Tailed {
+    let dir = support::scratch_dir(&format!("tail-{tag}"));
+    serve_on(&dir.join("copytrace.sock"), extra)
 }
 
 /// `copytrace run` following this process, serving its tail on `socket`.
-fn serve_on(socket: &Path, extra: &[&str]) -> Daemon {
+fn serve_on(socket: &Path, extra: &[&str]) -> Tailed {
     let metrics = format!("127.0.0.1:{}", free_port());
-    let pid = std::process::id().to_string();
-    let mut args = vec![
-        "--socket",
-        socket.to_str().unwrap_or(""),
-        "--metrics-listen",
-        &metrics,
-        "--pid",
-        &pid,
-        "--print",
-        "none",
-    ];
-    args.extend_from_slice(extra);
-    let mut svc = Service::spawn(&args, &[]);
-    svc.wait_log("attached", 30);
-    Daemon {
+    let svc = daemon()
+        .arg("--socket")
+        .arg(socket.to_str().unwrap_or(""))
+        .args(["--metrics-listen", &metrics])
+        .args(["--pid", &std::process::id().to_string(), "--print", "none"])
+        .args(extra)
+        .start();
+    Tailed {
         svc,
         socket: socket.to_path_buf(),
         metrics,
-        _dir: PathBuf::new(),
     }
 }
 
-impl Daemon {
+impl Tailed {
     fn metric(&self, series: &str) -> Option<f64> {
         http_get(&self.metrics, "/metrics").and_then(|(_, b)| sample(&b, series))
     }
@@ -105,7 +92,7 @@ impl Raw {
         let hello = self.next();
         assert_eq!(hello["type"], "hello", "{hello}");
         assert_eq!(hello["data"]["version"], 1);
-        assert_eq!(hello["data"]["backend"], "tracepoint");
+        suite::assert_backend(hello["data"]["backend"].as_str().unwrap_or("?"));
         let mut replay = Vec::new();
         loop {
             let m = self.next();
@@ -187,7 +174,7 @@ fn ok_copies(fs: &Mount, n: usize) {
 #[test]
 fn tail_cli_streams_suspicious_calls_and_filters() {
     let d = start_daemon("filters", &[]);
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     let (_a, default) = tail_cli(&d.socket, &["--json"]);
     let (_b, all) = tail_cli(&d.socket, &["--json", "--all"]);
     let (_c, errors) = tail_cli(&d.socket, &["--json", "--verdict", "error"]);
@@ -195,13 +182,18 @@ fn tail_cli_streams_suspicious_calls_and_filters() {
     let (_e, other_pid) = tail_cli(&d.socket, &["--json", "--all", "--pid", "1"]);
     let (_f, human) = tail_cli(
         &d.socket,
-        &["--comm", "nobody-has-this", "--comm", "tail_socket-"],
+        &["--comm", "nobody-has-this", "--comm", "ct-human"],
     );
     d.wait_clients(6);
 
     silent_copies(3);
     ok_copies(&fs, 2);
     ebadf_calls(1);
+    // A caller process named ct-human: the only call the human client wants.
+    let named = support::caller::command("comm", &["ct-human", "silent", "1"])
+        .status()
+        .expect("caller");
+    assert!(named.success());
 
     let verdicts = |lines: Vec<String>| -> Vec<String> {
         lines
@@ -214,30 +206,42 @@ fn tail_cli_streams_suspicious_calls_and_filters() {
             .collect()
     };
     assert_eq!(
-        verdicts(collect(&default, 4)),
+        verdicts(collect(&default, 5)),
         [
             "silent_zero_copy",
             "silent_zero_copy",
             "silent_zero_copy",
-            "error"
+            "error",
+            "silent_zero_copy"
         ]
     );
     quiet(&default);
     assert_eq!(
-        verdicts(collect(&all, 6)),
+        verdicts(collect(&all, 7)),
         [
             "silent_zero_copy",
             "silent_zero_copy",
             "silent_zero_copy",
             "ok",
             "ok",
-            "error"
+            "error",
+            "silent_zero_copy"
         ]
     );
     assert_eq!(verdicts(collect(&errors, 1)), ["error"]);
     assert_eq!(verdicts(collect(&tmpfs, 2)), ["ok", "ok"]);
     quiet(&other_pid);
-    // The test binary's comm is its name cut to 15 bytes, e.g. "tail_socket-1a2"; no match.
+    // The human client shows exactly the named caller's call, as one text line.
+    let line = collect(&human, 1).remove(0);
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols.get(1), Some(&"ct-human"), "COMM column: {line}");
+    assert_eq!(
+        cols.get(3),
+        Some(&"silent_zero_copy"),
+        "VERDICT column: {line}"
+    );
+    assert_eq!(cols.get(4), Some(&"0/4096"), "RESULT column: {line}");
+    assert!(line.contains("proc:/proc/"), "{line}");
     quiet(&human);
 }
 
@@ -259,7 +263,7 @@ fn human_output_is_plain_text_off_a_tty() {
 #[test]
 fn history_replays_the_last_suspicious_calls() {
     let d = start_daemon("history", &["--history", "3"]);
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     silent_copies(2);
     ok_copies(&fs, 2);
     ebadf_calls(2);
@@ -313,8 +317,7 @@ fn stuck_client_is_told_what_it_missed_and_blocks_nobody() {
     d.wait_clients(2);
     let rss_before = rss_kib(daemon_pid);
 
-    let mut load = Command::new("python3")
-        .args(["-c", "import os\na=os.open('/proc/self/status', os.O_RDONLY); b=os.open('/proc/self/comm', os.O_WRONLY)\nfor _ in range(100000): os.copy_file_range(a, b, 64)"])
+    let mut load = support::caller::command("silent", &["100000"])
         .stderr(Stdio::null())
         .spawn()
         .expect("load");

@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{copytrace_bin, require_root, write_file, Mount};
+use support::{caller, copytrace_bin, require_root, tmpfs, write_file};
 
 fn read_json_lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -16,36 +16,40 @@ fn read_json_lines(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+/// `copytrace trace --json -o OUT -- <this test binary as caller PROGRAM ARGS>`.
+fn trace_caller(
+    out: Option<&std::path::Path>,
+    program: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let target = caller::command(program, args);
+    let mut cmd = Command::new(copytrace_bin());
+    cmd.arg("trace");
+    if let Some(p) = support::suite::probe() {
+        cmd.args(["--probe", &p]);
+    }
+    if let Some(o) = out {
+        cmd.args(["--json", "-o"]).arg(o);
+    }
+    cmd.arg("--")
+        .arg(target.get_program())
+        .envs(target.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .output()
+        .expect("run copytrace trace")
+}
+
 #[test]
 fn traces_child_and_grandchild_and_keeps_exit_code() {
     require_root();
-    let fs = Mount::tmpfs("1m");
+    let fs = tmpfs("1m");
     write_file(&fs.path("a"), 3000);
     let out = fs.path("trace.jsonl");
-    let script = format!(
-        r#"
-import os, sys
-a = os.open('{0}/a', os.O_RDONLY); b = os.open('{0}/b', os.O_WRONLY | os.O_CREAT)
-os.copy_file_range(a, b, 1111)
-pid = os.fork()
-if pid == 0:
-    os.copy_file_range(a, b, 2222)
-    os._exit(0)
-os.waitpid(pid, 0)
-sys.exit(3)
-"#,
-        fs.dir.display()
-    );
-    let status = Command::new(copytrace_bin())
-        .args(["trace", "--json", "-o"])
-        .arg(&out)
-        .args(["--", "python3", "-c", &script])
-        .status()
-        .expect("run copytrace trace");
+    let run = trace_caller(Some(&out), "tree", &[fs.dir.to_str().expect("utf-8")]);
     assert_eq!(
-        status.code(),
-        Some(3),
-        "trace exits with the command's code"
+        run.status.code(),
+        Some(caller::TREE_EXIT),
+        "trace exits with the command's code: {}",
+        String::from_utf8_lossy(&run.stderr)
     );
     let lines = read_json_lines(&out);
     let calls: Vec<&Value> = lines
@@ -53,15 +57,19 @@ sys.exit(3)
         .filter(|l| l["type"] == "call")
         .map(|l| &l["data"])
         .collect();
+    let [first, second] = caller::TREE_LENS;
     assert_eq!(calls.len(), 2, "{lines:#?}");
-    assert_eq!(calls[0]["len"], 1111);
-    assert_eq!(calls[0]["ret"], 1111);
-    assert_eq!(calls[1]["len"], 2222);
-    assert_eq!(calls[1]["ret"], 3000 - 1111, "the rest of the file");
+    assert_eq!(calls[0]["len"], first);
+    assert_eq!(calls[0]["ret"], first);
+    assert_eq!(calls[1]["len"], second);
+    assert_eq!(calls[1]["ret"], 3000 - first, "the rest of the file");
     assert_ne!(
         calls[0]["pid"], calls[1]["pid"],
-        "grandchild has its own pid"
+        "the child has its own pid"
     );
+    for c in &calls {
+        support::suite::assert_backend(c["backend"].as_str().unwrap_or("?"));
+    }
     let summary = lines.last().expect("summary line");
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["data"]["calls"], 2);
@@ -72,14 +80,18 @@ sys.exit(3)
 #[test]
 fn human_output_has_a_summary() {
     require_root();
-    let out = Command::new(copytrace_bin())
-        .args(["trace", "--", "python3", "-c"])
-        .arg("import os; a=os.open('/proc/self/status', os.O_RDONLY); b=os.open('/proc/self/comm', os.O_WRONLY); os.copy_file_range(a, b, 512)")
-        .output()
-        .expect("run copytrace trace");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("silent_zero_copy"), "{text}");
+    let run = trace_caller(
+        None,
+        "copy",
+        &["/proc/self/status", "/proc/self/comm", "512"],
+    );
+    assert!(run.status.success());
+    let text = String::from_utf8_lossy(&run.stderr);
+    let call = text
+        .lines()
+        .find(|l| l.contains(" silent_zero_copy "))
+        .unwrap_or_else(|| panic!("no silent_zero_copy line: {text}"));
+    assert!(call.contains("0/512"), "{call}");
     assert!(
         text.contains("copytrace: 1 copy_file_range call(s), 1 suspicious"),
         "{text}"

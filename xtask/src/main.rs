@@ -1,15 +1,17 @@
-//! Project automation: `cargo xtask provision|build|run|test`.
+//! Project automation: `cargo xtask provision|build|run|test|matrix|bench`.
 //!
 //! Every command provisions first (idempotent, quick when done), so the two
 //! README commands work on a bare machine.
 
+mod arch;
 mod bench;
-mod bench_loop;
-mod guest;
+mod build;
+mod cmd;
 mod matrix;
 mod provision;
-mod run;
-mod test;
+mod suite;
+
+use std::process::Command;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -23,74 +25,71 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install the toolchain, bpf-linker and Debian packages copytrace needs.
+    /// Install everything the build, tests, benchmarks and release need.
     Provision,
-    /// Provision, then build copytrace (release) with its eBPF programs.
+    /// Provision the build, then build copytrace (release) with its eBPF programs.
     Build,
-    /// Provision, build, and run `copytrace run` with the given arguments.
+    /// Provision the build, build, and run `copytrace run` with the given arguments.
     Run {
         /// Arguments for `copytrace` after `run` (e.g. --json).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks: per-call cost next to bpftrace and strace, ingest, daemon
-    /// resources; writes docs/benchmarks.md (root; not part of `test`).
-    Bench,
-    /// One measured loop (used by `bench`).
-    #[command(hide = true)]
-    BenchLoop {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+    /// Provision, then run formatting, lints and the whole test suite as root:
+    /// unit tests, kernel tests on every back-end this kernel allows, the
+    /// kernel matrix guests and the systemd guest.
+    Test {
+        /// Only tests whose name contains this (the guests are left out then).
+        filter: Option<String>,
+        /// Leave out the qemu guests.
+        #[arg(long)]
+        no_guests: bool,
     },
-    /// Boot Debian's 5.10, 6.1 and 6.12 kernels under qemu and run the
-    /// scenarios with both probe back-ends in each.
+    /// Only the kernel matrix: Debian's kernels under qemu, the kernel tests
+    /// on both back-ends in each.
     Matrix {
         /// Only this kernel line (5.10, 6.1, 6.12).
         #[arg(long)]
         kernel: Option<String>,
+        /// Only this architecture.
+        #[arg(long, value_enum)]
+        arch: Option<arch::Arch>,
     },
-    /// Scenario calls inside a matrix guest (run under copytrace trace).
-    #[command(hide = true)]
-    GuestScenarios,
-    /// Provision, build, then run fmt, clippy and the whole test suite as root.
-    Test {
-        /// Only run tests whose name contains this.
-        filter: Option<String>,
-    },
+    /// Benchmarks: per-call cost next to bpftrace and strace, ingest, daemon
+    /// resources; writes docs/benchmarks.md (root; not part of `test`).
+    Bench,
 }
 
 fn main() -> Result<()> {
-    // In a matrix guest the kernel starts this binary as /init, without arguments.
-    if std::process::id() == 1 {
-        return guest::init();
-    }
     match Cli::parse().command {
         Cmd::Provision => provision::provision(),
         Cmd::Build => {
-            provision::provision()?;
-            run::build_release()
+            provision::provision_build()?;
+            build::release().map(drop)
         }
         Cmd::Run { args } => {
+            provision::provision_build()?;
+            let bin = build::release()?;
+            cmd::run(Command::new(bin).arg("run").args(args))
+        }
+        Cmd::Test { filter, no_guests } => {
             provision::provision()?;
-            run::run(&args)
+            suite::test(&suite::Options { filter, no_guests })
+        }
+        Cmd::Matrix { kernel, arch } => {
+            provision::provision()?;
+            let runs = matrix::guest_runs(&matrix::Selection { line: kernel, arch })?;
+            let totals = suite::tally::Totals::of(&runs);
+            for r in &runs {
+                cmd::echo(&r.summary());
+            }
+            cmd::echo(&totals.line());
+            anyhow::ensure!(totals.green(), "kernel matrix: {}", totals.line());
+            Ok(())
         }
         Cmd::Bench => {
             provision::provision()?;
             bench::bench()
-        }
-        Cmd::BenchLoop { args } => bench_loop::run(&args),
-        Cmd::Matrix { kernel } => {
-            provision::provision()?;
-            let checks = matrix::run(kernel.as_deref())?;
-            if checks.failed > 0 {
-                anyhow::bail!("kernel matrix: {} check(s) failed", checks.failed);
-            }
-            Ok(())
-        }
-        Cmd::GuestScenarios => guest::scenarios(),
-        Cmd::Test { filter } => {
-            provision::provision()?;
-            test::test(filter.as_deref())
         }
     }
 }

@@ -1,46 +1,54 @@
-//! Idempotent machine set-up: nightly + rust-src, LLVM dev files matching the
-//! nightly's LLVM major, bpf-linker built against them, and Debian packages.
+//! Idempotent machine set-up. A fresh Debian 12 machine has only what this
+//! installs: every program any test, benchmark or task runs is listed here
+//! (the suite fails, rather than skips, when one is missing on the host).
 
+use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+
+use crate::cmd::{output, run, say};
 
 /// bpf-linker release known to work with the aya 0.14 / aya-ebpf 0.2.1 set.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests and benchmarks use (besides llvm-N-dev).
-const DEB_PACKAGES: &[&str] = &["python3", "coreutils", "golang-go", "strace", "e2fsprogs"];
+/// cargo-deb release `cargo xtask dist` uses.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
-/// Runs a command, failing with its name when it does not succeed.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed ({status})");
-    }
-    Ok(())
-}
+/// Rust targets for the static binaries (x86_64 and arm64 builds, guests).
+pub const MUSL_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 
-/// Runs a command and returns its stdout.
-pub fn output(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+/// Debian packages, each with the programs that need it.
+const DEB_PACKAGES: &[(&str, &str)] = &[
+    ("python3", "client tests (os.copy_file_range)"),
+    ("coreutils", "client tests (cp, cat)"),
+    ("util-linux", "mount namespaces (unshare), mount"),
+    ("golang-go", "client and stack tests (Go io.Copy)"),
+    ("gcc", "stack tests (C caller with frame pointers)"),
+    ("strace", "benchmarks (strace -f)"),
+    ("bpftrace", "benchmarks (bpftrace)"),
+    ("bpftool", "benchmarks (per-program kernel cost)"),
+    ("e2fsprogs", "ext4 test filesystems (mkfs.ext4)"),
+    ("prometheus", "metrics tests (prometheus, promtool)"),
+    ("systemd", "unit checks (systemd-analyze)"),
+    (
+        "qemu-system-x86",
+        "kernel matrix and systemd guests (x86_64)",
+    ),
+    ("qemu-system-arm", "kernel matrix (arm64)"),
+    ("cpio", "guest initramfs"),
+    ("xz-utils", "kernel images and modules"),
+    ("zstd", "kernel images and modules"),
+    ("mmdebstrap", "the systemd guest's root filesystem"),
+    ("lintian", "checking the Debian package"),
+    ("dpkg-dev", "building the Debian package"),
+];
 
-fn say(msg: &str) {
-    eprintln!("xtask: {msg}");
+fn home_cargo() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(Into::into)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| "/root/.cargo".into())
 }
 
 /// The nightly's LLVM major version (`rustc +nightly -vV`).
@@ -76,15 +84,25 @@ fn ensure_nightly() -> Result<()> {
         "--toolchain",
         "nightly",
     ]))?;
-    if !comps.lines().any(|l| l.starts_with("rust-src")) {
-        say("adding rust-src to nightly (eBPF builds need -Z build-std=core)");
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+    for (comp, why) in [
+        ("rust-src", "eBPF builds need -Z build-std=core"),
+        ("clippy", "the eBPF crate is linted too"),
+    ] {
+        if !comps.lines().any(|l| l.starts_with(comp)) {
+            say(&format!("adding {comp} to nightly ({why})"));
+            run(Command::new("rustup").args(["component", "add", comp, "--toolchain", "nightly"]))?;
+        }
+    }
+    Ok(())
+}
+
+fn ensure_targets() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    for t in MUSL_TARGETS {
+        if !installed.lines().any(|l| l == *t) {
+            say(&format!("adding the {t} target (static binaries)"));
+            run(Command::new("rustup").args(["target", "add", t]))?;
+        }
     }
     Ok(())
 }
@@ -114,64 +132,94 @@ pub fn ensure_debs(pkgs: &[&str]) -> Result<()> {
         .args(&missing))
 }
 
-fn ensure_bpf_linker(llvm: u32) -> Result<()> {
-    let current = Command::new("bpf-linker")
+/// Installs `krate` at `version` with `cargo install` unless that version is there.
+fn ensure_cargo_tool(
+    bin: &str,
+    krate: &str,
+    version: &str,
+    extra: &[&str],
+    env_path: Option<String>,
+) -> Result<()> {
+    let current = Command::new(bin)
         .arg("--version")
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let want = format!("bpf-linker {BPF_LINKER_VERSION}");
-    // The stamp records which LLVM the installed binary was built against.
-    let stamp = home_cargo().join(".copytrace-bpf-linker-llvm");
-    let stamped = std::fs::read_to_string(&stamp).ok();
-    if current.as_deref() == Some(want.as_str())
-        && stamped.as_deref().map(str::trim) == Some(&llvm.to_string())
-    {
+    if current.is_some_and(|v| v.contains(version)) {
         return Ok(());
     }
-    say(&format!(
-        "building {want} against LLVM {llvm} (about a minute)"
-    ));
-    let path = format!(
-        "/usr/lib/llvm-{llvm}/bin:{}",
-        std::env::var("PATH").unwrap_or_default()
-    );
-    run(Command::new("cargo")
-        .env("PATH", path)
+    say(&format!("building {krate} {version} (about a minute)"));
+    let mut cmd = Command::new("cargo");
+    if let Some(p) = env_path {
+        cmd.env("PATH", p);
+    }
+    run(cmd
         .args([
             "install",
             "--force",
             "--locked",
-            "bpf-linker",
+            krate,
             "--version",
-            BPF_LINKER_VERSION,
+            version,
         ])
-        .args([
+        .args(extra))
+    .with_context(|| format!("installing {krate} failed"))
+}
+
+fn ensure_bpf_linker(llvm: u32) -> Result<()> {
+    // The stamp records which LLVM the installed binary was built against.
+    let stamp = home_cargo().join(".copytrace-bpf-linker-llvm");
+    let stamped = std::fs::read_to_string(&stamp).ok();
+    if stamped.as_deref().map(str::trim) != Some(&llvm.to_string()) {
+        let _ = std::fs::remove_file(home_cargo().join("bin/bpf-linker"));
+    }
+    let path = format!(
+        "/usr/lib/llvm-{llvm}/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ensure_cargo_tool(
+        "bpf-linker",
+        "bpf-linker",
+        BPF_LINKER_VERSION,
+        &[
             "--no-default-features",
             "--features",
             &format!("llvm-{llvm}"),
-        ]))
-    .context("installing bpf-linker failed")?;
-    std::fs::write(&stamp, llvm.to_string()).context("writing the bpf-linker stamp")?;
-    Ok(())
+        ],
+        Some(path),
+    )?;
+    std::fs::write(&stamp, llvm.to_string()).context("writing the bpf-linker stamp")
 }
 
-fn home_cargo() -> std::path::PathBuf {
-    std::env::var_os("CARGO_HOME")
-        .map(Into::into)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
-        .unwrap_or_else(|| "/root/.cargo".into())
-}
-
-/// Everything a build and the tests need.
-pub fn provision() -> Result<()> {
+/// What building copytrace needs: nightly with rust-src, LLVM, bpf-linker.
+pub fn provision_build() -> Result<()> {
     ensure_nightly()?;
     let llvm = nightly_llvm_major()?;
     let llvm_dev = format!("llvm-{llvm}-dev");
-    let mut pkgs: Vec<&str> = vec![&llvm_dev];
-    pkgs.extend_from_slice(DEB_PACKAGES);
-    ensure_debs(&pkgs).with_context(|| {
+    ensure_debs(&[&llvm_dev]).with_context(|| {
         format!("the nightly uses LLVM {llvm}: bpf-linker must be built against {llvm_dev}")
     })?;
     ensure_bpf_linker(llvm)
+}
+
+/// Everything: the build, plus every program the tests, benchmarks, the
+/// kernel matrix, the systemd guest and `dist` run.
+pub fn provision() -> Result<()> {
+    provision_build()?;
+    ensure_targets()?;
+    let pkgs: Vec<&str> = DEB_PACKAGES.iter().map(|(p, _)| *p).collect();
+    ensure_debs(&pkgs)?;
+    ensure_cargo_tool("cargo-deb", "cargo-deb", CARGO_DEB_VERSION, &[], None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_package_says_what_needs_it() {
+        for (p, why) in DEB_PACKAGES {
+            assert!(!p.is_empty() && !why.is_empty());
+        }
+    }
 }

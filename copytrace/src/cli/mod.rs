@@ -47,7 +47,15 @@ pub enum Command {
     /// combine with AND; a filter given several times matches any of its values.
     Tail(TailArgs),
     /// Check that this machine can run copytrace, and say what to do if not.
-    Doctor,
+    Doctor(DoctorArgs),
+}
+
+/// `copytrace doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options shared by commands that attach probes.

@@ -1,14 +1,18 @@
 //! `copytrace doctor`: checks every precondition for real and says, per line,
-//! what is missing and what to do about it.
+//! what is missing and what to do about it. `--json` gives the same report
+//! for scripts (the test suite reads which back-ends attach from it).
 
 use std::fmt::Write as _;
+
+use serde::Serialize;
 
 use crate::bpf::btf::{Btf, VMLINUX_BTF};
 use crate::bpf::{self, offsets, tracefs, LoadError, LoadOptions};
 use crate::model::backend::{Backend, ProbeChoice};
 
 /// Outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Fine.
     Ok,
@@ -29,10 +33,34 @@ impl Status {
 }
 
 /// One line of the report.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub status: Status,
     pub what: String,
+}
+
+/// Whether one back-end loads and attaches here.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendCheck {
+    /// It loaded and attached.
+    pub attaches: bool,
+    /// Why not, when it did not.
+    pub why: Option<String>,
+    /// How it attached, when in part (fentry with tracepoints for the syscall side).
+    pub note: Option<String>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `uname -r`.
+    pub kernel: String,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+    /// Each back-end by name.
+    pub backends: std::collections::BTreeMap<Backend, BackendCheck>,
+    /// What `--probe auto` would use.
+    pub usable: Option<Backend>,
 }
 
 fn check(status: Status, what: impl Into<String>) -> Check {
@@ -42,21 +70,20 @@ fn check(status: Status, what: impl Into<String>) -> Check {
     }
 }
 
-/// Runs every check; also returns the back-end copytrace would use, if any.
-pub fn checks() -> (Vec<Check>, Option<Backend>) {
-    let mut out = Vec::new();
-    out.push(check(
-        Status::Info,
-        format!("kernel {}", crate::kernel_release()),
-    ));
-    out.push(check(
-        Status::Info,
-        format!(
-            "copytrace {} (eBPF built with {})",
-            env!("CARGO_PKG_VERSION"),
-            env!("COPYTRACE_BPF_TOOLCHAIN")
+/// Runs every check.
+pub fn checks() -> Report {
+    let kernel = crate::kernel_release();
+    let mut out = vec![
+        check(Status::Info, format!("kernel {kernel}")),
+        check(
+            Status::Info,
+            format!(
+                "copytrace {} (eBPF built with {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("COPYTRACE_BPF_TOOLCHAIN")
+            ),
         ),
-    ));
+    ];
 
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -74,38 +101,32 @@ pub fn checks() -> (Vec<Check>, Option<Backend>) {
         ));
     }
 
-    let btf = match Btf::from_sys_fs() {
-        Ok(b) => {
+    match Btf::from_sys_fs() {
+        Ok(btf) => {
             out.push(check(Status::Ok, format!("BTF at {VMLINUX_BTF}")));
-            Some(b)
+            match offsets::from_btf(&btf) {
+                Ok(_) => out.push(check(Status::Ok, "kernel struct offsets resolved from BTF")),
+                Err(e) => out.push(check(
+                    Status::Missing,
+                    format!("kernel struct offsets: {e}: this kernel's layout is not supported"),
+                )),
+            }
+            for f in [bpf::VFS_FUNCTION, bpf::SYSCALL_WRAPPER] {
+                let st = if btf.has_function(f) {
+                    Status::Ok
+                } else {
+                    Status::Missing
+                };
+                out.push(check(st, format!("fentry target {f} in BTF")));
+            }
         }
-        Err(e) => {
-            out.push(check(
-                Status::Missing,
-                format!(
-                    "BTF: {}: use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
-                    crate::error_chain(&e)
-                ),
-            ));
-            None
-        }
-    };
-    if let Some(btf) = &btf {
-        match offsets::from_btf(btf) {
-            Ok(_) => out.push(check(Status::Ok, "kernel struct offsets resolved from BTF")),
-            Err(e) => out.push(check(
-                Status::Missing,
-                format!("kernel struct offsets: {e}: this kernel's layout is not supported"),
-            )),
-        }
-        for f in [bpf::VFS_FUNCTION, bpf::SYSCALL_WRAPPER] {
-            let st = if btf.has_function(f) {
-                Status::Ok
-            } else {
-                Status::Missing
-            };
-            out.push(check(st, format!("fentry target {f} in BTF")));
-        }
+        Err(e) => out.push(check(
+            Status::Missing,
+            format!(
+                "BTF: {}: use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+                crate::error_chain(&e)
+            ),
+        )),
     }
 
     match tracefs::find_mount() {
@@ -122,62 +143,88 @@ pub fn checks() -> (Vec<Check>, Option<Backend>) {
         )),
     }
 
+    let mut backends = std::collections::BTreeMap::new();
     let mut usable = None;
     for backend in Backend::ALL {
         let name = backend.as_str();
-        match bpf::load(LoadOptions {
+        let result = bpf::load(LoadOptions {
             probe: ProbeChoice::Only(backend),
             follow_tgid: 0,
-        }) {
+        });
+        let b = match result {
             Ok(p) => {
-                let partial = (p.backend() == Backend::Fentry)
-                    .then(|| p.fallback_reason().map(str::to_string))
-                    .flatten();
-                let note = partial
+                let note = p.fallback_reason().map(str::to_string);
+                let shown = note
                     .as_deref()
                     .map(|n| format!(" ({n})"))
                     .unwrap_or_default();
                 out.push(check(
                     Status::Ok,
-                    format!("{name} back-end loads and attaches{note}"),
+                    format!("{name} back-end loads and attaches{shown}"),
                 ));
-                if usable.is_none() {
-                    usable = Some((p.backend(), partial.is_some()));
+                usable.get_or_insert(backend);
+                BackendCheck {
+                    attaches: true,
+                    why: None,
+                    note,
                 }
             }
-            Err(LoadError::FentryRefused(e)) => out.push(check(
-                Status::Missing,
-                format!("fentry back-end refused: {}", crate::error_chain(&*e)),
-            )),
-            Err(e) => out.push(check(
-                Status::Missing,
-                format!("{name} back-end: {}", crate::error_chain(&e)),
-            )),
-        }
+            Err(e) => {
+                let why = match &e {
+                    LoadError::FentryRefused(inner) => crate::error_chain(&**inner),
+                    other => crate::error_chain(other),
+                };
+                out.push(check(Status::Missing, format!("{name} back-end: {why}")));
+                BackendCheck {
+                    attaches: false,
+                    why: Some(why),
+                    note: None,
+                }
+            }
+        };
+        backends.insert(backend, b);
     }
-    match usable {
-        Some((Backend::Fentry, true)) => out.push(check(
+    let partial = backends
+        .get(&Backend::Fentry)
+        .is_some_and(|b| b.note.is_some());
+    out.push(match usable {
+        Some(Backend::Fentry) if partial => check(
             Status::Info,
             "copytrace will use fentry/fexit on vfs_copy_file_range (sees in-kernel callers) with syscall tracepoints for the syscall side: unrelated syscalls take the tracing slow path while attached",
-        )),
-        Some((Backend::Fentry, false)) => out.push(check(
+        ),
+        Some(Backend::Fentry) => check(
             Status::Info,
             "copytrace will use fentry/fexit: no cost to unrelated syscalls; sees in-kernel callers (nfsd, overlayfs)",
-        )),
-        Some((Backend::Tracepoint, _)) => out.push(check(
+        ),
+        Some(Backend::Tracepoint) => check(
             Status::Info,
             "copytrace will use syscall tracepoints: every syscall of every task takes the tracing slow path while attached (tens of ns each, see docs/benchmarks.md); in-kernel callers are not seen",
-        )),
-        None => out.push(check(Status::Missing, "no probe back-end can attach: copytrace cannot run here")),
+        ),
+        None => check(
+            Status::Missing,
+            "no probe back-end can attach: copytrace cannot run here",
+        ),
+    });
+    Report {
+        kernel,
+        checks: out,
+        backends,
+        usable,
     }
-    (out, usable.map(|(a, _)| a))
 }
 
-/// Formats the report as aligned lines.
-pub fn report(checks: &[Check]) -> String {
-    let mut s = String::new();
-    for c in checks {
-        let _ = writeln!(s, "{:<8}{}", c.status.as_str(), c.what);
+impl Report {
+    /// The report as aligned lines.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for c in &self.checks {
+            let _ = writeln!(s, "{:<8}{}", c.status.as_str(), c.what);
+        }
+        s
     }
-    s
+
+    /// The report as one JSON object.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#))
+    }
 }

@@ -1,5 +1,13 @@
-//! The measured loops, run as a child process (`xtask bench-loop …`) so that
+//! The loops `cargo xtask bench` measures, run as their own process so that
 //! strace can wrap them and probes see a process of their own.
+//!
+//! `bench-loop WORKLOAD ITERS THREADS [SRC DST LEN]` prints ns per operation:
+//! `cfr` copies LEN bytes from SRC to DST.<thread> at offset 0, `unrelated`
+//! opens, reads, writes and closes /dev/null.
+#![allow(
+    clippy::print_stdout,
+    reason = "the measurement is the program's output"
+)]
 
 use std::ffi::CString;
 use std::time::Instant;
@@ -66,8 +74,8 @@ fn unrelated_loop(iters: u64) -> Result<()> {
     Ok(())
 }
 
-/// `bench-loop WORKLOAD ITERS THREADS [SRC DST LEN]`: prints ns per operation.
-pub fn run(args: &[String]) -> Result<()> {
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let workload = args.first().context("workload")?.clone();
     let iters: u64 = args.get(1).context("iterations")?.parse()?;
     let threads: u64 = args.get(2).context("threads")?.parse()?;
@@ -75,7 +83,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let w = workload.clone();
-            let a: Vec<String> = args.to_vec();
+            let a: Vec<String> = args.clone();
             std::thread::spawn(move || -> Result<()> {
                 match w.as_str() {
                     "cfr" => {

@@ -1,0 +1,121 @@
+//! PID 1 of a kernel-matrix guest (an initramfs booted by `cargo xtask
+//! matrix` under qemu). It mounts the pseudo filesystems, loads the modules
+//! the tests need, then runs the same kernel test binaries as the host, once
+//! per probe back-end, and reports on the serial console in `CT-` lines
+//! that the host parses (see [`report`]). Then it powers the guest off.
+//!
+//! The plan comes from `/plan.json` ([`Plan`]), written by the host.
+#![allow(
+    clippy::print_stdout,
+    reason = "the serial console is the guest's only output"
+)]
+
+mod report;
+mod setup;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// What the host asks the guest to run.
+#[derive(Debug, Deserialize)]
+struct Plan {
+    /// Test binaries under /tests, by file name.
+    tests: Vec<String>,
+    /// Back-ends to run them on.
+    backends: Vec<String>,
+    /// Extra environment for every test run.
+    env: Vec<(String, String)>,
+}
+
+/// Whether copytrace can attach `backend` here; the reason when it cannot.
+fn backend_refusal(backend: &str) -> Option<String> {
+    let out = Command::new("/bin/copytrace")
+        .args(["doctor", "--json"])
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return Some(format!("cannot run copytrace doctor: {e}")),
+    };
+    let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("copytrace doctor --json printed no JSON: {e}")),
+    };
+    let b = &v["backends"][backend];
+    if b["attaches"].as_bool() == Some(true) {
+        None
+    } else {
+        Some(b["why"].as_str().unwrap_or("refused").to_string())
+    }
+}
+
+/// Runs one test binary on one back-end, streaming its output.
+fn run_tests(plan: &Plan, binary: &str, backend: &str) -> Result<()> {
+    let skip_log = format!("/tmp/skips-{backend}-{binary}");
+    let mut cmd = Command::new(format!("/tests/{binary}"));
+    cmd.arg("--test-threads=1")
+        .env("COPYTRACE_TEST_PROBE", backend)
+        .env("COPYTRACE_SKIP_LOG", &skip_log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in &plan.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("run /tests/{binary}"))?;
+    let err = child.stderr.take().context("stderr")?;
+    let tag = format!("{backend} {binary}");
+    let err_tag = tag.clone();
+    let errs = std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            report::line("CT-ERR", &err_tag, &line);
+        }
+    });
+    let out = child.stdout.take().context("stdout")?;
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        report::line("CT-OUT", &tag, &line);
+    }
+    let _ = errs.join();
+    let status = child.wait()?;
+    if let Ok(skips) = std::fs::read_to_string(&skip_log) {
+        for l in skips.lines() {
+            report::line("CT-SKIP", &tag, l);
+        }
+    }
+    report::line("CT-EXIT", &tag, &status.code().unwrap_or(-1).to_string());
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    setup::system()?;
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    report::line("CT-KERNEL", "", release.trim());
+    let plan: Plan = serde_json::from_slice(&std::fs::read("/plan.json")?)?;
+    for backend in &plan.backends {
+        if let Some(why) = backend_refusal(backend) {
+            report::line("CT-REFUSED", backend, &why);
+            continue;
+        }
+        for binary in &plan.tests {
+            if let Err(e) = run_tests(&plan, binary, backend) {
+                report::line(
+                    "CT-ERROR",
+                    &format!("{backend} {binary}"),
+                    &format!("{e:#}"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        report::line("CT-ERROR", "setup", &format!("{e:#}"));
+    }
+    report::line("CT-DONE", "", "");
+    setup::power_off();
+}

@@ -1,0 +1,130 @@
+//! `cargo xtask bench`: copytrace's cost next to the real alternatives, in
+//! one run, on real filesystems: [`measure`] takes the numbers, [`report`]
+//! writes them (and the [`machine`] they came from) to docs/benchmarks.md.
+
+mod machine;
+mod measure;
+mod report;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+use copytrace_testkit::KillOnDrop;
+
+use self::measure::{stats, Fixture, Stats};
+use crate::cmd::{run, say};
+use crate::provision::ensure_debs;
+
+/// What runs around the measured loop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Untraced,
+    Copytrace,
+    Bpftrace,
+    Strace,
+}
+
+impl Mode {
+    /// Every mode, in table order.
+    pub const ALL: [Mode; 4] = [
+        Mode::Untraced,
+        Mode::Copytrace,
+        Mode::Bpftrace,
+        Mode::Strace,
+    ];
+
+    /// Column name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Untraced => "untraced",
+            Mode::Copytrace => "copytrace",
+            Mode::Bpftrace => "bpftrace",
+            Mode::Strace => "strace -f",
+        }
+    }
+}
+
+/// Everything one `cargo xtask bench` measured.
+pub struct Results {
+    pub machine: machine::Machine,
+    pub backend: String,
+    pub workloads: Vec<String>,
+    /// [workload][mode].
+    pub table: Vec<Vec<Option<Stats>>>,
+    pub costs: Vec<(String, f64)>,
+    pub ingests: Vec<measure::Ingest>,
+    pub ready: Stats,
+    pub idle_rss_kib: u64,
+    pub micro: Vec<(String, String)>,
+}
+
+/// Runs every benchmark and writes docs/benchmarks.md.
+pub fn bench() -> Result<()> {
+    ensure_debs(&["bpftrace", "bpftool", "strace"])?;
+    run(Command::new("cargo").args(["build", "--release", "-p", "copytrace", "-p", "xtask"]))?;
+    let root = PathBuf::from("target/bench");
+    let fx = Fixture::new(&root)?;
+    let ws = measure::workloads(&fx);
+    let mut table: Vec<Vec<Option<Stats>>> = vec![vec![None; Mode::ALL.len()]; ws.len()];
+    let mut idle_rss_kib = 0;
+    let mut ingests = Vec::new();
+    let mut costs = Vec::new();
+    let mut backend = String::from("?");
+    for (mi, mode) in Mode::ALL.iter().enumerate() {
+        say(&format!("bench: {}", mode.name()));
+        let mut daemon = None;
+        let mut _bpftrace = None;
+        match mode {
+            Mode::Copytrace => {
+                let d = measure::start_copytrace(&root, &[])?;
+                std::thread::sleep(Duration::from_secs(2));
+                idle_rss_kib = measure::proc_status_kib(d.child.id(), "VmRSS:");
+                backend = measure::scrape(&d.metrics)?
+                    .lines()
+                    .find(|l| l.starts_with("copytrace_probes_attached{") && l.ends_with(" 1"))
+                    .and_then(|l| l.split('"').nth(1))
+                    .unwrap_or("?")
+                    .to_string();
+                daemon = Some(d);
+            }
+            Mode::Bpftrace => _bpftrace = Some(KillOnDrop(measure::start_bpftrace(&root)?)),
+            Mode::Untraced | Mode::Strace => {}
+        }
+        for (wi, w) in ws.iter().enumerate() {
+            if *mode == Mode::Strace && !w.copies {
+                continue;
+            }
+            table[wi][mi] = Some(measure::measure(*mode == Mode::Strace, w)?);
+        }
+        if let Some(d) = &daemon {
+            costs =
+                measure::program_costs(|| measure::run_loop(false, &ws[0], ws[0].iters).map(drop))?;
+            for threads in [1, 2] {
+                ingests.push(measure::ingest(d, &fx, threads)?);
+            }
+        }
+    }
+    let mut ready = Vec::new();
+    for _ in 0..measure::RUNS {
+        let d = measure::start_copytrace(&root, &[])?;
+        ready.push(d.ready.as_secs_f64() * 1000.0);
+    }
+    let micro = measure::criterion().unwrap_or_else(|e| {
+        say(&format!("criterion benchmarks failed: {e:#}"));
+        Vec::new()
+    });
+    let results = Results {
+        machine: machine::Machine::detect(),
+        backend,
+        workloads: ws.iter().map(|w| w.name.clone()).collect(),
+        table,
+        costs,
+        ingests,
+        ready: stats(ready),
+        idle_rss_kib,
+        micro,
+    };
+    report::write(&results)
+}

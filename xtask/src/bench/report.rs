@@ -1,0 +1,103 @@
+//! docs/benchmarks.md from [`Results`].
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+
+use super::{measure::RUNS, Mode, Results};
+use crate::cmd::echo;
+
+/// Renders the report.
+pub fn markdown(r: &Results) -> String {
+    let m = &r.machine;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Benchmarks\n\nMeasured by `cargo xtask bench` on {}: Linux {}, {}, {} logical CPUs.",
+        m.date, m.kernel, m.cpu, m.cores
+    );
+    let _ = writeln!(
+        md,
+        "copytrace used the **{}** back-end (the one `--probe auto` chose on this kernel). Median of {RUNS} runs after a warm-up; range in brackets.\n",
+        r.backend
+    );
+    let _ = writeln!(
+        md,
+        "## Per-call cost\n\n| workload | {} |\n|---|{}",
+        Mode::ALL
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(Mode::ALL.len())
+    );
+    for (wi, w) in r.workloads.iter().enumerate() {
+        let base = r.table[wi][0].map_or(f64::NAN, |s| s.median);
+        let cells: Vec<String> = r.table[wi]
+            .iter()
+            .map(|c| match c {
+                Some(s) => format!(
+                    "{:.0} ns [{:.0}–{:.0}] ({:.2}×)",
+                    s.median,
+                    s.min,
+                    s.max,
+                    s.median / base
+                ),
+                None => "—".into(),
+            })
+            .collect();
+        let _ = writeln!(md, "| {w} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(md, "\n## Ingest (copytrace daemon, 4 KiB tmpfs copies)\n\n| threads | calls | calls/s | events delivered | events lost | counted exactly | peak RSS | CPU s per 100k events |\n|---|---|---|---|---|---|---|---|");
+    for i in &r.ingests {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} ({:.1} %) | {} | {:.1} MiB | {:.3} |",
+            i.threads,
+            i.calls,
+            i.calls / i.seconds,
+            i.received,
+            i.lost,
+            100.0 * i.lost / i.calls.max(1.0),
+            if i.counted_exactly { "yes" } else { "NO" },
+            i.peak_rss_kib as f64 / 1024.0,
+            i.cpu_per_100k
+        );
+    }
+    if !r.costs.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Kernel programs (bpf_stats, 4 KiB tmpfs copies)\n\n| program | ns per run |\n|---|---|"
+        );
+        for (name, ns) in &r.costs {
+            let _ = writeln!(md, "| {name} | {ns:.0} |");
+        }
+    }
+    let _ = writeln!(md, "\n## Daemon\n\n| measure | value |\n|---|---|");
+    let _ = writeln!(
+        md,
+        "| start to READY=1 | {:.0} ms [{:.0}–{:.0}] |",
+        r.ready.median, r.ready.min, r.ready.max
+    );
+    let _ = writeln!(
+        md,
+        "| RSS idle | {:.1} MiB |",
+        r.idle_rss_kib as f64 / 1024.0
+    );
+    if !r.micro.is_empty() {
+        let _ = writeln!(md, "\n## Decode and classify (criterion)\n\n| benchmark | time [low est high] |\n|---|---|");
+        for (n, t) in &r.micro {
+            let _ = writeln!(md, "| {n} | {t} |");
+        }
+    }
+    md
+}
+
+/// Prints the report and writes docs/benchmarks.md.
+pub fn write(r: &Results) -> Result<()> {
+    let md = markdown(r);
+    echo(&md);
+    std::fs::write("docs/benchmarks.md", &md).context("writing docs/benchmarks.md")?;
+    crate::cmd::say("wrote docs/benchmarks.md");
+    Ok(())
+}

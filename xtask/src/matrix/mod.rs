@@ -1,0 +1,380 @@
+//! The kernel matrix: Debian's stock kernels booted under qemu (TCG), each
+//! running the same kernel test binaries as the host (static builds), once
+//! per probe back-end, with offsets from each kernel's own BTF.
+//!
+//! [`fetch`] gets and unpacks the kernels, [`initramfs`] packs the guest,
+//! [`qemu`] boots it and reads its console, and this module turns the
+//! console into test runs ([`Run`]) for the suite's tally.
+
+pub mod fetch;
+pub mod initramfs;
+pub mod qemu;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::arch::Arch;
+use crate::build::{self, TestBinary};
+use crate::cmd::{echo, say};
+use crate::provision::ensure_debs;
+use crate::suite::host::{self, BACKENDS};
+use crate::suite::tally::Run;
+
+/// One guest kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel {
+    /// Kernel line (`6.1`).
+    pub line: &'static str,
+    /// Architecture.
+    pub arch: Arch,
+    /// Debian package (pinned: see docs/kernels.md).
+    pub package: &'static str,
+}
+
+impl Kernel {
+    /// `6.1/x86_64`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.line, self.arch)
+    }
+}
+
+/// The kernels tested: newest of each line apt offers, pinned.
+pub const KERNELS: &[Kernel] = &[
+    Kernel {
+        line: "5.10",
+        arch: Arch::X86_64,
+        package: "linux-image-5.10.0-46-amd64",
+    },
+    Kernel {
+        line: "6.1",
+        arch: Arch::X86_64,
+        package: "linux-image-6.1.0-56-amd64",
+    },
+    Kernel {
+        line: "6.12",
+        arch: Arch::X86_64,
+        package: "linux-image-6.12.117+deb13-amd64",
+    },
+    Kernel {
+        line: "6.1",
+        arch: Arch::Aarch64,
+        package: "linux-image-6.1.0-56-arm64",
+    },
+    Kernel {
+        line: "6.12",
+        arch: Arch::Aarch64,
+        package: "linux-image-6.12.117+deb13-arm64",
+    },
+];
+
+/// Which guests to boot.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only this kernel line.
+    pub line: Option<String>,
+    /// Only this architecture.
+    pub arch: Option<Arch>,
+}
+
+impl Selection {
+    /// Every guest.
+    pub fn all() -> Self {
+        Selection::default()
+    }
+
+    fn kernels(&self) -> Vec<Kernel> {
+        KERNELS
+            .iter()
+            .filter(|k| self.line.as_deref().is_none_or(|l| l == k.line))
+            .filter(|k| self.arch.is_none_or(|a| a == k.arch))
+            .copied()
+            .collect()
+    }
+}
+
+/// Guests run at once: one per core (each guest is one TCG vCPU).
+const PARALLEL_GUESTS: usize = 2;
+
+/// Longest a guest may take to boot and run every test on both back-ends.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// The static artifacts one architecture's guests need.
+struct GuestBuild {
+    init: PathBuf,
+    copytrace: PathBuf,
+    tests: Vec<(String, PathBuf)>,
+}
+
+fn guest_build(arch: Arch) -> Result<GuestBuild> {
+    let tests: Vec<(String, PathBuf)> = build::test_binaries(Some(arch), &["copytrace"])?
+        .into_iter()
+        .filter(host::is_kernel)
+        .map(|b: TestBinary| (b.name, b.path))
+        .collect();
+    let dir = build::static_bins(arch, &["copytrace", "copytrace-guest"])?;
+    Ok(GuestBuild {
+        init: dir.join("copytrace-guest-init"),
+        copytrace: dir.join("copytrace"),
+        tests,
+    })
+}
+
+/// What one guest reported.
+pub struct GuestResult {
+    /// Which kernel.
+    pub kernel: Kernel,
+    /// `uname -r` inside.
+    pub release: String,
+    /// Boot and run time.
+    pub elapsed: Duration,
+    /// One run per back-end and test binary.
+    pub runs: Vec<Run>,
+}
+
+/// Turns a guest's console into runs.
+struct ConsoleReader {
+    label: String,
+    runs: BTreeMap<(String, String), Run>,
+    lists: BTreeMap<String, Vec<String>>,
+    release: String,
+    errors: Vec<String>,
+    done: bool,
+}
+
+impl ConsoleReader {
+    fn new(kernel: &Kernel, lists: &BTreeMap<String, Vec<String>>) -> Self {
+        let label = kernel.label();
+        let mut runs = BTreeMap::new();
+        for b in BACKENDS {
+            for (bin, tests) in lists {
+                let name = format!("guest {label} {b}: {bin}");
+                runs.insert((b.to_string(), bin.clone()), Run::new(name, tests));
+            }
+        }
+        ConsoleReader {
+            label,
+            runs,
+            lists: lists.clone(),
+            release: String::new(),
+            errors: Vec::new(),
+            done: false,
+        }
+    }
+
+    fn line(&mut self, raw: &str) {
+        // Firmware output may share a line with the first report.
+        let Some(at) = raw.find("CT-") else { return };
+        let line = &raw[at..];
+        let Some((head, text)) = line.split_once(": ") else {
+            if line.starts_with("CT-DONE") {
+                self.done = true;
+            }
+            return;
+        };
+        let mut head = head.splitn(3, ' ');
+        let (kind, backend, bin) = (
+            head.next().unwrap_or(""),
+            head.next().unwrap_or(""),
+            head.next().unwrap_or(""),
+        );
+        let key = (backend.to_string(), bin.to_string());
+        match kind {
+            "CT-KERNEL" => self.release = text.to_string(),
+            "CT-DONE" => self.done = true,
+            "CT-OUT" => {
+                if text.starts_with("test ") && text.contains(" ... ") {
+                    echo(&format!("guest {} {backend} {bin}: {text}", self.label));
+                }
+                if let Some(r) = self.runs.get_mut(&key) {
+                    r.read_line(text);
+                }
+            }
+            "CT-SKIP" => {
+                if let Some(r) = self.runs.get_mut(&key) {
+                    r.read_skips(text);
+                }
+            }
+            "CT-EXIT" if text != "0" => {
+                if let Some(r) = self.runs.get_mut(&key) {
+                    r.trouble = Some(format!("exited with {text}"));
+                }
+            }
+            "CT-REFUSED" => {
+                let reason = format!("this kernel refuses the {backend} back-end: {text}");
+                for (bin, tests) in &self.lists {
+                    let name = format!("guest {} {backend}: {bin}", self.label);
+                    self.runs.insert(
+                        (backend.to_string(), bin.clone()),
+                        Run::skipped(name, tests, &reason),
+                    );
+                }
+            }
+            "CT-ERROR" => self.errors.push(format!("{backend}: {text}")),
+            _ => {}
+        }
+    }
+
+    fn finish(mut self, kernel: Kernel, elapsed: Duration, timed_out: bool) -> GuestResult {
+        let trouble = if timed_out {
+            Some(format!(
+                "guest timed out after {}s",
+                GUEST_TIMEOUT.as_secs()
+            ))
+        } else if !self.done {
+            Some("guest stopped before reporting CT-DONE".to_string())
+        } else if !self.errors.is_empty() {
+            Some(self.errors.join("; "))
+        } else {
+            None
+        };
+        if let Some(t) = trouble {
+            for r in self.runs.values_mut() {
+                r.trouble.get_or_insert_with(|| t.clone());
+            }
+        }
+        GuestResult {
+            kernel,
+            release: self.release,
+            elapsed,
+            runs: self.runs.into_values().collect(),
+        }
+    }
+}
+
+/// Boots one guest and reads its report.
+fn run_guest(
+    root: &Path,
+    kernel: Kernel,
+    build: &GuestBuild,
+    lists: &BTreeMap<String, Vec<String>>,
+) -> Result<GuestResult> {
+    let tree = fetch::kernel_tree(root, kernel.arch, kernel.package)?;
+    let image = fetch::boot_image(
+        &tree,
+        kernel.arch,
+        &root.join(format!("kernel-{}-{}", kernel.line, kernel.arch)),
+    )?;
+    let plan = serde_json::json!({
+        "tests": build.tests.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "backends": BACKENDS,
+        "env": [
+            ["COPYTRACE_TEST_GUEST", "1"],
+            ["COPYTRACE_BIN", "/bin/copytrace"],
+            ["COPYTRACE_TEST_EXT4_TEMPLATE", "/ext4.img"],
+            ["COPYTRACE_TEST_TMPDIR", "/tmp/ct"],
+            ["PATH", "/bin"],
+        ],
+    })
+    .to_string();
+    let tag = format!("{}-{}", kernel.line, kernel.arch);
+    let initrd = root.join(format!("initramfs-{tag}.cpio"));
+    initramfs::build(
+        &root.join(format!("stage-{tag}")),
+        &tree,
+        &initramfs::Contents {
+            init: &build.init,
+            copytrace: &build.copytrace,
+            tests: &build.tests,
+            plan: &plan,
+        },
+        &initrd,
+    )?;
+    say(&format!(
+        "matrix: booting {} ({})",
+        kernel.label(),
+        kernel.package
+    ));
+    let mut reader = ConsoleReader::new(&kernel, lists);
+    let console = qemu::boot_initramfs(kernel.arch, &image, &initrd, GUEST_TIMEOUT, |l| {
+        reader.line(l)
+    })?;
+    std::fs::write(
+        root.join(format!("console-{tag}.log")),
+        console.lines.join("\n"),
+    )?;
+    let _ = std::fs::remove_file(&initrd);
+    let result = reader.finish(kernel, console.elapsed, console.timed_out);
+    say(&format!(
+        "matrix: {} ({}) finished in {:.0}s",
+        kernel.label(),
+        result.release,
+        result.elapsed.as_secs_f64()
+    ));
+    Ok(result)
+}
+
+/// Boots every selected guest (two at a time) and returns what each reported.
+pub fn run_guests(sel: &Selection) -> Result<Vec<GuestResult>> {
+    ensure_debs(&[
+        "qemu-system-x86",
+        "qemu-system-arm",
+        "cpio",
+        "xz-utils",
+        "zstd",
+    ])?;
+    let kernels = sel.kernels();
+    anyhow::ensure!(!kernels.is_empty(), "no kernel matches the selection");
+    // Test names come from the host's own build of the same tests.
+    let mut lists = BTreeMap::new();
+    for b in build::test_binaries(None, &["copytrace"])?
+        .iter()
+        .filter(|b| host::is_kernel(b))
+    {
+        lists.insert(b.name.clone(), host::list(&b.path, None)?);
+    }
+    let mut builds = BTreeMap::new();
+    for arch in [Arch::X86_64, Arch::Aarch64] {
+        if kernels.iter().any(|k| k.arch == arch) {
+            builds.insert(arch.to_string(), guest_build(arch)?);
+        }
+    }
+    let root = PathBuf::from("target/matrix");
+    std::fs::create_dir_all(&root)?;
+    // Download and unpack serially (apt holds a lock), boot in parallel.
+    for k in &kernels {
+        fetch::kernel_tree(&root, k.arch, k.package)?;
+    }
+    let queue = Mutex::new(kernels.into_iter().collect::<VecDeque<_>>());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_GUESTS {
+            s.spawn(|| loop {
+                let Some(k) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                    return;
+                };
+                let r = builds
+                    .get(&k.arch.to_string())
+                    .context("no build for this architecture")
+                    .and_then(|b| run_guest(&root, k, b, &lists))
+                    .with_context(|| format!("guest {}", k.label()));
+                if let Ok(mut all) = results.lock() {
+                    all.push(r);
+                }
+            });
+        }
+    });
+    let mut out = Vec::new();
+    for r in results.into_inner().unwrap_or_default() {
+        out.push(r?);
+    }
+    out.sort_by_key(|r| (r.kernel.arch.to_string(), r.kernel.line));
+    Ok(out)
+}
+
+/// The runs of every selected guest, for the suite's tally.
+pub fn guest_runs(sel: &Selection) -> Result<Vec<Run>> {
+    let results = run_guests(sel)?;
+    for r in &results {
+        echo(&format!(
+            "matrix: {} ({}) boot and both back-ends in {:.0}s",
+            r.kernel.label(),
+            r.release,
+            r.elapsed.as_secs_f64()
+        ));
+    }
+    Ok(results.into_iter().flat_map(|r| r.runs).collect())
+}

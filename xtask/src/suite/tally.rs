@@ -1,0 +1,224 @@
+//! Reading libtest's output into per-test outcomes, and adding runs up into
+//! the suite's one closing line.
+//!
+//! A test that never reported (its binary crashed, or never started) is
+//! "not run", never "skipped"; a test that recorded a skip (see
+//! copytrace-testkit's `suite::skip`) is "skipped" with its reason.
+
+use std::collections::BTreeMap;
+
+/// What became of one test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Ran and passed.
+    Passed,
+    /// Ran and failed.
+    Failed,
+    /// Did not run here, for the reason given.
+    Skipped(String),
+    /// Never reported: the binary died or did not start.
+    NotRun,
+}
+
+/// One run of one test binary: which, on what, and what each test did.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// e.g. `probe_syscalls [tracepoint]` or `guest 6.1 fentry: probe_syscalls`.
+    pub name: String,
+    /// Test name → outcome.
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// Why the binary's run went wrong as a whole, if it did.
+    pub trouble: Option<String>,
+}
+
+impl Run {
+    /// A run of `expected` tests, all not run until their results are read.
+    pub fn new(name: impl Into<String>, expected: &[String]) -> Self {
+        Run {
+            name: name.into(),
+            outcomes: expected
+                .iter()
+                .map(|t| (t.clone(), Outcome::NotRun))
+                .collect(),
+            trouble: None,
+        }
+    }
+
+    /// A run where every test is skipped for one reason (a refused back-end).
+    pub fn skipped(name: impl Into<String>, expected: &[String], reason: &str) -> Self {
+        let mut r = Run::new(name, expected);
+        for o in r.outcomes.values_mut() {
+            *o = Outcome::Skipped(reason.to_string());
+        }
+        r
+    }
+
+    /// Reads one line of libtest's output (`test NAME ... ok`).
+    pub fn read_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test ") else {
+            return;
+        };
+        let Some((name, result)) = rest.rsplit_once(" ... ") else {
+            return;
+        };
+        let outcome = match result.trim() {
+            "ok" => Outcome::Passed,
+            "FAILED" => Outcome::Failed,
+            r if r.starts_with("ignored") => Outcome::Skipped("ignored".into()),
+            _ => return,
+        };
+        self.outcomes.insert(name.to_string(), outcome);
+    }
+
+    /// Applies a skip log (`test\treason` lines): those tests did not run.
+    pub fn read_skips(&mut self, log: &str) {
+        for l in log.lines() {
+            if let Some((test, reason)) = l.split_once('\t') {
+                if let Some(o) = self.outcomes.get_mut(test) {
+                    if *o == Outcome::Passed {
+                        *o = Outcome::Skipped(reason.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.outcomes.values().filter(|o| f(o)).count()
+    }
+
+    /// One summary line for this run.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{}: {} passed, {} failed, {} skipped, {} not run",
+            self.name,
+            self.count(|o| *o == Outcome::Passed),
+            self.count(|o| *o == Outcome::Failed),
+            self.count(|o| matches!(o, Outcome::Skipped(_))),
+            self.count(|o| *o == Outcome::NotRun),
+        );
+        if let Some(t) = &self.trouble {
+            s.push_str(&format!(" ({t})"));
+        }
+        s
+    }
+}
+
+/// Totals over every run of the suite.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub not_run: usize,
+}
+
+impl Totals {
+    /// Adds every run up.
+    pub fn of(runs: &[Run]) -> Self {
+        let mut t = Totals::default();
+        for r in runs {
+            t.passed += r.count(|o| *o == Outcome::Passed);
+            t.failed += r.count(|o| *o == Outcome::Failed);
+            t.skipped += r.count(|o| matches!(o, Outcome::Skipped(_)));
+            t.not_run += r.count(|o| *o == Outcome::NotRun);
+        }
+        t
+    }
+
+    /// The suite's closing line.
+    pub fn line(&self) -> String {
+        format!(
+            "tests: {} passed, {} failed, {} skipped, {} not run",
+            self.passed, self.failed, self.skipped, self.not_run
+        )
+    }
+
+    /// Green only when nothing failed and everything that should run ran.
+    pub fn green(&self) -> bool {
+        self.failed == 0 && self.not_run == 0 && self.passed > 0
+    }
+}
+
+/// Test names from `BINARY --list --format terse` (`name: test` lines).
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every skip reason of every run, once each with its tests.
+pub fn skip_reasons(runs: &[Run]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in runs {
+        let mut by: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (t, o) in &r.outcomes {
+            if let Outcome::Skipped(why) = o {
+                by.entry(why).or_default().push(t);
+            }
+        }
+        for (why, tests) in by {
+            out.push(format!("{}: skipped {} ({why})", r.name, tests.join(", ")));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_crashed_binary_leaves_its_tests_not_run() {
+        let mut r = Run::new("probe [tracepoint]", &names(&["a", "b", "c"]));
+        r.read_line("running 3 tests");
+        r.read_line("test a ... ok");
+        r.read_line("test b ... FAILED");
+        // The binary aborted: c never reported.
+        let t = Totals::of(&[r]);
+        assert_eq!(
+            t,
+            Totals {
+                passed: 1,
+                failed: 1,
+                skipped: 0,
+                not_run: 1
+            }
+        );
+        assert!(!t.green());
+        assert_eq!(t.line(), "tests: 1 passed, 1 failed, 0 skipped, 1 not run");
+    }
+
+    #[test]
+    fn skips_are_counted_with_their_reasons_not_as_passes() {
+        let mut r = Run::new("clients [fentry]", &names(&["go", "cp"]));
+        r.read_line("test go ... ok");
+        r.read_line("test cp ... ok");
+        r.read_skips("go\tthis guest has no go (golang-go)\n");
+        let t = Totals::of(std::slice::from_ref(&r));
+        assert_eq!((t.passed, t.skipped), (1, 1));
+        assert_eq!(
+            skip_reasons(&[r]),
+            ["clients [fentry]: skipped go (this guest has no go (golang-go))"]
+        );
+        let refused = Run::skipped("x [fentry]", &names(&["a", "b"]), "fentry refused");
+        assert_eq!(Totals::of(&[refused]).skipped, 2);
+    }
+
+    #[test]
+    fn reads_terse_lists_and_ignored_tests() {
+        assert_eq!(
+            parse_list("a::b: test\nc: test\nbench: benchmark\n"),
+            ["a::b", "c"]
+        );
+        let mut r = Run::new("x", &names(&["i"]));
+        r.read_line("test i ... ignored, needs a disk");
+        assert_eq!(Totals::of(&[r]).skipped, 1);
+        assert!(!Totals::default().green(), "nothing ran is not green");
+    }
+}

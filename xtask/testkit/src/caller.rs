@@ -1,0 +1,170 @@
+//! The processes that make calls in tests: the test binary itself,
+//! re-executed with [`ENV`] set. A constructor in each test binary calls
+//! [`run_if_requested`] before libtest starts, runs the named program and
+//! exits. So a test gets a child, a grandchild or an orphan without python,
+//! in the minimal matrix guests too.
+//!
+//! Arguments travel as a JSON array in [`ENV`]; an argument written
+//! `hex:…` is raw bytes (for hostile file names and `comm` values).
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::fs::{cfr, open, raw};
+
+/// Env var carrying the program and its arguments.
+pub const ENV: &str = "COPYTRACE_CALLER";
+
+/// Lengths of the calls [`command`]`("tree")` makes: parent, then child.
+pub const TREE_LENS: [usize; 2] = [1111, 2222];
+/// Exit code of the `tree` program.
+pub const TREE_EXIT: i32 = 3;
+/// Lengths of the `orphan` program's calls: the followed child, the orphan.
+pub const ORPHAN_LENS: [usize; 2] = [4321, 9999];
+
+/// Encodes raw bytes as a caller argument.
+pub fn hex_arg(bytes: &[u8]) -> String {
+    let mut s = String::from("hex:");
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// A command running `program args…` in a fresh copy of this test binary.
+pub fn command(program: &str, args: &[&str]) -> Command {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut all = vec![program.to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let mut cmd = Command::new(exe);
+    cmd.env(ENV, serde_json::Value::from(all).to_string());
+    cmd
+}
+
+fn decode(arg: &str) -> OsString {
+    match arg.strip_prefix("hex:") {
+        Some(h) => OsString::from_vec(
+            (0..h.len() / 2)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap_or(b'?'))
+                .collect(),
+        ),
+        None => OsString::from(arg),
+    }
+}
+
+fn copy(src: &Path, dst: &Path, len: usize) -> Result<usize, i32> {
+    let a = open(src, libc::O_RDONLY);
+    let b = open(dst, libc::O_WRONLY | libc::O_CREAT);
+    cfr(raw(&a), None, raw(&b), None, len, 0)
+}
+
+fn fork() -> i32 {
+    // SAFETY: the caller programs are single-threaded when they fork
+    // (the constructor runs before libtest starts any thread).
+    unsafe { libc::fork() }
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit ends the process without running atexit handlers,
+    // which a forked child must not run twice.
+    unsafe { libc::_exit(code) }
+}
+
+fn wait_all() {
+    let mut status = 0;
+    // SAFETY: waiting for any child with a valid status pointer.
+    while unsafe { libc::wait(&mut status) } > 0 {}
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "a caller program's stdout is its result"
+)]
+fn program(args: &[OsString]) -> i32 {
+    let arg = |i: usize| -> &OsString {
+        args.get(i)
+            .unwrap_or_else(|| panic!("caller: argument {i} missing in {args:?}"))
+    };
+    let num = |i: usize| -> usize {
+        arg(i)
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("caller: argument {i} is not a number"))
+    };
+    match arg(0).to_str().unwrap_or("") {
+        // copy SRC DST LEN: one call, prints its result.
+        "copy" => {
+            let r = copy(Path::new(arg(1)), Path::new(arg(2)), num(3));
+            println!("{r:?}");
+            0
+        }
+        // comm NAME PROGRAM…: sets this thread's comm, then runs PROGRAM.
+        "comm" => {
+            let name = CString::new(arg(1).as_bytes()).expect("comm without NUL");
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string (cut to 15 bytes).
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+            program(&args[2..])
+        }
+        // silent N: N procfs → procfs silent zero copies.
+        "silent" => {
+            crate::fs::silent_copies(num(1));
+            0
+        }
+        // silent-for SECS: silent zero copies for SECS seconds (a load).
+        "silent-for" => {
+            let end = std::time::Instant::now() + Duration::from_secs(num(1) as u64);
+            while std::time::Instant::now() < end {
+                crate::fs::silent_copies(64);
+            }
+            0
+        }
+        // tree DIR: copies DIR/a → DIR/b, a child copies again, exits 3.
+        "tree" => {
+            let dir = PathBuf::from(arg(1));
+            let a = open(&dir.join("a"), libc::O_RDONLY);
+            let b = open(&dir.join("b"), libc::O_WRONLY | libc::O_CREAT);
+            let _ = cfr(raw(&a), None, raw(&b), None, TREE_LENS[0], 0);
+            if fork() == 0 {
+                let _ = cfr(raw(&a), None, raw(&b), None, TREE_LENS[1], 0);
+                exit(0);
+            }
+            wait_all();
+            TREE_EXIT
+        }
+        // orphan DIR: a grandchild is orphaned (reparented away from the
+        // traced tree) before it copies; then the child copies.
+        "orphan" => {
+            let dir = PathBuf::from(arg(1));
+            if fork() == 0 {
+                // SAFETY: setsid in the fresh child.
+                unsafe { libc::setsid() };
+                if fork() == 0 {
+                    std::thread::sleep(Duration::from_millis(300));
+                    let _ = copy(&dir.join("a"), &dir.join("c"), ORPHAN_LENS[1]);
+                    let _ = std::fs::write(dir.join("orphan-done"), b"");
+                    exit(0);
+                }
+                exit(0);
+            }
+            wait_all();
+            let _ = copy(&dir.join("a"), &dir.join("c"), ORPHAN_LENS[0]);
+            0
+        }
+        other => panic!("caller: unknown program {other:?}"),
+    }
+}
+
+/// Runs the requested caller program and exits, when [`ENV`] is set.
+pub fn run_if_requested() {
+    let Some(spec) = std::env::var_os(ENV) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_slice(spec.as_bytes())
+        .unwrap_or_else(|e| panic!("caller: {ENV} is not a JSON array: {e}"));
+    let args: Vec<OsString> = args.iter().map(|a| decode(a)).collect();
+    let code = program(&args);
+    std::process::exit(code);
+}

@@ -1,0 +1,230 @@
+//! A real `copytrace run` child process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::suite;
+
+/// How to start a daemon.
+pub struct DaemonBuilder {
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    events: bool,
+}
+
+/// A running `copytrace run`: its log (stderr) is collected as it comes,
+/// and with [`DaemonBuilder::events`] so are its JSON lines (stdout).
+pub struct Daemon {
+    /// The child process.
+    pub child: Child,
+    stderr: Arc<Mutex<String>>,
+    events: Option<mpsc::Receiver<String>>,
+}
+
+impl DaemonBuilder {
+    /// One argument after `copytrace run`.
+    pub fn arg(mut self, a: impl AsRef<str>) -> Self {
+        self.args.push(a.as_ref().to_string());
+        self
+    }
+
+    /// Several arguments after `copytrace run`.
+    pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// An environment variable for the daemon.
+    pub fn env(mut self, k: &str, v: impl AsRef<str>) -> Self {
+        self.env.push((k.to_string(), v.as_ref().to_string()));
+        self
+    }
+
+    /// Prints every call as JSON (`--json --print all`) and collects stdout.
+    pub fn events(mut self) -> Self {
+        self.events = true;
+        self
+    }
+
+    /// Starts the daemon without waiting for anything.
+    pub fn spawn(self) -> Daemon {
+        suite::require_root();
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("run");
+        if self.events {
+            cmd.args(["--json", "--print", "all"]);
+        }
+        cmd.args(&self.args);
+        // The run's back-end, unless the test chose one itself.
+        if let Some(p) = suite::probe() {
+            if !self.args.iter().any(|a| a == "--probe") {
+                cmd.args(["--probe", &p]);
+            }
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(if self.events {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        let events = child.stdout.take().map(|out| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            rx
+        });
+        Daemon {
+            child,
+            stderr,
+            events,
+        }
+    }
+
+    /// Starts the daemon and waits until its probes are attached; a daemon
+    /// that exits first fails the test with its log ("PROBES DID NOT LOAD").
+    pub fn start(self) -> Daemon {
+        let mut d = self.spawn();
+        d.wait_attached(60);
+        d
+    }
+}
+
+impl Daemon {
+    /// A daemon of `bin` (see [`suite::copytrace_bin`]).
+    pub fn builder(bin: impl AsRef<Path>) -> DaemonBuilder {
+        DaemonBuilder {
+            bin: bin.as_ref().to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            events: false,
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The back-end the daemon said it attached.
+    pub fn backend(&self) -> Option<String> {
+        let log = self.log();
+        let at = log.find("attached ")? + "attached ".len();
+        log[at..].split_whitespace().next().map(str::to_string)
+    }
+
+    fn wait_attached(&mut self, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log().contains(" back-end") || !self.log().contains("attached ") {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "PROBES DID NOT LOAD: copytrace exited with {status}: {}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "copytrace did not attach its probes within {secs} s: {}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let backend = self.backend().unwrap_or_default();
+        suite::assert_backend(&backend);
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&mut self, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log().contains(needle) {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "copytrace exited ({st}) before logging {needle:?}: {}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in log: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child, which we have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for exit (up to `secs`), returning the exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("copytrace did not exit within {secs} s: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the daemon with SIGINT, asserts a clean exit, and returns the
+    /// `data` of every call it printed (needs [`DaemonBuilder::events`]).
+    pub fn stop(mut self) -> Vec<Value> {
+        self.signal(libc::SIGINT);
+        let code = self.wait_exit(30);
+        assert_eq!(code, Some(0), "copytrace exited badly: {}", self.log());
+        let rx = self.events.take().expect("started with events()");
+        let mut out = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if v["type"] == "call" {
+                out.push(v["data"].clone());
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
