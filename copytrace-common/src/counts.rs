@@ -1,5 +1,5 @@
-//! The kernel-side exact counts: every call is counted by its facts, even
-//! when its event is dropped from the ring buffer.
+//! The kernel-side exact counts: every call is counted by its facts, and its
+//! latency recorded, even when no event is reported or the event is dropped.
 
 use core::mem::size_of;
 
@@ -11,8 +11,32 @@ pub mod counter {
     pub const INFLIGHT_FULL: u32 = 1;
     /// Calls not counted in `COUNTS` because it was full.
     pub const COUNTS_FULL: u32 = 2;
+    /// Reported calls whose description hit a failed kernel read.
+    pub const READ_FAULTS: u32 = 3;
     /// Number of counters.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// Slots of the per-CPU `LATENCY` array: slot `i` counts calls that took
+/// at most 2^i ns and more than 2^(i-1) (a Prometheus `le` bucket before
+/// accumulation), then the sum of every duration.
+pub mod latency {
+    /// Buckets: one per power of two.
+    pub const BUCKETS: u32 = 64;
+    /// Slot holding the sum of every duration, in ns.
+    pub const SUM: u32 = 64;
+    /// Number of slots.
+    pub const SLOTS: u32 = 65;
+
+    /// The bucket of a duration: ceil(log2(ns)), 0 for 0 and 1 ns.
+    #[inline(always)]
+    pub fn bucket(ns: u64) -> u32 {
+        if ns <= 1 {
+            0
+        } else {
+            (64 - (ns - 1).leading_zeros()).min(BUCKETS - 1)
+        }
+    }
 }
 
 /// Key of the kernel-side `COUNTS` map.
@@ -43,3 +67,19 @@ pub struct CountVal {
 
 const _: () = assert!(size_of::<CountKey>() == 24);
 const _: () = assert!(size_of::<CountVal>() == 24);
+
+#[cfg(test)]
+mod tests {
+    use super::latency::bucket;
+
+    #[test]
+    fn buckets_hold_durations_up_to_their_power_of_two() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(1), 0);
+        assert_eq!(bucket(2), 1);
+        assert_eq!(bucket(3), 2);
+        assert_eq!(bucket(1024), 10, "le 1024 ns holds 1024 ns");
+        assert_eq!(bucket(1025), 11);
+        assert_eq!(bucket(u64::MAX), 63);
+    }
+}

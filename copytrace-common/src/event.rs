@@ -1,4 +1,9 @@
-//! The ring-buffer record of one call.
+//! The ring-buffer record of one reported call.
+//!
+//! Records are written at exit, straight into a reserved ring-buffer slot,
+//! and only for calls someone asked to see (every call, or the suspicious
+//! ones; see [`crate::ReportPolicy`]). Every call is counted either way
+//! ([`crate::counts`]).
 
 use core::mem::{align_of, size_of};
 
@@ -6,10 +11,17 @@ use core::mem::{align_of, size_of};
 pub const COMM_LEN: usize = 16;
 /// Bytes kept of a filesystem type's name (`file_system_type.name`).
 pub const FSTYPE_LEN: usize = 16;
-/// Path components kept per file, leaf first.
-pub const PATH_DEPTH: usize = 8;
-/// Bytes kept per path component (NUL-terminated, truncated beyond).
-pub const NAME_LEN: usize = 32;
+/// Path components a walk records, leaf first.
+pub const PATH_DEPTH: usize = 16;
+/// Longest component a walk reads: NAME_MAX and its NUL.
+pub const NAME_READ: usize = 256;
+/// Components start below this offset of [`NameBuf::bytes`].
+pub const NAME_AREA: usize = 512;
+/// Bytes of a [`NameBuf`]: a component may start just below [`NAME_AREA`]
+/// and be [`NAME_READ`] long.
+pub const NAME_BUF: usize = NAME_AREA + NAME_READ;
+/// User-space return addresses kept per suspicious call.
+pub const STACK_DEPTH: usize = 32;
 
 /// Bits of [`Event::status`].
 pub mod status {
@@ -25,17 +37,62 @@ pub mod status {
     pub const VFS_KNOWN: u8 = 1 << 4;
     /// A kernel read failed while describing the call: some fields are missing.
     pub const READ_FAULT: u8 = 1 << 5;
+    /// The report policy marked the call suspicious (its stack was captured).
+    pub const SUSPICIOUS: u8 = 1 << 6;
 }
 
-/// What the kernel knew about one side of the copy when the call began.
+/// Bits of [`NameBuf::flags`].
+pub mod name_flag {
+    /// The walk reached the root of its filesystem (or cgroup hierarchy).
+    pub const COMPLETE: u8 = 1 << 0;
+    /// The leaf was unlinked while open (a deleted file).
+    pub const DELETED: u8 = 1 << 1;
+    /// The walk stopped early: depth or buffer ran out, or a read failed.
+    pub const CUT: u8 = 1 << 2;
+}
+
+/// Names from a walk up a tree (dentries, or cgroups), leaf first, packed:
+/// each component NUL-terminated, `used` bytes in all.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NameBuf {
+    /// Bytes of `bytes` in use.
+    pub used: u16,
+    /// Components recorded.
+    pub count: u8,
+    /// Bits of [`name_flag`].
+    pub flags: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 4],
+    /// The components.
+    pub bytes: [u8; NAME_BUF],
+}
+
+/// Where a file lives: its inode, its mount, and its path inside its filesystem.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathInfo {
+    /// `inode.i_ino`.
+    pub ino: u64,
+    /// `super_block.s_dev` (kernel encoding: major << 20 | minor).
+    pub dev: u32,
+    /// The id of the mount it was opened through (`mount.mnt_id`, as in mountinfo).
+    pub mnt_id: u32,
+    /// Inode number of that mount's namespace (as `/proc/PID/ns/mnt`).
+    pub mnt_ns: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Dentry names from the file up to its filesystem's root.
+    pub names: NameBuf,
+}
+
+/// One side of the copy.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FileInfo {
-    /// `inode.i_ino`.
-    pub ino: u64,
-    /// `inode.i_size`: the size the filesystem advertises.
+    /// `inode.i_size` at entry: the size the filesystem advertises.
     pub size: i64,
-    /// `file.f_pos`.
+    /// File position at entry (`f_pos`, or `*off` when the caller gave an offset).
     pub pos: i64,
     /// `super_block.s_magic`.
     pub magic: u64,
@@ -43,25 +100,21 @@ pub struct FileInfo {
     pub copy_op: u64,
     /// Address of `f_op->remap_file_range` (0 when the filesystem has none).
     pub remap_op: u64,
-    /// `super_block.s_dev` (kernel encoding: major << 20 | minor).
-    pub dev: u32,
     /// `file.f_flags` (O_APPEND, O_RDONLY…).
     pub f_flags: u32,
     /// `inode.i_mode`: file type and permission bits.
     pub mode: u16,
     /// 1 when the fd resolved to an open file.
     pub present: u8,
-    /// Number of filled entries in [`FileInfo::path`].
-    pub path_depth: u8,
-    /// Explicit padding so both sides agree on the layout.
-    pub _pad: [u8; 4],
+    /// Explicit padding.
+    pub _pad: u8,
     /// `super_block.s_type->name`, NUL-terminated.
     pub fstype: [u8; FSTYPE_LEN],
-    /// Dentry names from the file up towards its filesystem's root, leaf first.
-    pub path: [[u8; NAME_LEN]; PATH_DEPTH],
+    /// Where it lives.
+    pub path: PathInfo,
 }
 
-/// One `copy_file_range` call, from entry to exit.
+/// One reported `copy_file_range` call, from entry to exit.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Event {
@@ -87,12 +140,20 @@ pub struct Event {
     pub uid: u32,
     /// Real gid.
     pub gid: u32,
+    /// The parent process's thread group id.
+    pub ppid: u32,
     /// Source descriptor (-1 for in-kernel callers).
     pub fd_in: i32,
     /// Destination descriptor (-1 for in-kernel callers).
     pub fd_out: i32,
     /// `flags` argument.
     pub flags: u32,
+    /// The facts word the kernel counted this call under ([`crate::fact`]).
+    pub facts: u32,
+    /// Inode number of the caller's mount namespace.
+    pub mnt_ns: u32,
+    /// Bytes of [`Event::stack`] filled, or a negative errno from bpf_get_stack.
+    pub stack_bytes: i32,
     /// A [`crate::Backend`] discriminant.
     pub backend: u8,
     /// An [`crate::Origin`] discriminant.
@@ -103,13 +164,24 @@ pub struct Event {
     pub _pad: u8,
     /// `task_struct.comm`.
     pub comm: [u8; COMM_LEN],
+    /// The parent's `comm`.
+    pub parent_comm: [u8; COMM_LEN],
     /// Source, then destination.
     pub files: [FileInfo; 2],
+    /// The caller's executable (`task->mm->exe_file`).
+    pub exe: PathInfo,
+    /// User-space return addresses, innermost first (suspicious calls only).
+    pub stack: [u64; STACK_DEPTH],
 }
 
 // Both sides read these bytes: a layout change must be deliberate.
-const _: () = assert!(size_of::<FileInfo>() == 336 && align_of::<FileInfo>() == 8);
-const _: () = assert!(size_of::<Event>() == 776 && align_of::<Event>() == 8);
+const _: () = assert!(size_of::<NameBuf>() == 8 + NAME_BUF && align_of::<NameBuf>() == 2);
+const _: () = assert!(size_of::<PathInfo>() == 24 + size_of::<NameBuf>());
+const _: () = assert!(size_of::<FileInfo>() == 64 + size_of::<PathInfo>());
+const _: () = assert!(
+    size_of::<Event>() == 136 + 2 * size_of::<FileInfo>() + size_of::<PathInfo>() + 8 * STACK_DEPTH
+);
+const _: () = assert!(align_of::<Event>() == 8 && size_of::<Event>().is_multiple_of(8));
 
 impl Event {
     /// The record's bytes, as the kernel writes them into the ring buffer
@@ -120,5 +192,15 @@ impl Event {
         unsafe {
             core::slice::from_raw_parts((self as *const Self).cast::<u8>(), size_of::<Self>())
         }
+    }
+}
+
+impl NameBuf {
+    /// The components, leaf first (bytes without their NULs).
+    pub fn components(&self) -> impl Iterator<Item = &[u8]> {
+        let used = usize::from(self.used).min(NAME_BUF);
+        self.bytes[..used]
+            .split(|&b| b == 0)
+            .take(usize::from(self.count))
     }
 }

@@ -3,7 +3,9 @@
 //! Everything here is plain `#[repr(C)]` data or a pure function: the kernel
 //! side writes records into the ring buffer and counts calls, userspace reads
 //! the same bytes back. What both sides compute (the facts that decide a
-//! verdict) is defined once, in [`facts`], and called by both.
+//! verdict) is defined once, in [`facts`], and called by both; what is
+//! suspicious is decided by userspace and handed to the kernel as a
+//! [`ReportPolicy`] table.
 #![cfg_attr(not(test), no_std)]
 
 mod backend;
@@ -11,12 +13,17 @@ pub mod counts;
 pub mod event;
 pub mod facts;
 mod offsets;
+mod policy;
 
 pub use backend::{Backend, Origin};
-pub use counts::{counter, CountKey, CountVal};
-pub use event::{status, Event, FileInfo, COMM_LEN, FSTYPE_LEN, NAME_LEN, PATH_DEPTH};
+pub use counts::{counter, latency, CountKey, CountVal};
+pub use event::{
+    name_flag, status, Event, FileInfo, NameBuf, PathInfo, COMM_LEN, FSTYPE_LEN, NAME_AREA,
+    NAME_BUF, NAME_READ, PATH_DEPTH, STACK_DEPTH,
+};
 pub use facts::{fact, CallOutcome};
-pub use offsets::{KernelOffsets, ProbeConfig};
+pub use offsets::{contiguous, setting, KernelOffsets, ProbeConfig};
+pub use policy::{ReportPolicy, SizeTruth};
 
 #[cfg(feature = "user")]
 mod pod {
@@ -28,6 +35,8 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProbeConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ReportPolicy {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CountKey {}
     // SAFETY: as above.

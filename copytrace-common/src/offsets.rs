@@ -11,15 +11,24 @@ pub struct KernelOffsets {
     pub task_files: u32,
     pub task_tgid: u32,
     pub task_real_parent: u32,
+    pub task_comm: u32,
+    pub task_mm: u32,
+    pub task_nsproxy: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,
+    pub mm_exe_file: u32,
+    pub nsproxy_mnt_ns: u32,
+    /// `mnt_namespace.ns` + `ns_common.inum`.
+    pub mnt_ns_inum: u32,
     pub file_f_inode: u32,
     pub file_f_pos: u32,
     pub file_f_flags: u32,
     pub file_f_op: u32,
-    pub file_f_path: u32,
-    pub path_dentry: u32,
+    /// `file.f_path` + `path.mnt`.
+    pub file_f_path_mnt: u32,
+    /// `file.f_path` + `path.dentry`.
+    pub file_f_path_dentry: u32,
     pub fop_copy_file_range: u32,
     pub fop_remap_file_range: u32,
     pub inode_i_mode: u32,
@@ -30,16 +39,34 @@ pub struct KernelOffsets {
     pub sb_s_dev: u32,
     pub sb_s_type: u32,
     pub fstype_name: u32,
-    pub dentry_d_name: u32,
+    /// `dentry.d_name` + `qstr.name`.
+    pub dentry_d_name_name: u32,
     pub dentry_d_parent: u32,
-    pub qstr_name: u32,
-    /// `pt_regs` members holding syscall arguments 0..6 (x86-64: di, si, dx, r10, r8, r9).
+    /// `dentry.d_hash` + `hlist_bl_node.pprev` (NULL once unhashed, e.g. unlinked).
+    pub dentry_d_hash_pprev: u32,
+    /// Where `struct vfsmount mnt` sits inside `struct mount`.
+    pub mount_mnt: u32,
+    pub mount_mnt_id: u32,
+    pub mount_mnt_ns: u32,
+    /// `pt_regs` offsets of syscall arguments 0..6 for this architecture
+    /// (x86-64: di, si, dx, r10, r8, r9; arm64: regs[0..6]).
     pub regs_args: [u32; 6],
     /// Offsets of fd_in, off_in, fd_out, off_out, len, flags in the
     /// `sys_enter_copy_file_range` tracepoint record (from its `format` file).
     pub tp_enter_args: [u32; 6],
     /// Offset of `ret` in the `sys_exit_copy_file_range` record.
     pub tp_exit_ret: u32,
+    /// Bits of [`contiguous`]: argument sets that are six consecutive u64s,
+    /// read with one helper call.
+    pub args_contiguous: u32,
+}
+
+/// Bits of [`KernelOffsets::args_contiguous`].
+pub mod contiguous {
+    /// `tp_enter_args` are consecutive.
+    pub const TRACEPOINT: u32 = 1 << 0;
+    /// `regs_args` are consecutive.
+    pub const REGS: u32 = 1 << 1;
 }
 
 /// Load-time settings for the eBPF programs.
@@ -54,5 +81,14 @@ pub struct ProbeConfig {
     pub _pad: [u8; 3],
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 38 * 4);
+/// Slots of the run-time `SETTINGS` array map, which userspace writes while
+/// the programs run.
+pub mod setting {
+    /// Non-zero: report every call, not only the suspicious ones.
+    pub const WANT_ALL: u32 = 0;
+    /// Number of slots.
+    pub const COUNT: u32 = 1;
+}
+
+const _: () = assert!(size_of::<KernelOffsets>() == (34 + 6 + 6 + 2) * 4);
 const _: () = assert!(size_of::<ProbeConfig>() == 8);

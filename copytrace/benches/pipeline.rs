@@ -12,21 +12,31 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 fn raw_event() -> Vec<u8> {
     // SAFETY: Event is plain data; all-zero is valid.
-    let mut e: Event = unsafe { std::mem::zeroed() };
+    let mut e: Box<Event> = Box::new(unsafe { std::mem::zeroed() });
     e.pid = 1234;
     e.tid = 1234;
     e.len = 4096;
     e.ret = 0;
+    e.backend = copytrace_common::Backend::Tracepoint as u8;
+    e.origin = copytrace_common::Origin::Syscall as u8;
+    e.status = copytrace_common::status::SUSPICIOUS;
     e.comm[..3].copy_from_slice(b"cat");
     for (i, f) in e.files.iter_mut().enumerate() {
         f.present = 1;
         f.magic = 0x9fa0;
         f.mode = 0o100444;
-        f.dev = 22;
-        f.path_depth = 3;
-        f.path[0][..6].copy_from_slice(if i == 0 { b"status" } else { b"comm\0\0" });
-        f.path[1][..4].copy_from_slice(b"1234");
-        f.path[2][0] = b'/';
+        f.path.dev = 22;
+        f.path.ino = 7;
+        let leaf: &[u8] = if i == 0 { b"status" } else { b"comm" };
+        let names = &mut f.path.names;
+        let mut used = 0;
+        for c in [leaf, b"1234".as_slice()] {
+            names.bytes[used..used + c.len()].copy_from_slice(c);
+            used += c.len() + 1;
+        }
+        names.used = used as u16;
+        names.count = 2;
+        names.flags = copytrace_common::name_flag::COMPLETE;
     }
     e.as_bytes().to_vec()
 }

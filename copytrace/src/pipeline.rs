@@ -1,17 +1,26 @@
 //! The pipeline shared by `run` and `trace`: attach probes ([`crate::bpf`]),
 //! then for each ring-buffer batch decode ([`crate::model::event`]) →
 //! classify and enrich ([`Record::new`]) → hand to a sink ([`crate::sink`]).
+//!
+//! The kernel side reports every call only while someone holds its
+//! [`ReportAll`] switch; the sinks say which records they want ([`Demand`])
+//! and the pipeline builds records only for calls a sink will show.
 
 use std::io;
 use std::sync::Arc;
 
 use crate::bpf::counters::KernelCounters;
-use crate::bpf::ringbuf::RingbufReader;
-use crate::bpf::{self, LoadError, LoadOptions, Probes};
+use crate::bpf::ringbuf::{ReadCounters, RingbufReader};
+use crate::bpf::{self, LoadError, LoadOptions, Probes, ReportAll};
 use crate::enrich::record::{Enrich, Record};
-use crate::model::backend::Backend;
+use crate::model::backend::{Backend, ProbeChoice};
+use crate::model::classify::report_policy;
 use crate::model::event::CopyEvent;
+use crate::model::fs_magic;
 use crate::sink::RecordSink;
+
+/// The pipeline's own counters, shared with the metrics.
+pub type PipelineCounters = ReadCounters;
 
 /// Errors that end a watch.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +36,23 @@ pub enum WatchError {
     Read(#[source] io::Error),
 }
 
+/// What to load: the user's back-end choice and whom to follow, with the
+/// report table built from the verdict rules and the filesystem registry.
+pub fn load_options(probe: ProbeChoice, follow_tgid: u32) -> LoadOptions {
+    LoadOptions {
+        probe,
+        follow_tgid,
+        policy: report_policy(),
+        size_truths: fs_magic::untrustworthy_sizes(),
+    }
+}
+
 /// Attached probes plus everything needed to turn their events into records.
 pub struct Watch {
     probes: Probes,
     counters: Option<Arc<KernelCounters>>,
+    read: Arc<ReadCounters>,
+    report_all: Option<ReportAll>,
     reader: RingbufReader,
     enrich: Enrich,
     batch: Vec<CopyEvent>,
@@ -49,17 +71,20 @@ fn release_freed_heap() {
 
 impl Watch {
     /// Loads and attaches the probes. Must run inside a tokio runtime.
-    pub fn start(opts: LoadOptions) -> Result<Self, WatchError> {
-        let mut probes = bpf::load(opts)?;
+    pub fn start(probe: ProbeChoice, follow_tgid: u32) -> Result<Self, WatchError> {
+        let mut probes = bpf::load(load_options(probe, follow_tgid))?;
         probes.forward_kernel_logs();
         let ring = probes.take_events().ok_or(WatchError::NoRingBuffer)?;
         let counters = probes.take_counters().map(Arc::new);
+        let report_all = probes.take_report_all();
         let reader = RingbufReader::new(ring).map_err(WatchError::Read)?;
         let enrich = Enrich::load();
         release_freed_heap();
         Ok(Self {
             probes,
             counters,
+            read: Arc::new(ReadCounters::default()),
+            report_all,
             reader,
             enrich,
             batch: Vec::with_capacity(256),
@@ -86,6 +111,17 @@ impl Watch {
         self.counters.clone()
     }
 
+    /// The pipeline's own counters, shared.
+    pub fn read_counters(&self) -> Arc<PipelineCounters> {
+        self.read.clone()
+    }
+
+    /// The switch that makes the kernel side report every call while held
+    /// (it always counts every call).
+    pub fn report_all(&self) -> Option<ReportAll> {
+        self.report_all.clone()
+    }
+
     fn emit(&mut self, sink: &mut impl RecordSink) {
         for ev in self.batch.drain(..) {
             sink.record(&Record::new(ev, &mut self.enrich));
@@ -93,10 +129,11 @@ impl Watch {
         sink.batch_end();
     }
 
-    /// Waits for the next batch of calls and passes each to `sink`.
+    /// Waits for the next batch of calls and passes each wanted one to `sink`.
     pub async fn next_batch(&mut self, sink: &mut impl RecordSink) -> Result<(), WatchError> {
+        let demand = sink.demand();
         self.reader
-            .read_batch(&mut self.batch)
+            .read_batch(demand, &mut self.batch, &self.read)
             .await
             .map_err(WatchError::Read)?;
         self.emit(sink);
@@ -106,9 +143,10 @@ impl Watch {
         Ok(())
     }
 
-    /// Passes every call already in the ring buffer to `sink`, without waiting.
+    /// Passes every wanted call already in the ring buffer to `sink`, without waiting.
     pub fn drain(&mut self, sink: &mut impl RecordSink) {
-        self.reader.drain(&mut self.batch);
+        self.reader
+            .drain(sink.demand(), &mut self.batch, &self.read);
         self.emit(sink);
     }
 }

@@ -30,6 +30,8 @@ fn trace(out_dir: &Path, command: &[&str]) -> Traced {
         .arg(&out)
         .arg("--")
         .args(command)
+        // The clients' own output would mix with the test harness's.
+        .stdout(std::process::Stdio::null())
         .status()
         .expect("run copytrace trace");
     let text = std::fs::read_to_string(&out).expect("trace output");

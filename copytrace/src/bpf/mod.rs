@@ -3,6 +3,7 @@
 //! buffer ([`ringbuf`]) and the exact counts ([`counters`]). This folder is
 //! the only place that uses aya.
 
+pub mod arch;
 pub mod btf;
 pub mod counters;
 pub mod offsets;
@@ -10,12 +11,14 @@ pub mod privileges;
 pub mod ringbuf;
 pub mod tracefs;
 
+use std::sync::{Arc, Mutex};
+
 use aya::{
-    maps::{MapData, RingBuf},
+    maps::{Array, HashMap, MapData, RingBuf},
     programs::{FEntry, FExit, ProgramError, TracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
-use copytrace_common::{KernelOffsets, ProbeConfig};
+use copytrace_common::{setting, KernelOffsets, ProbeConfig, ReportPolicy, SizeTruth};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use self::btf::{Btf, BtfError};
@@ -29,8 +32,11 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// The kernel function every copy_file_range, from syscalls or in-kernel callers, goes through.
 pub const VFS_FUNCTION: &str = "vfs_copy_file_range";
 
-/// The syscall wrapper the fentry back-end hooks to see calls rejected before the VFS.
-pub const SYSCALL_WRAPPER: &str = "__x64_sys_copy_file_range";
+/// The syscall wrapper the fentry back-end hooks to see calls rejected
+/// before the VFS, on this architecture.
+pub fn syscall_wrapper() -> Option<&'static str> {
+    arch::CURRENT.map(|a| a.wrapper)
+}
 
 /// Errors from loading or attaching the probes.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +61,16 @@ pub enum LoadError {
         #[source]
         source: ProgramError,
     },
+    /// The object lacks a map this build needs (build mismatch).
+    #[error("the eBPF object has no {0} map")]
+    MissingMap(&'static str),
+    /// A map could not be set up.
+    #[error("cannot set up the {0} map (is the locked-memory or map limit too low?)")]
+    Map(&'static str, #[source] aya::maps::MapError),
+    /// Neither the syscall wrapper nor the syscall tracepoints can carry
+    /// the fentry back-end's syscall side.
+    #[error("fentry back-end: no syscall side: {0}")]
+    SyscallSide(String),
     /// The kernel lacks the function the fentry back-end needs.
     #[error("fentry back-end: kernel BTF has no function {0}")]
     NoFunction(&'static str),
@@ -143,7 +159,22 @@ impl Probes {
     pub fn take_counters(&mut self) -> Option<KernelCounters> {
         let counts = self.ebpf.take_map("COUNTS")?.try_into().ok()?;
         let counters = self.ebpf.take_map("COUNTERS")?.try_into().ok()?;
-        Some(KernelCounters { counts, counters })
+        let latency = self.ebpf.take_map("LATENCY")?.try_into().ok()?;
+        Some(KernelCounters {
+            counts,
+            counters,
+            latency,
+        })
+    }
+
+    /// Takes the switch that tells the kernel side whether every call is
+    /// wanted (once).
+    pub fn take_report_all(&mut self) -> Option<ReportAll> {
+        let settings = self.ebpf.take_map("SETTINGS")?.try_into().ok()?;
+        Some(ReportAll(Arc::new(Mutex::new(ReportAllState {
+            settings,
+            holds: 0,
+        }))))
     }
 }
 
@@ -157,13 +188,66 @@ pub fn require_privileges() -> Result<(), LoadError> {
     }
 }
 
+/// Tells the kernel side, while it runs, whether every call is wanted or
+/// only the suspicious ones (the cheap default). Whoever wants every call
+/// holds a [`ReportAllHold`] (`trace`, `run --print all`, each `tail --all`
+/// client); the kernel reports every call while any hold is alive.
+#[derive(Clone)]
+pub struct ReportAll(Arc<Mutex<ReportAllState>>);
+
+struct ReportAllState {
+    settings: Array<MapData, u32>,
+    holds: usize,
+}
+
+/// One reason to report every call; dropping it takes the reason back.
+pub struct ReportAllHold(ReportAll);
+
+impl ReportAll {
+    fn write(state: &mut ReportAllState, on: bool) {
+        match state.settings.set(setting::WANT_ALL, u32::from(on), 0) {
+            Ok(()) => log::debug!(
+                "kernel side now reports {}",
+                if on { "every call" } else { "suspicious calls" }
+            ),
+            Err(e) => log::warn!("cannot switch what the kernel side reports: {e}"),
+        }
+    }
+
+    /// Reports every call until the returned hold is dropped.
+    pub fn hold(&self) -> ReportAllHold {
+        if let Ok(mut s) = self.0.lock() {
+            s.holds += 1;
+            if s.holds == 1 {
+                Self::write(&mut s, true);
+            }
+        }
+        ReportAllHold(self.clone())
+    }
+}
+
+impl Drop for ReportAllHold {
+    fn drop(&mut self) {
+        if let Ok(mut s) = (self.0).0.lock() {
+            s.holds = s.holds.saturating_sub(1);
+            if s.holds == 0 {
+                ReportAll::write(&mut s, false);
+            }
+        }
+    }
+}
+
 /// What to load and for whom.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Back-end choice.
     pub probe: ProbeChoice,
     /// Only this process and its descendants (0: all).
     pub follow_tgid: u32,
+    /// Which calls the kernel reports (userspace's verdict rules as a table).
+    pub policy: ReportPolicy,
+    /// Filesystems whose advertised sizes are not their content, by magic.
+    pub size_truths: Vec<(u64, SizeTruth)>,
 }
 
 /// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.
@@ -181,10 +265,15 @@ fn raise_memlock() {
     }
 }
 
-fn load_object(offsets: &KernelOffsets, config: &ProbeConfig) -> Result<Ebpf, LoadError> {
-    EbpfLoader::new()
+fn load_object(
+    offsets: &KernelOffsets,
+    config: &ProbeConfig,
+    opts: &LoadOptions,
+) -> Result<Ebpf, LoadError> {
+    let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", offsets, true)
         .override_global("CONFIG", config, true)
+        .override_global("POLICY", &opts.policy, true)
         .load(EBPF_OBJECT)
         .map_err(|e| {
             if is_eperm(&e) {
@@ -192,7 +281,22 @@ fn load_object(offsets: &KernelOffsets, config: &ProbeConfig) -> Result<Ebpf, Lo
             } else {
                 LoadError::Object(e)
             }
-        })
+        })?;
+    let mut truths: HashMap<_, u64, u8> = ebpf
+        .map_mut("SIZE_TRUTH")
+        .ok_or(LoadError::MissingMap("SIZE_TRUTH"))?
+        .try_into()
+        .map_err(|e| LoadError::Map("SIZE_TRUTH", e))?;
+    for (magic, truth) in opts
+        .size_truths
+        .iter()
+        .filter(|(_, t)| *t != SizeTruth::Content)
+    {
+        truths
+            .insert(magic, *truth as u8, 0)
+            .map_err(|e| LoadError::Map("SIZE_TRUTH", e))?;
+    }
+    Ok(ebpf)
 }
 
 /// Loads and attaches one fentry or fexit program on `func`.
@@ -253,13 +357,11 @@ fn attach_syscall_tracepoints(ebpf: &mut Ebpf, backend: Backend) -> Result<(), L
 /// the syscall tracepoints; the returned string says so.
 fn attach_fentry(
     offsets: &KernelOffsets,
-    follow_tgid: u32,
+    opts: &LoadOptions,
     btf: &Btf,
 ) -> Result<(Ebpf, Option<String>), LoadError> {
-    for f in [VFS_FUNCTION, SYSCALL_WRAPPER] {
-        if !btf.has_function(f) {
-            return Err(LoadError::NoFunction(f));
-        }
+    if !btf.has_function(VFS_FUNCTION) {
+        return Err(LoadError::NoFunction(VFS_FUNCTION));
     }
     // Tracepoint record offsets too, in case the syscall side needs them:
     // globals are fixed when the object loads.
@@ -268,11 +370,11 @@ fn attach_fentry(
         .ok()
         .is_some_and(|dir| offsets::add_tracepoint_fields(&mut offsets, &dir).is_ok());
     let config = ProbeConfig {
-        follow_tgid,
+        follow_tgid: opts.follow_tgid,
         backend: Backend::Fentry as u8,
         _pad: [0; 3],
     };
-    let mut ebpf = load_object(&offsets, &config)?;
+    let mut ebpf = load_object(&offsets, &config, opts)?;
     let aya_btf = aya::Btf::from_sys_fs().map_err(|e| {
         LoadError::Btf(BtfError::Read {
             path: btf::VMLINUX_BTF.to_string(),
@@ -281,45 +383,45 @@ fn attach_fentry(
     })?;
     attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_entry", VFS_FUNCTION, false)?;
     attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_exit", VFS_FUNCTION, true)?;
-    let wrapper = attach_tracing(
-        &mut ebpf,
-        &aya_btf,
-        "cfr_wrapper_entry",
-        SYSCALL_WRAPPER,
-        false,
-    )
-    .and_then(|()| {
-        attach_tracing(
-            &mut ebpf,
-            &aya_btf,
-            "cfr_wrapper_exit",
-            SYSCALL_WRAPPER,
-            true,
-        )
-    });
+    // The syscall side: fentry on this architecture's wrapper, when this
+    // build knows the architecture and the kernel lets us trace it.
+    let wrapper = match syscall_wrapper() {
+        Some(w) if !btf.has_function(w) => Err(format!("kernel BTF has no function {w}")),
+        Some(_) if !offsets::regs_known(&offsets) => {
+            Err("this kernel's pt_regs lacks the syscall argument registers".to_string())
+        }
+        Some(w) => attach_tracing(&mut ebpf, &aya_btf, "cfr_wrapper_entry", w, false)
+            .and_then(|()| attach_tracing(&mut ebpf, &aya_btf, "cfr_wrapper_exit", w, true))
+            .map_err(|e| match e {
+                e @ (LoadError::FentryDenied(_) | LoadError::Permission) => crate::error_chain(&e),
+                e => format!("{w} is not traceable here ({})", crate::error_chain(&e)),
+            }),
+        None => Err(format!(
+            "copytrace does not know the syscall wrapper of {}",
+            std::env::consts::ARCH
+        )),
+    };
     match wrapper {
         Ok(()) => Ok((ebpf, None)),
-        Err(e @ (LoadError::FentryDenied(_) | LoadError::Permission)) => Err(e),
-        Err(e) if tracepoints_ready => {
+        Err(why) if tracepoints_ready => {
             attach_syscall_tracepoints(&mut ebpf, Backend::Fentry)?;
-            let why = crate::error_chain(&e);
-            let first = why.lines().next().unwrap_or_default().to_string();
-            Ok((ebpf, Some(format!("syscall side on tracepoints: {SYSCALL_WRAPPER} is not traceable here ({first})"))))
+            let first = why.lines().next().unwrap_or_default();
+            Ok((ebpf, Some(format!("syscall side on tracepoints: {first}"))))
         }
-        Err(e) => Err(e),
+        Err(why) => Err(LoadError::SyscallSide(why)),
     }
 }
 
-fn attach_tracepoints(offsets: &KernelOffsets, follow_tgid: u32) -> Result<Ebpf, LoadError> {
+fn attach_tracepoints(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let dir = tracefs::ensure_mounted()?;
     let mut offsets = *offsets;
     offsets::add_tracepoint_fields(&mut offsets, &dir)?;
     let config = ProbeConfig {
-        follow_tgid,
+        follow_tgid: opts.follow_tgid,
         backend: Backend::Tracepoint as u8,
         _pad: [0; 3],
     };
-    let mut ebpf = load_object(&offsets, &config)?;
+    let mut ebpf = load_object(&offsets, &config, opts)?;
     attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint)?;
     Ok(ebpf)
 }
@@ -333,10 +435,8 @@ pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
     let mut fallback = None;
     for &backend in opts.probe.candidates() {
         let attached = match backend {
-            Backend::Fentry => attach_fentry(&offsets, opts.follow_tgid, &btf),
-            Backend::Tracepoint => {
-                attach_tracepoints(&offsets, opts.follow_tgid).map(|e| (e, None))
-            }
+            Backend::Fentry => attach_fentry(&offsets, &opts, &btf),
+            Backend::Tracepoint => attach_tracepoints(&offsets, &opts).map(|e| (e, None)),
         };
         match attached {
             Ok((ebpf, note)) => {

@@ -3,48 +3,52 @@
 
 use std::path::Path;
 
-use copytrace_common::KernelOffsets;
+use copytrace_common::{contiguous, KernelOffsets};
 
+use super::arch;
 use super::btf::{Btf, BtfError};
 use super::tracefs::{self, TracefsError};
-
-/// Errors from resolving offsets.
-#[derive(Debug, thiserror::Error)]
-pub enum OffsetsError {
-    /// A struct member is missing from BTF.
-    #[error(transparent)]
-    Btf(#[from] BtfError),
-    /// A tracepoint format could not be read.
-    #[error(transparent)]
-    Tracefs(#[from] TracefsError),
-}
 
 /// Fields of `sys_enter_copy_file_range`, in `KernelOffsets::tp_enter_args` order.
 pub const ENTER_FIELDS: [&str; 6] = ["fd_in", "off_in", "fd_out", "off_out", "len", "flags"];
 
-/// x86-64 `pt_regs` members carrying syscall arguments 0..6.
-const X86_64_SYSCALL_REGS: [&str; 6] = ["di", "si", "dx", "r10", "r8", "r9"];
+/// Whether six offsets are consecutive u64 slots (one read fetches them all).
+fn consecutive(offs: &[u32; 6]) -> bool {
+    offs.windows(2).all(|w| w[1] == w[0] + 8)
+}
 
 /// Struct member offsets from BTF; the tracepoint fields are left at 0.
+/// The syscall-wrapper registers are resolved only on a known architecture
+/// (see [`arch::CURRENT`]); without them only the fentry syscall side is lost.
 pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     let m = |s: &str, f: &str| btf.member_offset(s, f);
-    let mut regs_args = [0u32; 6];
-    for (slot, reg) in regs_args.iter_mut().zip(X86_64_SYSCALL_REGS) {
-        *slot = m("pt_regs", reg)?;
-    }
-    Ok(KernelOffsets {
+    let regs_args = match arch::CURRENT.map(|abi| abi.arg_offsets(btf)) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            log::debug!("syscall wrapper registers unavailable: {e}");
+            [0; 6]
+        }
+        None => [0; 6],
+    };
+    let mut o = KernelOffsets {
         task_files: m("task_struct", "files")?,
         task_tgid: m("task_struct", "tgid")?,
         task_real_parent: m("task_struct", "real_parent")?,
+        task_comm: m("task_struct", "comm")?,
+        task_mm: m("task_struct", "mm")?,
+        task_nsproxy: m("task_struct", "nsproxy")?,
         files_fdt: m("files_struct", "fdt")?,
         fdt_max_fds: m("fdtable", "max_fds")?,
         fdt_fd: m("fdtable", "fd")?,
+        mm_exe_file: m("mm_struct", "exe_file")?,
+        nsproxy_mnt_ns: m("nsproxy", "mnt_ns")?,
+        mnt_ns_inum: m("mnt_namespace", "ns")? + m("ns_common", "inum")?,
         file_f_inode: m("file", "f_inode")?,
         file_f_pos: m("file", "f_pos")?,
         file_f_flags: m("file", "f_flags")?,
         file_f_op: m("file", "f_op")?,
-        file_f_path: m("file", "f_path")?,
-        path_dentry: m("path", "dentry")?,
+        file_f_path_mnt: m("file", "f_path")? + m("path", "mnt")?,
+        file_f_path_dentry: m("file", "f_path")? + m("path", "dentry")?,
         fop_copy_file_range: m("file_operations", "copy_file_range")?,
         fop_remap_file_range: m("file_operations", "remap_file_range")?,
         inode_i_mode: m("inode", "i_mode")?,
@@ -55,13 +59,26 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         sb_s_dev: m("super_block", "s_dev")?,
         sb_s_type: m("super_block", "s_type")?,
         fstype_name: m("file_system_type", "name")?,
-        dentry_d_name: m("dentry", "d_name")?,
+        dentry_d_name_name: m("dentry", "d_name")? + m("qstr", "name")?,
         dentry_d_parent: m("dentry", "d_parent")?,
-        qstr_name: m("qstr", "name")?,
+        dentry_d_hash_pprev: m("dentry", "d_hash")? + m("hlist_bl_node", "pprev")?,
+        mount_mnt: m("mount", "mnt")?,
+        mount_mnt_id: m("mount", "mnt_id")?,
+        mount_mnt_ns: m("mount", "mnt_ns")?,
         regs_args,
         tp_enter_args: [0; 6],
         tp_exit_ret: 0,
-    })
+        args_contiguous: 0,
+    };
+    if regs_args != [0; 6] && consecutive(&regs_args) {
+        o.args_contiguous |= contiguous::REGS;
+    }
+    Ok(o)
+}
+
+/// Whether the fentry back-end's syscall side has its registers here.
+pub fn regs_known(o: &KernelOffsets) -> bool {
+    o.regs_args != [0; 6]
 }
 
 /// Fills the syscall tracepoint record offsets from tracefs.
@@ -76,6 +93,9 @@ pub fn add_tracepoint_fields(
         &ENTER_FIELDS,
     )?;
     offsets.tp_enter_args.copy_from_slice(&enter);
+    if consecutive(&offsets.tp_enter_args) {
+        offsets.args_contiguous |= contiguous::TRACEPOINT;
+    }
     let exit = tracefs::tracepoint_offsets(
         tracefs_dir,
         "syscalls",
@@ -94,12 +114,21 @@ mod tests {
     fn resolves_all_offsets_on_this_kernel() {
         let btf = Btf::from_sys_fs().expect("kernel BTF (CONFIG_DEBUG_INFO_BTF) is required");
         let off = from_btf(&btf).expect("every member copytrace reads exists");
-        // Cross-check a few against independent facts about the layout rather
+        // Cross-check against independent facts about the layout rather
         // than one kernel's numbers: members that are not the first of their
-        // struct cannot sit at 0, and pt_regs args are 8-byte slots.
+        // struct cannot sit at 0, pt_regs args are 8-byte slots, and a
+        // struct path holds mnt then dentry.
         assert_ne!(off.task_files, 0);
         assert_ne!(off.file_f_inode, 0);
         assert_ne!(off.sb_s_magic, 0);
+        assert_eq!(off.file_f_path_dentry, off.file_f_path_mnt + 8);
+        assert!(regs_known(&off), "this architecture's syscall registers");
         assert!(off.regs_args.iter().all(|o| o % 8 == 0));
+    }
+
+    #[test]
+    fn consecutive_args_are_read_at_once() {
+        assert!(consecutive(&[16, 24, 32, 40, 48, 56]));
+        assert!(!consecutive(&[112, 104, 96, 56, 72, 64]));
     }
 }

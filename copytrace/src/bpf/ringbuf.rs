@@ -2,14 +2,17 @@
 //!
 //! The ring buffer's fd becomes readable when the kernel submits records;
 //! each wake-up drains everything available in one batch, so a burst costs
-//! one poll rather than one per event.
+//! one poll rather than one per event. Records nobody will show are counted
+//! and dropped without being decoded.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::model::event::{decode, CopyEvent};
+use crate::model::event::{decode, peek_suspicious, CopyEvent};
+use crate::sink::Demand;
 
 /// Most records handed out per batch.
 pub const MAX_BATCH: usize = 1024;
@@ -20,13 +23,53 @@ pub const STRAGGLER_POLL: std::time::Duration = std::time::Duration::from_millis
 /// Batches [`RingbufReader::drain`] takes at most (more than the 4 MiB ring holds).
 const DRAIN_BATCHES: usize = 8;
 
+/// What the reader counts as it goes.
+#[derive(Debug, Default)]
+pub struct ReadCounters {
+    /// Records read from the ring buffer.
+    pub received: AtomicU64,
+    /// Records that failed to decode (layout mismatch); should stay 0.
+    pub undecodable: AtomicU64,
+}
+
 /// Reads and decodes ring-buffer records.
 pub struct RingbufReader {
     fd: AsyncFd<RingBuf<MapData>>,
-    /// Records that failed to decode (layout mismatch); should stay 0.
-    pub undecodable: u64,
     /// A batch filled up after readiness was cleared: read without waiting.
     pending: bool,
+}
+
+/// Takes at most [`MAX_BATCH`] records (so a producer faster than us
+/// cannot keep the caller from its other work: signals, scrapes), decoding
+/// those `demand` wants; true when records may remain.
+fn drain_into(
+    ring: &mut RingBuf<MapData>,
+    demand: Demand,
+    out: &mut Vec<CopyEvent>,
+    counts: &ReadCounters,
+) -> bool {
+    for _ in 0..MAX_BATCH {
+        let Some(item) = ring.next() else {
+            return false;
+        };
+        counts.received.fetch_add(1, Ordering::Relaxed);
+        let wanted = match demand {
+            Demand::Nothing => false,
+            Demand::Suspicious => peek_suspicious(&item),
+            Demand::Every => true,
+        };
+        if !wanted {
+            continue;
+        }
+        match decode(&item) {
+            Ok(ev) => out.push(ev),
+            Err(e) => {
+                counts.undecodable.fetch_add(1, Ordering::Relaxed);
+                log::error!("{e}");
+            }
+        }
+    }
+    true
 }
 
 impl RingbufReader {
@@ -36,75 +79,57 @@ impl RingbufReader {
         // for as long as the AsyncFd owns the RingBuf.
         let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
-        Ok(Self {
-            fd,
-            undecodable: 0,
-            pending: false,
-        })
+        Ok(Self { fd, pending: false })
     }
 
-    /// Takes at most [`MAX_BATCH`] records, so a producer faster than us
-    /// cannot keep the caller from its other work (signals, scrapes).
-    fn drain_into(ring: &mut RingBuf<MapData>, out: &mut Vec<CopyEvent>, bad: &mut u64) -> bool {
-        for _ in 0..MAX_BATCH {
-            let Some(item) = ring.next() else {
-                return false;
-            };
-            match decode(&item) {
-                Ok(ev) => out.push(ev),
-                Err(e) => {
-                    *bad += 1;
-                    log::error!("{e}");
-                }
-            }
-        }
-        true
-    }
-
-    /// Waits until at least one record is available, then appends up to
-    /// [`MAX_BATCH`] of them to `out`.
-    pub async fn read_batch(&mut self, out: &mut Vec<CopyEvent>) -> io::Result<()> {
-        let before = out.len();
+    /// Waits until at least one record is available, then reads up to
+    /// [`MAX_BATCH`] of them, appending to `out` the ones `demand` wants.
+    pub async fn read_batch(
+        &mut self,
+        demand: Demand,
+        out: &mut Vec<CopyEvent>,
+        counts: &ReadCounters,
+    ) -> io::Result<()> {
+        let seen = counts.received.load(Ordering::Relaxed);
+        let got = |counts: &ReadCounters| counts.received.load(Ordering::Relaxed) > seen;
         if self.pending {
             // Records were left behind after readiness was cleared.
-            self.pending = Self::drain_into(self.fd.get_mut(), out, &mut self.undecodable);
-            if out.len() > before {
+            self.pending = drain_into(self.fd.get_mut(), demand, out, counts);
+            if got(counts) {
                 return Ok(());
             }
         }
         loop {
-            // The kernel side wakes us only once a batch piles up; a short
-            // timer picks up the stragglers.
+            // The kernel side wakes us only once a batch piles up (or at
+            // once for a suspicious call); a short timer picks up the rest.
             let Ok(guard) = tokio::time::timeout(STRAGGLER_POLL, self.fd.readable_mut()).await
             else {
-                self.pending = Self::drain_into(self.fd.get_mut(), out, &mut self.undecodable);
-                if out.len() > before {
+                self.pending = drain_into(self.fd.get_mut(), demand, out, counts);
+                if got(counts) {
                     return Ok(());
                 }
                 continue;
             };
             let mut guard = guard?;
-            let (ring, bad) = (guard.get_inner_mut(), &mut self.undecodable);
-            if Self::drain_into(ring, out, bad) {
+            if drain_into(guard.get_inner_mut(), demand, out, counts) {
                 // A full batch: readiness stays set, more is waiting.
                 return Ok(());
             }
             // Seen empty: clear readiness, then look once more, so a record
             // submitted in between is not left without a wake-up.
             guard.clear_ready();
-            let (ring, bad) = (guard.get_inner_mut(), &mut self.undecodable);
-            self.pending = Self::drain_into(ring, out, bad);
-            if out.len() > before {
+            self.pending = drain_into(guard.get_inner_mut(), demand, out, counts);
+            if got(counts) {
                 return Ok(());
             }
         }
     }
 
-    /// Appends what is available now without waiting: at most a ring
+    /// Reads what is available now without waiting: at most a ring
     /// buffer's worth, so a busy machine cannot hold up shutdown.
-    pub fn drain(&mut self, out: &mut Vec<CopyEvent>) {
+    pub fn drain(&mut self, demand: Demand, out: &mut Vec<CopyEvent>, counts: &ReadCounters) {
         for _ in 0..DRAIN_BATCHES {
-            if !Self::drain_into(self.fd.get_mut(), out, &mut self.undecodable) {
+            if !drain_into(self.fd.get_mut(), demand, out, counts) {
                 return;
             }
         }

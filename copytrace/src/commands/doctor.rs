@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::bpf::btf::{Btf, VMLINUX_BTF};
-use crate::bpf::{self, offsets, tracefs, LoadError, LoadOptions};
+use crate::bpf::{self, offsets, tracefs, LoadError};
 use crate::model::backend::{Backend, ProbeChoice};
 
 /// Outcome of one check.
@@ -111,13 +111,23 @@ pub fn checks() -> Report {
                     format!("kernel struct offsets: {e}: this kernel's layout is not supported"),
                 )),
             }
-            for f in [bpf::VFS_FUNCTION, bpf::SYSCALL_WRAPPER] {
+            let wrapper = bpf::syscall_wrapper();
+            for f in std::iter::once(bpf::VFS_FUNCTION).chain(wrapper) {
                 let st = if btf.has_function(f) {
                     Status::Ok
                 } else {
                     Status::Missing
                 };
                 out.push(check(st, format!("fentry target {f} in BTF")));
+            }
+            if wrapper.is_none() {
+                out.push(check(
+                    Status::Missing,
+                    format!(
+                        "copytrace does not know the syscall wrapper of {}: the fentry back-end's syscall side uses tracepoints",
+                        std::env::consts::ARCH
+                    ),
+                ));
             }
         }
         Err(e) => out.push(check(
@@ -147,10 +157,7 @@ pub fn checks() -> Report {
     let mut usable = None;
     for backend in Backend::ALL {
         let name = backend.as_str();
-        let result = bpf::load(LoadOptions {
-            probe: ProbeChoice::Only(backend),
-            follow_tgid: 0,
-        });
+        let result = bpf::load(crate::pipeline::load_options(ProbeChoice::Only(backend), 0));
         let b = match result {
             Ok(p) => {
                 let note = p.fallback_reason().map(str::to_string);

@@ -6,7 +6,6 @@ use std::os::unix::process::ExitStatusExt;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::bpf::LoadOptions;
 use crate::cli::TraceArgs;
 use crate::pipeline::{Watch, WatchError};
 use crate::sink::console::{Console, Print};
@@ -64,10 +63,7 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
         })?),
         None => Box::new(io::stderr()),
     };
-    let mut watch = Watch::start(LoadOptions {
-        probe: args.probe.probe,
-        follow_tgid: std::process::id(),
-    })?;
+    let mut watch = Watch::start(args.probe.probe, std::process::id())?;
     log::debug!("attached {} back-end", watch.backend().as_str());
 
     let (program, rest) = args
@@ -91,6 +87,8 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
         Format::Human
     };
     let mut sink = Console::new(io::BufWriter::new(out), format, Print::All, true);
+    // Every call of the command is reported, from its very first.
+    let _all = watch.report_all().map(|r| r.hold());
     let status = loop {
         tokio::select! {
             res = watch.next_batch(&mut sink) => res?,

@@ -1,140 +1,342 @@
-//! Maps a filesystem's device number to where it is mounted, so the
-//! filesystem-relative path from the eBPF dentry walk becomes a path users know.
+//! Turns where the kernel says a file lives (its mount's id, device and the
+//! path inside its filesystem) into the absolute path people use, and says
+//! when that path is a guess or cannot be known.
+//!
+//! The mount table read is the host's (`/proc/1/mountinfo`): the daemon may
+//! run in a mount namespace of its own (systemd's sandboxing gives it one),
+//! whose mounts have other ids and may include a /proc of its own. Mount
+//! ids are unique across namespaces, so a file opened through a host mount
+//! resolves exactly, even when its device is mounted several times. A file
+//! opened in another namespace (a container) is matched to the host's
+//! mounts of its device, component by component; its path as its own
+//! namespace sees it is read from the caller's mountinfo.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::model::event::Location;
+use crate::model::text::Untrusted;
+
+/// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Mount {
+    id: u32,
+    /// "major:minor".
+    dev: String,
     /// Path inside the filesystem that is mounted (bind mounts: not "/").
-    root: String,
+    root: Vec<u8>,
     /// Where it is mounted.
-    point: String,
+    point: Vec<u8>,
 }
 
-/// A cached view of /proc/self/mountinfo.
-#[derive(Debug, Default)]
-pub struct MountTable {
-    by_dev: HashMap<String, Mount>,
-    /// Devices with no mount (pipefs, sockfs…), remembered briefly.
-    missing: HashMap<String, Instant>,
+/// How a path was found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// The absolute path as the host sees it, when it can be known.
+    pub path: Option<Untrusted>,
+    /// Other host paths of the same file, when its device is mounted
+    /// several times and the exact mount is not the host's.
+    pub alternatives: Vec<Untrusted>,
+    /// The path inside the caller's own mount namespace, when that is not the host's.
+    pub ns_path: Option<Untrusted>,
+    /// The file's mount is in a namespace other than the host's.
+    pub foreign_ns: bool,
 }
 
-/// How long a device without a mount is remembered before looking again.
-const MISS_TTL: Duration = Duration::from_secs(1);
-
-/// Undoes mountinfo's octal escapes (`\040` for space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
+/// Undoes mountinfo's octal escapes (`\040` for space), keeping raw bytes.
+fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 4])
-                .ok()
-                .and_then(|d| u8::from_str_radix(d, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
+    while i < s.len() {
+        if s[i] == b'\\' && i + 3 < s.len() {
+            let digits = &s[i + 1..i + 4];
+            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let v = digits.iter().fold(0u32, |a, d| a * 8 + u32::from(d - b'0'));
+                if let Ok(b) = u8::try_from(v) {
+                    out.push(b);
+                    i += 4;
+                    continue;
+                }
             }
         }
-        out.push(b[i]);
+        out.push(s[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
-/// Parses mountinfo text into device → first mount seen.
-fn parse(text: &str) -> HashMap<String, Mount> {
-    let mut map = HashMap::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        if f.len() < 5 {
-            continue;
-        }
-        // Prefer a mount of the filesystem's root over a bind mount of a subtree.
-        let m = Mount {
-            root: unescape(f[3]),
-            point: unescape(f[4]),
-        };
-        match map.get(f[2]) {
-            Some(Mount { root, .. }) if root == "/" => {}
-            _ => {
-                map.insert(f[2].to_string(), m);
+/// Parses mountinfo text (bytes: mount points may be any bytes).
+fn parse(text: &[u8]) -> Vec<Mount> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+            if f.len() < 5 {
+                return None;
             }
-        }
-    }
-    map
+            Some(Mount {
+                id: std::str::from_utf8(f[0]).ok()?.parse().ok()?,
+                dev: String::from_utf8_lossy(f[2]).into_owned(),
+                root: unescape(f[3]),
+                point: unescape(f[4]),
+            })
+        })
+        .collect()
 }
+
+/// `fs_path` relative to `root`, when `root` is a component-wise prefix of it.
+fn under<'a>(root: &[u8], fs_path: &'a [u8]) -> Option<&'a [u8]> {
+    let root = root.strip_suffix(b"/").unwrap_or(root);
+    let rest = fs_path.strip_prefix(root)?;
+    if rest.is_empty() {
+        Some(rest)
+    } else {
+        // "/data" is a prefix of "/data/x", not of "/database/x".
+        rest.strip_prefix(b"/")
+    }
+}
+
+/// The absolute path of `fs_path` through mount `m`, if the file is under its root.
+fn join(m: &Mount, fs_path: &[u8]) -> Option<Untrusted> {
+    let rel = under(&m.root, fs_path)?;
+    let point = m.point.strip_suffix(b"/").unwrap_or(&m.point);
+    let mut p = Vec::with_capacity(point.len() + rel.len() + 1);
+    p.extend_from_slice(point);
+    if !rel.is_empty() || p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(rel);
+    Some(Untrusted::new(p))
+}
+
+/// Where mount tables come from (a seam for tests).
+pub trait MountSource {
+    /// The host's mountinfo.
+    fn host(&self) -> Option<Vec<u8>>;
+    /// A process's mountinfo (its own mount namespace).
+    fn of_pid(&self, pid: u32) -> Option<Vec<u8>>;
+}
+
+/// The running system's /proc.
+#[derive(Debug, Default)]
+pub struct ProcMounts;
+
+impl MountSource for ProcMounts {
+    fn host(&self) -> Option<Vec<u8>> {
+        std::fs::read("/proc/1/mountinfo")
+            .or_else(|_| std::fs::read("/proc/self/mountinfo"))
+            .ok()
+    }
+
+    fn of_pid(&self, pid: u32) -> Option<Vec<u8>> {
+        std::fs::read(format!("/proc/{pid}/mountinfo")).ok()
+    }
+}
+
+/// The host's mount table, cached and refreshed when a mount is unknown.
+pub struct MountTable {
+    source: Box<dyn MountSource + Send>,
+    by_id: HashMap<u32, Mount>,
+    all: Vec<Mount>,
+    refreshed: Option<Instant>,
+}
+
+impl std::fmt::Debug for MountTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MountTable({} mounts)", self.all.len())
+    }
+}
+
+impl Default for MountTable {
+    fn default() -> Self {
+        Self::with_source(Box::new(ProcMounts))
+    }
+}
+
+/// Least time between two re-reads of the mount table (a burst of files
+/// from a namespace the host cannot see must not re-read it per call).
+const REFRESH_EVERY: Duration = Duration::from_millis(250);
 
 impl MountTable {
-    /// Reads /proc/self/mountinfo now.
-    pub fn load() -> Self {
-        let mut t = Self::default();
+    /// A table read from `source`.
+    pub fn with_source(source: Box<dyn MountSource + Send>) -> Self {
+        let mut t = MountTable {
+            source,
+            by_id: HashMap::new(),
+            all: Vec::new(),
+            refreshed: None,
+        };
         t.refresh();
         t
     }
 
     fn refresh(&mut self) {
-        if let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") {
-            self.by_dev = parse(&text);
+        if self.refreshed.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+            return;
+        }
+        self.refreshed = Some(Instant::now());
+        if let Some(text) = self.source.host() {
+            self.all = parse(&text);
+            self.by_id = self.all.iter().map(|m| (m.id, m.clone())).collect();
         }
     }
 
-    /// The absolute path of `fs_path` on device `dev` ("major:minor"), when mounted.
-    pub fn resolve(&mut self, dev: &str, fs_path: &str) -> Option<String> {
-        if !self.by_dev.contains_key(dev) {
-            if self
-                .missing
-                .get(dev)
-                .is_some_and(|t| t.elapsed() < MISS_TTL)
-            {
-                return None;
-            }
+    /// Resolves where a file lives; `pid` is the caller (for its namespace's view).
+    pub fn resolve(&mut self, loc: &Location, pid: u32) -> Resolved {
+        let fs_path = loc.fs_path.as_bytes();
+        if !loc.path_complete {
+            // A path cut short cannot be joined to a mount point.
+            return Resolved::default();
+        }
+        if !self.by_id.contains_key(&loc.mnt_id) {
             self.refresh();
-            if !self.by_dev.contains_key(dev) {
-                self.missing.insert(dev.to_string(), Instant::now());
-                return None;
+        }
+        if let Some(m) = self.by_id.get(&loc.mnt_id) {
+            return Resolved {
+                path: join(m, fs_path),
+                ..Resolved::default()
+            };
+        }
+        // Another mount namespace: the host's view by device, and the
+        // caller's own view by mount id.
+        let mut found: Vec<Untrusted> = Vec::new();
+        for m in self.all.iter().filter(|m| m.dev == loc.dev) {
+            if let Some(p) = join(m, fs_path) {
+                if !found.contains(&p) {
+                    found.push(p);
+                }
             }
         }
-        let m = self.by_dev.get(dev)?;
-        join(m, fs_path)
+        found.sort_by_key(|p| p.as_bytes().len());
+        let ns_path = self
+            .source
+            .of_pid(pid)
+            .map(|t| parse(&t))
+            .and_then(|mounts| mounts.into_iter().find(|m| m.id == loc.mnt_id))
+            .and_then(|m| join(&m, fs_path));
+        let mut found = found.into_iter();
+        Resolved {
+            path: found.next(),
+            alternatives: found.collect(),
+            ns_path,
+            foreign_ns: true,
+        }
     }
-}
-
-fn join(m: &Mount, fs_path: &str) -> Option<String> {
-    let rel = fs_path.strip_prefix('/')?;
-    let root = m.root.trim_end_matches('/');
-    let rel = if root.is_empty() {
-        rel
-    } else {
-        rel.strip_prefix(root.trim_start_matches('/'))?
-            .trim_start_matches('/')
-    };
-    let point = m.point.trim_end_matches('/');
-    Some(format!("{point}/{rel}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const INFO: &str = "\
+    struct Fake {
+        host: &'static str,
+        pid: Option<&'static str>,
+    }
+
+    impl MountSource for Fake {
+        fn host(&self) -> Option<Vec<u8>> {
+            Some(self.host.as_bytes().to_vec())
+        }
+        fn of_pid(&self, _pid: u32) -> Option<Vec<u8>> {
+            self.pid.map(|t| t.as_bytes().to_vec())
+        }
+    }
+
+    const HOST: &str = "\
 22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
 30 22 0:5 / /proc rw - proc proc rw
 41 22 0:40 / /tmp/my\\040dir rw - tmpfs tmpfs rw,size=64k
 42 22 254:0 /srv/data /data rw - ext4 /dev/vda rw
+50 22 0:60 /data /mnt/bind rw - tmpfs tmpfs rw
 ";
 
+    fn loc(dev: &str, mnt_id: u32, path: &str) -> Location {
+        Location {
+            ino: 1,
+            dev: dev.into(),
+            dev_raw: 0,
+            mnt_id,
+            mnt_ns: 0,
+            fs_path: Untrusted::from(path),
+            path_complete: true,
+            deleted: false,
+        }
+    }
+
+    fn table(pid: Option<&'static str>) -> MountTable {
+        MountTable::with_source(Box::new(Fake { host: HOST, pid }))
+    }
+
+    fn path(r: Resolved) -> Option<String> {
+        r.path.and_then(|p| p.to_str().map(str::to_string))
+    }
+
     #[test]
-    fn resolves_paths_through_mounts() {
-        let map = parse(INFO);
-        let r = |dev: &str, p: &str| join(map.get(dev)?, p);
-        assert_eq!(r("254:0", "/etc/hosts").as_deref(), Some("/etc/hosts"));
-        assert_eq!(r("0:5", "/1/status").as_deref(), Some("/proc/1/status"));
-        assert_eq!(r("0:40", "/f").as_deref(), Some("/tmp/my dir/f"));
-        // Truncated walks stay unresolved rather than guessing.
-        assert_eq!(r("0:40", "…/a/f"), None);
+    fn host_mounts_resolve_exactly_by_id() {
+        let mut t = table(None);
+        assert_eq!(
+            path(t.resolve(&loc("254:0", 22, "/etc/hosts"), 1)).as_deref(),
+            Some("/etc/hosts")
+        );
+        assert_eq!(
+            path(t.resolve(&loc("0:5", 30, "/1/status"), 1)).as_deref(),
+            Some("/proc/1/status")
+        );
+        assert_eq!(
+            path(t.resolve(&loc("0:40", 41, "/f"), 1)).as_deref(),
+            Some("/tmp/my dir/f")
+        );
+        // The same device through its bind mount: the mount it was opened through.
+        assert_eq!(
+            path(t.resolve(&loc("254:0", 42, "/srv/data/x"), 1)).as_deref(),
+            Some("/data/x")
+        );
+    }
+
+    #[test]
+    fn joining_respects_components() {
+        let mut t = table(None);
+        // Reachable only through a bind of its /data: "/database/x" is not under it.
+        let r = t.resolve(&loc("0:60", 50, "/database/x"), 1);
+        assert_eq!(r.path, None, "never a path that does not exist");
+        assert_eq!(
+            path(t.resolve(&loc("0:60", 50, "/data/x"), 1)).as_deref(),
+            Some("/mnt/bind/x")
+        );
+        assert_eq!(
+            path(t.resolve(&loc("0:60", 50, "/data"), 1)).as_deref(),
+            Some("/mnt/bind")
+        );
+    }
+
+    #[test]
+    fn cut_paths_are_not_joined() {
+        let mut t = table(None);
+        let mut l = loc("0:40", 41, "…/a/f");
+        l.path_complete = false;
+        assert_eq!(t.resolve(&l, 1), Resolved::default());
+    }
+
+    #[test]
+    fn other_namespaces_map_to_the_host_view_and_their_own() {
+        // A mount id the host does not have: the caller's namespace bound
+        // /srv/data at /inside.
+        let mut t = table(Some(
+            "900 1 254:0 /srv/data /inside rw - ext4 /dev/vda rw\n",
+        ));
+        let r = t.resolve(&loc("254:0", 900, "/srv/data/f"), 7);
+        assert!(r.foreign_ns);
+        assert_eq!(r.ns_path, Some(Untrusted::from("/inside/f")));
+        // The host reaches the same device at / and through its /data bind.
+        assert_eq!(path(r.clone()).as_deref(), Some("/data/f"));
+        assert_eq!(r.alternatives, vec![Untrusted::from("/srv/data/f")]);
+        // A device the host does not mount at all: no host path, said so.
+        let r = t.resolve(&loc("0:99", 901, "/f"), 7);
+        assert!(r.foreign_ns && r.path.is_none());
+    }
+
+    #[test]
+    fn mount_points_keep_raw_bytes() {
+        let m = parse(b"7 1 0:9 / /m\\377nt rw - tmpfs t rw\n");
+        assert_eq!(m[0].point, b"/m\xffnt");
     }
 }

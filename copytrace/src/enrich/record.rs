@@ -6,9 +6,10 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::enrich::kallsyms::OpNames;
-use crate::enrich::mounts::MountTable;
+use crate::enrich::mounts::{MountTable, Resolved};
 use crate::model::classify::{classify, Diagnosis, Mechanism};
-use crate::model::event::CopyEvent;
+use crate::model::event::{CopyEvent, Location};
+use crate::model::text::Untrusted;
 
 /// One call, ready to be shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,10 +18,26 @@ pub struct Record {
     pub time: String,
     #[serde(flatten)]
     pub diagnosis: Diagnosis,
-    /// Absolute source path, when its filesystem is mounted in our namespace.
-    pub path_in: Option<String>,
+    /// Absolute source path as the host sees it, when it can be known.
+    pub path_in: Option<Untrusted>,
+    /// Other host paths of the source (its device mounted several times,
+    /// opened from another mount namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_in_alternatives: Vec<Untrusted>,
+    /// The source's path inside the caller's mount namespace, when that is
+    /// not the host's (a container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_in_ns: Option<Untrusted>,
     /// Absolute destination path, likewise.
-    pub path_out: Option<String>,
+    pub path_out: Option<Untrusted>,
+    /// Other host paths of the destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_out_alternatives: Vec<Untrusted>,
+    /// The destination's path inside the caller's mount namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_out_ns: Option<Untrusted>,
+    /// The caller's executable as the host sees it.
+    pub exe_path: Option<Untrusted>,
     /// The filesystem function behind `mechanism` (fs_copy, remap), from kallsyms.
     pub mechanism_op: Option<String>,
     /// Duration of the call in nanoseconds.
@@ -83,7 +100,7 @@ impl Enrich {
     /// Reads mountinfo and kallsyms, measures the clock offset.
     pub fn load() -> Self {
         Self {
-            mounts: MountTable::load(),
+            mounts: MountTable::default(),
             clock: Clock::new(),
             ops: OpNames::load(),
         }
@@ -100,18 +117,23 @@ impl Record {
             Mechanism::Splice | Mechanism::None => None,
         };
         let mechanism_op = op_addr.and_then(|a| ctx.ops.name(a)).map(str::to_string);
-        let mounts = &mut ctx.mounts;
-        let path = |mounts: &mut MountTable, f: Option<&crate::model::event::FileSide>| {
-            f.and_then(|f| mounts.resolve(&f.dev, &f.fs_path))
-        };
-        let path_in = path(mounts, event.file_in.as_ref());
-        let path_out = path(mounts, event.file_out.as_ref());
+        let pid = event.pid;
+        let mut resolve =
+            |l: Option<&Location>| l.map(|l| ctx.mounts.resolve(l, pid)).unwrap_or_default();
+        let input = resolve(event.file_in.as_ref().map(|f| &f.location));
+        let output = resolve(event.file_out.as_ref().map(|f| &f.location));
+        let exe: Resolved = resolve(event.exe.as_ref());
         Self {
             time: humantime::format_rfc3339_micros(ctx.clock.wall(event.start_ns)).to_string(),
             diagnosis,
             mechanism_op,
-            path_in,
-            path_out,
+            path_in: input.path,
+            path_in_alternatives: input.alternatives,
+            path_in_ns: input.ns_path,
+            path_out: output.path,
+            path_out_alternatives: output.alternatives,
+            path_out_ns: output.ns_path,
+            exe_path: exe.path.or(exe.ns_path),
             latency_ns: event.latency_ns(),
             event,
         }

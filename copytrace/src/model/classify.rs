@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::errno;
 use crate::model::event::{CopyEvent, FileKind, FileSide};
-use copytrace_common::fact;
+use copytrace_common::{fact, ReportPolicy};
 
 use crate::model::fs_magic::{self, SizeTruth};
 
@@ -136,7 +136,7 @@ fn mechanism(ev: &CopyEvent) -> Mechanism {
     }
     if o.copy_op != 0 && o.copy_op == i.copy_op {
         Mechanism::FsCopy
-    } else if i.remap_op != 0 && i.dev_raw == o.dev_raw {
+    } else if i.remap_op != 0 && i.location.dev_raw == o.location.dev_raw {
         Mechanism::Remap
     } else {
         Mechanism::Splice
@@ -184,10 +184,9 @@ fn error_reason(ev: &CopyEvent, errno: i64) -> String {
                 .or_else(|| side_problem(fout, "destination", ev.fd_out))
             {
                 p
-            } else if fin
-                .zip(fout)
-                .is_some_and(|(a, b)| a.ino == b.ino && a.dev == b.dev)
-            {
+            } else if fin.zip(fout).is_some_and(|(a, b)| {
+                a.location.ino == b.location.ino && a.location.dev == b.location.dev
+            }) {
                 "source and destination are the same file with overlapping ranges".into()
             } else {
                 "invalid argument (offsets or length out of range)".into()
@@ -260,6 +259,28 @@ impl Facts {
     }
 }
 
+/// The kernel side's report table: a call is reported as suspicious exactly
+/// when [`verdict`] calls it suspicious. Failures are reported whatever
+/// their errno (cross_fs and error are both suspicious).
+pub fn report_policy() -> ReportPolicy {
+    ReportPolicy::from_rule(|truth, bits, failed| {
+        let size_truth_in = (bits & fact::IN_PRESENT != 0).then_some(truth);
+        let errnos: &[Option<i64>] = if failed {
+            &[Some(i64::from(libc::EXDEV)), Some(i64::from(libc::EIO))]
+        } else {
+            &[None]
+        };
+        errnos.iter().any(|&errno| {
+            verdict(&Facts {
+                bits,
+                errno,
+                size_truth_in,
+            })
+            .is_suspicious()
+        })
+    })
+}
+
 /// The verdict rules (see the module docs and docs/verdicts.md).
 pub fn verdict(f: &Facts) -> Verdict {
     if let Some(errno) = f.errno {
@@ -309,7 +330,7 @@ fn reason(ev: &CopyEvent, v: Verdict, mech: Mechanism) -> String {
             "EXDEV: the kernel refused a copy from {fs_in} to {fs_out} (since 5.19 only same-type filesystems with their own copy support may cross); fall back to read/write"
         ),
         Verdict::CrossFs => {
-            let dev = |f: Option<&FileSide>| f.map_or("?", |f| f.dev.as_str()).to_string();
+            let dev = |f: Option<&FileSide>| f.map_or("?", |f| f.location.dev.as_str()).to_string();
             format!(
                 "copied {copied} bytes across filesystems ({fs_in} {} → {fs_out} {}) by {}; kernels since 5.19 refuse such copies from user space with EXDEV",
                 dev(ev.file_in.as_ref()),
@@ -376,7 +397,7 @@ mod tests {
         let mut f = blank().files[0];
         f.present = 1;
         f.magic = magic;
-        f.dev = dev;
+        f.path.dev = dev;
         f.mode = mode;
         f.size = size;
         f.pos = pos;
@@ -384,7 +405,7 @@ mod tests {
         f
     }
 
-    fn call(ret: i64, len: u64, src: Option<FileInfo>, dst: Option<FileInfo>) -> Event {
+    fn call(ret: i64, len: u64, src: Option<FileInfo>, dst: Option<FileInfo>) -> Box<Event> {
         let mut e = blank();
         e.ret = ret;
         e.len = len;
@@ -413,7 +434,7 @@ mod tests {
         let cgroup = file(CGROUP2, 6, REG, 0, 0);
         let sysfs = file(SYSFS, 7, REG, 4096, 0);
         let pipe = file(PIPEFS, 8, 0o010600, 0, 0);
-        let cases: Vec<(&str, Event, Verdict, &str)> = vec![
+        let cases: Vec<(&str, Box<Event>, Verdict, &str)> = vec![
             (
                 "full copy",
                 call(100, 100, Some(ext4(100, 0)), Some(ext4(0, 0))),
@@ -554,6 +575,37 @@ mod tests {
             verdict_of(&flagged).reason,
             "EINVAL: flags must be 0 (got 0x1)"
         );
+    }
+
+    #[test]
+    fn the_kernel_reports_exactly_the_suspicious_calls() {
+        let table = report_policy();
+        for idx in ReportPolicy::indexes() {
+            let bits = idx & ((1 << fact::COUNT) - 1);
+            let failed = idx >> fact::COUNT != 0;
+            for truth in SizeTruth::ALL {
+                let facts = Facts {
+                    bits,
+                    errno: failed.then_some(i64::from(libc::EBADF)),
+                    size_truth_in: (bits & fact::IN_PRESENT != 0).then_some(truth),
+                };
+                assert_eq!(
+                    table.is_suspicious(truth as u8, idx),
+                    verdict(&facts).is_suspicious(),
+                    "{facts:?}"
+                );
+                if table.is_uniform(idx) {
+                    assert_eq!(
+                        table.is_suspicious(truth as u8, idx),
+                        table.is_suspicious(SizeTruth::Content as u8, idx),
+                        "a uniform index answers alike for every source"
+                    );
+                }
+            }
+        }
+        // A plain full copy needs no lookup of the source's kind.
+        let full = fact::COPIED_ALL | fact::IN_PRESENT | fact::OUT_PRESENT | fact::AT_SIZE;
+        assert!(table.is_uniform(ReportPolicy::index(full, false)));
     }
 
     #[test]

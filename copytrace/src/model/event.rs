@@ -1,14 +1,20 @@
 //! Turns the raw bytes of a ring-buffer record into a typed [`CopyEvent`].
 //!
 //! Pure: no syscalls, no lookups beyond the static fs registry, so it can be
-//! unit-tested and benchmarked without a kernel.
+//! unit-tested, fuzzed and benchmarked without a kernel. Every field a
+//! traced process chose (names, paths, comm) stays bytes ([`Untrusted`]).
 
 use std::mem::size_of;
 
-use copytrace_common::{status, CallOutcome, Event, FileInfo, NAME_LEN, PATH_DEPTH};
+use copytrace_common::{
+    name_flag, status, CallOutcome, Event, FileInfo, NameBuf, PathInfo, STACK_DEPTH,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::model::fs_magic;
+pub use copytrace_common::{Backend, Origin};
+
+use crate::model::fs_magic::{self, SizeTruth};
+use crate::model::text::Untrusted;
 
 /// Errors from decoding a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -20,8 +26,6 @@ pub enum DecodeError {
     #[error("ring buffer record with unknown {field} code {value} (eBPF object and daemon from different builds?)")]
     Code { field: &'static str, value: u8 },
 }
-
-pub use copytrace_common::{Backend, Origin};
 
 /// File type from `i_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +72,30 @@ impl FileKind {
     }
 }
 
-/// One side of a copy as the kernel saw it at entry.
+/// Where a file lives, as the kernel saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// Inode number.
+    pub ino: u64,
+    /// Device as "major:minor".
+    pub dev: String,
+    /// Kernel device number (major << 20 | minor).
+    #[serde(skip)]
+    pub dev_raw: u32,
+    /// The id of the mount the file was opened through (mountinfo's first field).
+    pub mnt_id: u32,
+    /// Inode number of that mount's namespace.
+    pub mnt_ns: u32,
+    /// Path inside its filesystem: `/a/b`, or `…/a/b` when the kernel's walk
+    /// was cut short (deeper than it walks).
+    pub fs_path: Untrusted,
+    /// The walk reached the filesystem's root: `fs_path` is whole.
+    pub path_complete: bool,
+    /// The file was unlinked while open.
+    pub deleted: bool,
+}
+
+/// One side of a copy as the kernel saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSide {
     /// File type.
@@ -78,30 +105,33 @@ pub struct FileSide {
     /// `s_magic`.
     pub magic: u64,
     /// Whether the advertised size is the content length on this filesystem.
-    pub size_truth: fs_magic::SizeTruth,
-    /// Inode number.
-    pub ino: u64,
-    /// Device as "major:minor".
-    pub dev: String,
-    /// Kernel device number (major << 20 | minor).
-    #[serde(skip)]
-    pub dev_raw: u32,
+    pub size_truth: SizeTruth,
     /// Advertised size (`i_size`) at entry.
     pub size: i64,
-    /// File position (`f_pos`) at entry.
+    /// Where the call started in this file: `*off` when given, else `f_pos` at entry.
     pub pos: i64,
     /// `f_flags` (open flags).
     pub open_flags: u32,
     /// Permission and type bits.
     pub mode: u16,
-    /// Path inside its filesystem, from the dentry walk (`…/` when cut short).
-    pub fs_path: String,
+    /// Where it lives.
+    #[serde(flatten)]
+    pub location: Location,
     /// Address of the filesystem's `copy_file_range` op, 0 if none.
     #[serde(skip)]
     pub copy_op: u64,
     /// Address of the filesystem's `remap_file_range` op, 0 if none.
     #[serde(skip)]
     pub remap_op: u64,
+}
+
+/// The caller's user-space stack, as captured for a suspicious call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawStack {
+    /// Return addresses, innermost first (the first is the syscall's own address).
+    pub addrs: Vec<u64>,
+    /// Why the kernel gave none (a negative errno of bpf_get_stack).
+    pub error: Option<i32>,
 }
 
 /// One decoded `copy_file_range` call.
@@ -117,7 +147,14 @@ pub struct CopyEvent {
     pub gid: u32,
     /// cgroup v2 id.
     pub cgroup_id: u64,
-    pub comm: String,
+    /// `task_struct.comm`: set by the program itself, 15 bytes at most.
+    pub comm: Untrusted,
+    /// The parent process.
+    pub ppid: u32,
+    /// The parent's `comm`.
+    pub parent_comm: Untrusted,
+    /// Inode number of the caller's mount namespace.
+    pub mnt_ns: u32,
     pub fd_in: i32,
     pub fd_out: i32,
     /// `*off_in` when a pointer was given.
@@ -135,10 +172,18 @@ pub struct CopyEvent {
     pub origin: Origin,
     /// Whether `vfs_copy_file_range` ran (known only with fentry).
     pub vfs_reached: Option<bool>,
+    /// The facts word the kernel counted this call under.
+    pub facts: u32,
+    /// A kernel read failed while describing the call: some fields are missing.
+    pub read_fault: bool,
     /// Source file, when `fd_in` named an open file.
     pub file_in: Option<FileSide>,
     /// Destination file, when `fd_out` named an open file.
     pub file_out: Option<FileSide>,
+    /// The caller's executable, when it has one.
+    pub exe: Option<Location>,
+    /// The user-space stack of a suspicious call.
+    pub stack: Option<RawStack>,
 }
 
 impl CopyEvent {
@@ -157,7 +202,7 @@ impl CopyEvent {
         self.off_in.or_else(|| self.file_in.as_ref().map(|f| f.pos))
     }
 
-    /// The inputs of the facts word, as the kernel side sees them.
+    /// The inputs of the facts word, from this event's own fields.
     pub fn outcome(&self) -> CallOutcome {
         let (fin, fout) = (self.file_in.as_ref(), self.file_out.as_ref());
         CallOutcome {
@@ -167,47 +212,48 @@ impl CopyEvent {
             size_in: fin.map_or(0, |f| f.size),
             in_present: fin.is_some(),
             out_present: fout.is_some(),
-            same_fs: fin.zip(fout).is_some_and(|(i, o)| i.dev_raw == o.dev_raw),
+            same_fs: fin
+                .zip(fout)
+                .is_some_and(|(i, o)| i.location.dev_raw == o.location.dev_raw),
         }
     }
 }
 
-fn cstr(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(component(bytes)).into_owned()
-}
-
-/// The bytes of a NUL-terminated component.
-fn component(c: &[u8]) -> &[u8] {
+/// The bytes of a NUL-terminated field.
+fn cstr(c: &[u8]) -> &[u8] {
     &c[..c.iter().position(|&b| b == 0).unwrap_or(c.len())]
 }
 
-fn fs_path(fi: &FileInfo) -> String {
-    let depth = usize::from(fi.path_depth).min(PATH_DEPTH);
-    let comps = &fi.path[..depth];
-    let Some(last) = comps.last() else {
-        return String::new();
-    };
-    let reached_root = component(last) == b"/";
-    let mut path = String::with_capacity(64);
-    path.push_str(if reached_root { "/" } else { "…/" });
-    let mut first = true;
-    for c in comps
-        .iter()
-        .rev()
-        .map(|c| component(c))
-        .filter(|c| *c != b"/")
-    {
-        if !first {
-            path.push('/');
+/// `/a/b` from leaf-first components (`…/a/b` when the walk was cut short).
+fn join_components(names: &NameBuf) -> Untrusted {
+    let comps: Vec<&[u8]> = names.components().collect();
+    let complete = names.flags & name_flag::COMPLETE != 0;
+    let mut path = Vec::with_capacity(64);
+    if complete {
+        path.push(b'/');
+    } else {
+        path.extend_from_slice("…/".as_bytes());
+    }
+    for (i, c) in comps.iter().rev().enumerate() {
+        if i > 0 {
+            path.push(b'/');
         }
-        first = false;
-        path.push_str(&String::from_utf8_lossy(c));
+        path.extend_from_slice(c);
     }
-    // A component that filled its slot was cut by the eBPF side.
-    if comps.iter().any(|c| component(c).len() >= NAME_LEN - 1) {
-        path.push('…');
+    Untrusted::new(path)
+}
+
+fn location(p: &PathInfo) -> Location {
+    Location {
+        ino: p.ino,
+        dev: format!("{}:{}", p.dev >> 20, p.dev & 0xf_ffff),
+        dev_raw: p.dev,
+        mnt_id: p.mnt_id,
+        mnt_ns: p.mnt_ns,
+        fs_path: join_components(&p.names),
+        path_complete: p.names.flags & name_flag::COMPLETE != 0,
+        deleted: p.names.flags & name_flag::DELETED != 0,
     }
-    path
 }
 
 fn side(fi: &FileInfo) -> Option<FileSide> {
@@ -215,20 +261,17 @@ fn side(fi: &FileInfo) -> Option<FileSide> {
         return None;
     }
     let known = fs_magic::lookup(fi.magic);
-    let kernel_name = cstr(&fi.fstype);
+    let kernel_name = String::from_utf8_lossy(cstr(&fi.fstype)).into_owned();
     Some(FileSide {
         kind: FileKind::from_mode(fi.mode),
         fs: known.map_or(kernel_name, |k| k.name.to_string()),
         magic: fi.magic,
-        size_truth: known.map_or(fs_magic::SizeTruth::Content, |k| k.size_truth),
-        ino: fi.ino,
-        dev: format!("{}:{}", fi.dev >> 20, fi.dev & 0xf_ffff),
-        dev_raw: fi.dev,
+        size_truth: fs_magic::size_truth(fi.magic),
         size: fi.size,
         pos: fi.pos,
         open_flags: fi.f_flags,
         mode: fi.mode,
-        fs_path: fs_path(fi),
+        location: location(&fi.path),
         copy_op: fi.copy_op,
         remap_op: fi.remap_op,
     })
@@ -243,15 +286,37 @@ pub fn decode(bytes: &[u8]) -> Result<CopyEvent, DecodeError> {
         });
     }
     // SAFETY: the length was checked; Event is plain data valid for any bits,
-    // and read_unaligned copes with the ring buffer's 8-byte alignment.
+    // and read_unaligned copes with any alignment of the record.
     let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) };
     from_raw(&e)
+}
+
+/// Whether a record is marked suspicious by the kernel's table, read
+/// without decoding the rest (records nobody will show are skipped).
+pub fn peek_suspicious(bytes: &[u8]) -> bool {
+    bytes
+        .get(std::mem::offset_of!(Event, status))
+        .is_some_and(|s| s & status::SUSPICIOUS != 0)
 }
 
 /// Converts an [`Event`] already in memory.
 pub fn from_raw(e: &Event) -> Result<CopyEvent, DecodeError> {
     let given = |bit: u8, v: i64| (e.status & bit != 0).then_some(v);
     let code = |field, value| DecodeError::Code { field, value };
+    let stack = (e.status & status::SUSPICIOUS != 0).then(|| {
+        if e.stack_bytes < 0 {
+            RawStack {
+                addrs: Vec::new(),
+                error: Some(-e.stack_bytes),
+            }
+        } else {
+            let n = (e.stack_bytes as usize / 8).min(STACK_DEPTH);
+            RawStack {
+                addrs: e.stack[..n].to_vec(),
+                error: None,
+            }
+        }
+    });
     Ok(CopyEvent {
         start_ns: e.start_ns,
         end_ns: e.end_ns,
@@ -260,7 +325,10 @@ pub fn from_raw(e: &Event) -> Result<CopyEvent, DecodeError> {
         uid: e.uid,
         gid: e.gid,
         cgroup_id: e.cgroup_id,
-        comm: cstr(&e.comm),
+        comm: Untrusted::new(cstr(&e.comm)),
+        ppid: e.ppid,
+        parent_comm: Untrusted::new(cstr(&e.parent_comm)),
+        mnt_ns: e.mnt_ns,
         fd_in: e.fd_in,
         fd_out: e.fd_out,
         off_in: given(status::OFF_IN_GIVEN, e.off_in),
@@ -273,8 +341,12 @@ pub fn from_raw(e: &Event) -> Result<CopyEvent, DecodeError> {
         origin: Origin::from_raw(e.origin).ok_or(code("origin", e.origin))?,
         vfs_reached: (e.status & status::VFS_KNOWN != 0)
             .then_some(e.status & status::VFS_REACHED != 0),
+        facts: e.facts,
+        read_fault: e.status & status::READ_FAULT != 0,
         file_in: side(&e.files[0]),
         file_out: side(&e.files[1]),
+        exe: (e.exe.ino != 0).then(|| location(&e.exe)),
+        stack,
     })
 }
 
@@ -283,9 +355,9 @@ pub(crate) mod tests {
     use super::*;
 
     /// A zeroed raw event, for tests to fill in.
-    pub(crate) fn blank() -> Event {
+    pub(crate) fn blank() -> Box<Event> {
         // SAFETY: Event is plain data; all-zero is valid.
-        let mut e: Event = unsafe { std::mem::zeroed() };
+        let mut e: Box<Event> = Box::new(unsafe { std::mem::zeroed() });
         e.backend = Backend::Tracepoint as u8;
         e.origin = Origin::Syscall as u8;
         e
@@ -295,6 +367,19 @@ pub(crate) mod tests {
         let mut out = [0u8; N];
         out[..s.len()].copy_from_slice(s.as_bytes());
         out
+    }
+
+    /// Fills a NameBuf with leaf-first components.
+    pub(crate) fn names(nb: &mut NameBuf, leaf_first: &[&[u8]], flags: u8) {
+        let mut used = 0;
+        for c in leaf_first {
+            nb.bytes[used..used + c.len()].copy_from_slice(c);
+            nb.bytes[used + c.len()] = 0;
+            used += c.len() + 1;
+        }
+        nb.used = used as u16;
+        nb.count = leaf_first.len() as u8;
+        nb.flags = flags;
     }
 
     #[test]
@@ -319,34 +404,70 @@ pub(crate) mod tests {
         e.files[0].present = 1;
         e.files[0].magic = 0x9fa0;
         e.files[0].mode = 0o100444;
-        e.files[0].dev = (8 << 20) | 3;
-        e.files[0].path_depth = 4;
-        for (i, c) in ["status", "self", "…", "/"].iter().enumerate() {
-            e.files[0].path[i] = name(c);
-        }
+        e.files[0].path.dev = (8 << 20) | 3;
+        e.files[0].path.mnt_id = 22;
+        names(
+            &mut e.files[0].path.names,
+            &[b"status", b"self"],
+            name_flag::COMPLETE,
+        );
         let ev = decode(e.as_bytes()).expect("decodes");
         assert_eq!(ev.pid, 42);
         assert_eq!(ev.errno(), Some(18));
         assert_eq!(ev.off_in, Some(7));
         assert_eq!(ev.off_out, None);
-        assert_eq!(ev.comm, "cp");
+        assert_eq!(ev.comm, Untrusted::from("cp"));
         assert_eq!(ev.backend, Backend::Tracepoint);
         assert_eq!(ev.vfs_reached, None);
+        assert_eq!(ev.stack, None, "no stack unless suspicious");
         let f = ev.file_in.expect("source present");
         assert_eq!(f.fs, "proc");
         assert_eq!(f.kind, FileKind::Regular);
-        assert_eq!(f.dev, "8:3");
-        assert_eq!(f.fs_path, "/…/self/status");
+        assert_eq!(f.location.dev, "8:3");
+        assert_eq!(f.location.mnt_id, 22);
+        assert_eq!(f.location.fs_path, Untrusted::from("/self/status"));
+        assert!(f.location.path_complete && !f.location.deleted);
         assert!(ev.file_out.is_none());
     }
 
     #[test]
-    fn marks_paths_cut_short() {
-        let mut fi = blank().files[0];
-        fi.path_depth = 2;
-        fi.path[0] = name("leaf");
-        fi.path[1] = name("dir");
-        assert_eq!(fs_path(&fi), "…/dir/leaf");
+    fn paths_cut_short_or_deleted_say_so() {
+        let mut nb = blank().files[0].path.names;
+        names(
+            &mut nb,
+            &[b"leaf", b"dir"],
+            name_flag::CUT | name_flag::DELETED,
+        );
+        assert_eq!(join_components(&nb), Untrusted::from("…/dir/leaf"));
+        let mut pi = blank().files[0].path;
+        pi.names = nb;
+        let loc = location(&pi);
+        assert!(loc.deleted && !loc.path_complete);
+    }
+
+    #[test]
+    fn names_keep_their_exact_bytes() {
+        let mut nb = blank().files[0].path.names;
+        names(&mut nb, &[b"\xff\x1b[2J", b"d\nir"], name_flag::COMPLETE);
+        assert_eq!(
+            join_components(&nb).as_bytes(),
+            b"/d\nir/\xff\x1b[2J".as_slice()
+        );
+    }
+
+    #[test]
+    fn suspicious_records_carry_their_stack() {
+        let mut e = blank();
+        e.status = status::SUSPICIOUS;
+        e.stack_bytes = 16;
+        e.stack[0] = 0x401000;
+        e.stack[1] = 0x402000;
+        assert!(peek_suspicious(e.as_bytes()));
+        let ev = decode(e.as_bytes()).expect("decodes");
+        assert_eq!(ev.stack.map(|s| s.addrs), Some(vec![0x401000, 0x402000]));
+        e.stack_bytes = -14;
+        let ev = decode(e.as_bytes()).expect("decodes");
+        assert_eq!(ev.stack.and_then(|s| s.error), Some(14));
     }
 
     #[test]

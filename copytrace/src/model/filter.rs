@@ -35,7 +35,7 @@ impl Filter {
         let e = &r.event;
         (self.all || r.diagnosis.verdict.is_suspicious())
             && any_or_empty(&self.pid, |p| *p == e.pid)
-            && any_or_empty(&self.comm, |c| *c == e.comm)
+            && any_or_empty(&self.comm, |c| c.as_bytes() == e.comm.as_bytes())
             && any_or_empty(&self.cgroup, |c| *c == e.cgroup_id)
             && any_or_empty(&self.verdict, |v| *v == r.diagnosis.verdict)
             && any_or_empty(&self.fs, |f| {

@@ -6,19 +6,7 @@
 //! copies too little while reporting success. The [`SizeTruth`] of each entry
 //! is what `classify` uses to tell such a copy from a legitimate EOF.
 
-/// What `inode.i_size` says about a filesystem's file contents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SizeTruth {
-    /// The size is the content length (disk, network and memory filesystems).
-    Content,
-    /// Files advertise 0 (or a stale number) and generate content on read.
-    Generated,
-    /// Files advertise one page (4096) whatever they contain (sysfs attributes).
-    FixedPage,
-    /// No meaningful size: pipes, sockets, anonymous inodes.
-    Stream,
-}
+pub use copytrace_common::SizeTruth;
 
 /// One known filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +86,16 @@ pub fn lookup(magic: u64) -> Option<&'static FsInfo> {
 /// What a magic's advertised sizes mean; unknown filesystems are taken at their word.
 pub fn size_truth(magic: u64) -> SizeTruth {
     lookup(magic).map_or(SizeTruth::Content, |f| f.size_truth)
+}
+
+/// Every registered filesystem whose sizes are not its content, for the
+/// kernel side's table.
+pub fn untrustworthy_sizes() -> Vec<(u64, SizeTruth)> {
+    REGISTRY
+        .iter()
+        .filter(|f| f.size_truth != SizeTruth::Content)
+        .map(|f| (f.magic, f.size_truth))
+        .collect()
 }
 
 /// Bounded metric label for a magic: the registry name, or "other".

@@ -8,3 +8,4 @@ pub mod errno;
 pub mod event;
 pub mod filter;
 pub mod fs_magic;
+pub mod text;

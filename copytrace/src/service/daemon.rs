@@ -14,18 +14,17 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::bpf::LoadOptions;
 use crate::cli::RunArgs;
 use crate::enrich::record::Record;
 use crate::model::backend::Backend;
 use crate::pipeline::{Watch, WatchError};
 use crate::service::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::service::notify::{self, Notifier};
-use crate::sink::console::Console;
+use crate::sink::console::{Console, Print};
 use crate::sink::metrics::{Metrics, MetricsError};
 use crate::sink::metrics_http;
 use crate::sink::render::{self, Format};
-use crate::sink::RecordSink;
+use crate::sink::{Demand, RecordSink};
 
 /// Errors that stop the daemon (each printed as one line, exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +57,9 @@ pub enum DaemonError {
     #[error("writing to stdout failed")]
     Write(#[source] io::Error),
 }
+
+/// How often the STATUS= line is refreshed (sent only when it changed).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the configuration comes from, so SIGHUP can read it again.
 struct ConfigSource {
@@ -128,19 +130,40 @@ pub fn apply_flags(c: &mut Config, a: &RunArgs, log_level: Option<log::LevelFilt
     }
 }
 
-/// Every sink the daemon feeds.
+/// Keeps the kernel side reporting every call while `print = "all"`.
+struct PrintAll {
+    switch: Option<crate::bpf::ReportAll>,
+    hold: Option<crate::bpf::ReportAllHold>,
+}
+
+impl PrintAll {
+    fn new(switch: Option<crate::bpf::ReportAll>, print: Print) -> Self {
+        let mut p = PrintAll { switch, hold: None };
+        p.set(print);
+        p
+    }
+
+    fn set(&mut self, print: Print) {
+        self.hold = (print == Print::All)
+            .then(|| self.switch.as_ref().map(|s| s.hold()))
+            .flatten();
+    }
+}
+
+/// Every sink the daemon feeds records to (the metrics read counts, not records).
 struct Fanout<W: io::Write> {
     console: Console<W>,
-    metrics: Arc<Mutex<Metrics>>,
     tail: Option<crate::sink::tail_hub::TailHub>,
 }
 
 impl<W: io::Write> RecordSink for Fanout<W> {
+    fn demand(&self) -> Demand {
+        let tail = self.tail.as_ref().map_or(Demand::Nothing, |t| t.demand());
+        self.console.demand().max(tail)
+    }
+
     fn record(&mut self, r: &Record) {
         self.console.record(r);
-        if let Ok(m) = self.metrics.lock() {
-            m.observe(r);
-        }
         if let Some(t) = &mut self.tail {
             t.record(r);
         }
@@ -209,14 +232,11 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         None
     };
 
-    let mut watch = Watch::start(LoadOptions {
-        probe: config.probe,
-        follow_tgid: config.pid,
-    })?;
+    let mut watch = Watch::start(config.probe, config.pid)?;
     let backend = watch.backend();
     let metrics = Arc::new(Mutex::new(Metrics::new(&crate::kernel_release())?));
     if let (Some(k), Ok(mut m)) = (watch.counters(), metrics.lock()) {
-        m.attach(backend, k);
+        m.attach(backend, k, watch.read_counters());
     }
     if let Some(listener) = listener {
         tokio::spawn(metrics_http::serve(listener, metrics.clone()));
@@ -230,6 +250,9 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
             t.set_metrics(dropped, clients);
         }
         t.set_backend(backend);
+        if let Some(r) = watch.report_all() {
+            t.set_report_all(r);
+        }
         t.start();
         t
     });
@@ -259,8 +282,6 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
             String::new()
         },
     );
-    notifier.send(&format!("READY=1\n{}", status_line(&metrics, backend)));
-
     let format = if config.json {
         Format::Json
     } else {
@@ -273,28 +294,38 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
             config.print,
             false,
         ),
-        metrics: metrics.clone(),
         tail,
     };
     if format == Format::Human && config.print != crate::sink::console::Print::None {
         sinks.console.write_line(&render::human_header());
         sinks.console.batch_end();
     }
+    // `print = "all"` wants every call reported, from the first one.
+    let mut print_all = PrintAll::new(watch.report_all(), config.print);
+    let mut status = status_line(&metrics, backend);
+    notifier.send(&format!("READY=1\n{status}"));
 
     let watchdog = notify::watchdog_interval();
     let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {
             res = watch.next_batch(&mut sinks) => res?,
             _ = wd_tick.tick(), if watchdog.is_some() => notifier.send("WATCHDOG=1"),
             _ = status_tick.tick(), if notifier.enabled() => {
-                notifier.send(&status_line(&metrics, backend));
+                let now = status_line(&metrics, backend);
+                if now != status {
+                    notifier.send(&now);
+                    status = now;
+                }
             }
             _ = sighup.recv() => {
                 notifier.send("RELOADING=1");
                 match source.load(&args, log_level) {
-                    Ok(new) => reload(&mut config, &new, &mut sinks),
+                    Ok(new) => {
+                        reload(&mut config, &new, &mut sinks);
+                        print_all.set(config.print);
+                    }
                     Err(e) => log::warn!(
                         "reload: keeping the running configuration: {}",
                         crate::error_chain(&e)

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use crate::enrich::record::Record;
 use crate::sink::render::{self, Format};
 use crate::sink::summary::Summary;
-use crate::sink::RecordSink;
+use crate::sink::{Demand, RecordSink};
 
 /// Which calls to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -69,6 +69,18 @@ impl<W: Write> Console<W> {
 }
 
 impl<W: Write> RecordSink for Console<W> {
+    fn demand(&self) -> Demand {
+        if self.summary.is_some() {
+            // A summary counts every call.
+            return Demand::Every;
+        }
+        match self.print {
+            Print::All => Demand::Every,
+            Print::Suspicious => Demand::Suspicious,
+            Print::None => Demand::Nothing,
+        }
+    }
+
     fn record(&mut self, r: &Record) {
         if let Some(s) = &mut self.summary {
             s.add(r);

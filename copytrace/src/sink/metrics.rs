@@ -1,28 +1,33 @@
 //! Prometheus metrics. Every metric copytrace exports is declared here.
 //!
-//! Call counts, errno counts and byte totals come from the kernel-side
-//! `COUNTS` map, read at scrape time: they stay exact when the ring buffer
-//! drops events. Events feed only what needs the full record (the latency
-//! histogram). Label values come from closed sets: verdict names, the
+//! Call counts, errno counts, byte totals and call durations come from the
+//! kernel-side maps, read at scrape time: they stay exact whatever is
+//! reported or dropped. The pipeline's own counters (events read) are read
+//! the same way. Label values come from closed sets: verdict names, the
 //! filesystem registry ("other" beyond it), errno names.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use copytrace_common::{counter, CountKey, CountVal};
+use copytrace_common::{counter, fact, CountKey, CountVal};
+use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::bpf::counters::KernelCounters;
-use crate::enrich::record::Record;
 use crate::model::backend::Backend;
 use crate::model::classify::{verdict, Facts, Verdict};
 use crate::model::{errno, fs_magic};
+use crate::pipeline::PipelineCounters;
 
 /// Metric name prefix.
 pub const NAMESPACE: &str = "copytrace";
+
+/// Durations exported as histogram buckets: 2^10 ns (about 1 µs) to 2^34 ns
+/// (about 17 s), each a power of two, then +Inf.
+const DURATION_BUCKETS: std::ops::RangeInclusive<u32> = 10..=34;
 
 /// Errors from building the registry (only on programming mistakes).
 #[derive(Debug, thiserror::Error)]
@@ -37,20 +42,22 @@ pub struct Metrics {
     errors: IntCounterVec,
     bytes_requested: IntCounter,
     bytes_copied: IntCounter,
-    duration: Histogram,
     events_lost: IntCounter,
     events_received: IntCounter,
+    events_undecodable: IntCounter,
+    read_faults: IntCounter,
     untracked: IntCounter,
     probes_attached: IntGaugeVec,
-    /// Tail clients' dropped events (see sink::tail).
+    /// Tail clients' dropped events (see sink::tail_hub).
     pub tail_dropped: IntCounter,
     /// Connected tail clients.
     pub tail_clients: IntGauge,
     kernel: Option<Arc<KernelCounters>>,
+    pipeline: Option<Arc<PipelineCounters>>,
     /// Kernel values already added to the counters, per key.
     seen: HashMap<CountKey, CountVal>,
-    lost_seen: u64,
-    untracked_seen: u64,
+    /// Pulled counters: their source's value already added.
+    pulled: HashMap<&'static str, u64>,
 }
 
 fn fs_label(present: bool, magic: u64) -> &'static str {
@@ -65,6 +72,11 @@ impl Metrics {
     /// Declares every metric, with counters at 0 for all verdicts.
     pub fn new(kernel_release: &str) -> Result<Self, MetricsError> {
         let registry = Registry::new_custom(Some(NAMESPACE.into()), None)?;
+        let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let calls = IntCounterVec::new(
             Opts::new(
                 "calls_total",
@@ -76,28 +88,6 @@ impl Metrics {
             Opts::new("errors_total", "failed copy_file_range calls by errno"),
             &["errno"],
         )?;
-        let bytes_requested = IntCounter::new(
-            "bytes_requested_total",
-            "bytes requested (saturates: cp-style calls ask for ~2^63 bytes)",
-        )?;
-        let bytes_copied = IntCounter::new("bytes_copied_total", "bytes copied")?;
-        let duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "call_duration_seconds",
-                "copy_file_range call latency (from delivered events)",
-            )
-            .buckets(prometheus::exponential_buckets(1e-6, 4.0, 12)?),
-        )?;
-        let events_lost = IntCounter::new(
-            "events_lost_total",
-            "events the ring buffer had no room for (calls are still counted exactly)",
-        )?;
-        let events_received =
-            IntCounter::new("events_received_total", "events read from the ring buffer")?;
-        let untracked = IntCounter::new(
-            "calls_untracked_total",
-            "calls not tracked because a kernel-side map was full",
-        )?;
         let probes_attached = IntGaugeVec::new(
             Opts::new("probes_attached", "1 for the probe back-end in use"),
             &["backend"],
@@ -106,11 +96,6 @@ impl Metrics {
             Opts::new("build_info", "copytrace version and running kernel"),
             &["version", "kernel"],
         )?;
-        let tail_dropped = IntCounter::new(
-            "tail_dropped_total",
-            "events not delivered to slow tail clients",
-        )?;
-        let tail_clients = IntGauge::new("tail_clients", "connected tail clients")?;
         for v in Verdict::ALL {
             calls.with_label_values(&[v.as_str(), "other", "other"]);
         }
@@ -122,15 +107,9 @@ impl Metrics {
             .set(1);
         registry.register(Box::new(calls.clone()))?;
         registry.register(Box::new(errors.clone()))?;
-        registry.register(Box::new(bytes_requested.clone()))?;
-        registry.register(Box::new(bytes_copied.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(events_lost.clone()))?;
-        registry.register(Box::new(events_received.clone()))?;
-        registry.register(Box::new(untracked.clone()))?;
         registry.register(Box::new(probes_attached.clone()))?;
         registry.register(Box::new(build_info))?;
-        registry.register(Box::new(tail_dropped.clone()))?;
+        let tail_clients = IntGauge::new("tail_clients", "connected tail clients")?;
         registry.register(Box::new(tail_clients.clone()))?;
         // Process metrics (RSS, CPU, fds) keep their standard unprefixed names.
         let process = Registry::new();
@@ -138,32 +117,60 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Self {
+            bytes_requested: counter(
+                "bytes_requested_total",
+                "bytes requested (saturates: cp-style calls ask for ~2^63 bytes)",
+            )?,
+            bytes_copied: counter("bytes_copied_total", "bytes copied")?,
+            events_lost: counter(
+                "events_lost_total",
+                "reported calls the ring buffer had no room for (calls are still counted exactly)",
+            )?,
+            events_received: counter(
+                "events_received_total",
+                "reported calls read from the ring buffer",
+            )?,
+            events_undecodable: counter(
+                "events_undecodable_total",
+                "ring buffer records that did not decode (eBPF object and daemon disagree)",
+            )?,
+            read_faults: counter(
+                "read_faults_total",
+                "reported calls whose description hit a failed kernel read (some fields missing)",
+            )?,
+            untracked: counter(
+                "calls_untracked_total",
+                "calls not tracked because a kernel-side map was full",
+            )?,
+            tail_dropped: counter(
+                "tail_dropped_total",
+                "events not delivered to slow tail clients",
+            )?,
             registry,
             process,
             calls,
             errors,
-            bytes_requested,
-            bytes_copied,
-            duration,
-            events_lost,
-            events_received,
-            untracked,
             probes_attached,
-            tail_dropped,
             tail_clients,
             kernel: None,
+            pipeline: None,
             seen: HashMap::new(),
-            lost_seen: 0,
-            untracked_seen: 0,
+            pulled: HashMap::new(),
         })
     }
 
     /// Records which back-end is attached and where exact counts come from.
-    pub fn attach(&mut self, backend: Backend, kernel: Arc<KernelCounters>) {
+    pub fn attach(
+        &mut self,
+        backend: Backend,
+        kernel: Arc<KernelCounters>,
+        pipeline: Arc<PipelineCounters>,
+    ) {
         self.probes_attached
             .with_label_values(&[backend.as_str()])
             .set(1);
         self.kernel = Some(kernel);
+        self.pipeline = Some(pipeline);
     }
 
     /// Notes probes detached (shutdown).
@@ -173,37 +180,53 @@ impl Metrics {
         }
     }
 
-    /// Accounts one delivered event.
-    pub fn observe(&self, r: &Record) {
-        self.events_received.inc();
-        self.duration.observe(r.latency_ns as f64 / 1e9);
+    /// Adds to `c` what its source gained since the last pull.
+    fn pull(pulled: &mut HashMap<&'static str, u64>, name: &'static str, c: &IntCounter, now: u64) {
+        let before = pulled.insert(name, now).unwrap_or(0);
+        c.inc_by(now.saturating_sub(before));
     }
 
-    /// Brings the counters up to the kernel-side counts.
+    /// Brings the counters up to the kernel-side and pipeline counts.
     pub fn reconcile(&mut self) {
-        let Some(kernel) = self.kernel.clone() else {
-            return;
-        };
-        for (key, now) in kernel.counts() {
-            let before = self.seen.insert(key, now).unwrap_or_default();
-            let calls = now.calls.saturating_sub(before.calls);
-            if calls == 0 {
-                continue;
+        if let Some(kernel) = self.kernel.clone() {
+            for (key, now) in kernel.counts() {
+                let before = self.seen.insert(key, now).unwrap_or_default();
+                let calls = now.calls.saturating_sub(before.calls);
+                if calls == 0 {
+                    continue;
+                }
+                self.add(&key, calls, &before, &now);
             }
-            self.add(&key, calls, &before, &now);
+            let p = &mut self.pulled;
+            Self::pull(p, "lost", &self.events_lost, kernel.lost_events());
+            Self::pull(
+                p,
+                "faults",
+                &self.read_faults,
+                kernel.counter(counter::READ_FAULTS),
+            );
+            let untracked =
+                kernel.counter(counter::INFLIGHT_FULL) + kernel.counter(counter::COUNTS_FULL);
+            Self::pull(p, "untracked", &self.untracked, untracked);
         }
-        let lost = kernel.lost_events();
-        self.events_lost.inc_by(lost.saturating_sub(self.lost_seen));
-        self.lost_seen = lost;
-        let untracked =
-            kernel.counter(counter::INFLIGHT_FULL) + kernel.counter(counter::COUNTS_FULL);
-        self.untracked
-            .inc_by(untracked.saturating_sub(self.untracked_seen));
-        self.untracked_seen = untracked;
+        if let Some(pc) = self.pipeline.clone() {
+            let p = &mut self.pulled;
+            Self::pull(
+                p,
+                "received",
+                &self.events_received,
+                pc.received.load(Ordering::Relaxed),
+            );
+            Self::pull(
+                p,
+                "undecodable",
+                &self.events_undecodable,
+                pc.undecodable.load(Ordering::Relaxed),
+            );
+        }
     }
 
     fn add(&self, key: &CountKey, calls: u64, before: &CountVal, now: &CountVal) {
-        use copytrace_common::fact;
         let v = verdict(&Facts::of_count_key(key));
         let fs_in = fs_label(key.facts & fact::IN_PRESENT != 0, key.magic_in);
         let fs_out = fs_label(key.facts & fact::OUT_PRESENT != 0, key.magic_out);
@@ -222,11 +245,48 @@ impl Metrics {
             .inc_by(now.bytes_copied.saturating_sub(before.bytes_copied));
     }
 
+    /// The call-duration histogram, from the kernel's power-of-two buckets.
+    fn durations(&self) -> MetricFamily {
+        let lat = self
+            .kernel
+            .as_ref()
+            .map(|k| k.latencies())
+            .unwrap_or_default();
+        let mut cumulative = 0u64;
+        let mut buckets = Vec::new();
+        for (i, n) in lat.buckets.iter().enumerate() {
+            cumulative += n;
+            if DURATION_BUCKETS.contains(&(i as u32)) {
+                let mut b = Bucket::default();
+                b.set_upper_bound((1u64 << i) as f64 / 1e9);
+                b.set_cumulative_count(cumulative);
+                buckets.push(b);
+            }
+        }
+        let mut h = Histogram::default();
+        h.set_sample_count(cumulative);
+        h.set_sample_sum(lat.sum_ns as f64 / 1e9);
+        h.set_bucket(buckets);
+        let mut m = Metric::default();
+        m.set_histogram(h);
+        let mut f = MetricFamily::default();
+        f.set_name(format!("{NAMESPACE}_call_duration_seconds"));
+        f.set_help(
+            "copy_file_range call durations (every call, from kernel-side power-of-two buckets)"
+                .into(),
+        );
+        f.set_field_type(MetricType::HISTOGRAM);
+        f.set_metric(vec![m]);
+        f
+    }
+
     /// Reconciles, then renders the text exposition format.
     pub fn render(&mut self) -> String {
         self.reconcile();
         let mut buf = Vec::new();
         let mut families = self.registry.gather();
+        families.push(self.durations());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         families.extend(self.process.gather());
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             log::error!("encoding metrics failed: {e}");
@@ -234,7 +294,7 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
-    /// Exact calls per verdict so far (for summaries and tests).
+    /// Exact calls per verdict so far (for status lines and tests).
     pub fn calls_by_verdict(&mut self) -> HashMap<Verdict, u64> {
         self.reconcile();
         let mut out = HashMap::new();
@@ -257,7 +317,8 @@ mod tests {
             "copytrace_calls_total{fs_in=\"other\",fs_out=\"other\",verdict=\"silent_zero_copy\"} 0",
             "copytrace_bytes_copied_total 0",
             "copytrace_events_lost_total 0",
-            "copytrace_call_duration_seconds_bucket",
+            "copytrace_call_duration_seconds_count 0",
+            "copytrace_call_duration_seconds_bucket{le=\"+Inf\"} 0",
             "copytrace_probes_attached{backend=\"tracepoint\"} 0",
             "copytrace_build_info{kernel=\"6.18.0\",version=",
             "process_resident_memory_bytes",

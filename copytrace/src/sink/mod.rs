@@ -1,6 +1,8 @@
 //! Where classified records go: the console ([`console`], formatted by
 //! [`render`]), Prometheus ([`metrics`], served by [`metrics_http`]) and tail
-//! clients ([`tail_hub`]). Each sink only receives records; none talks back upstream.
+//! clients ([`tail_hub`]). Each sink only receives records; what flows back
+//! is only what a sink wants ([`Demand`]), so the kernel side and the
+//! pipeline do no work nobody asked for.
 
 pub mod console;
 pub mod metrics;
@@ -11,9 +13,22 @@ pub mod tail_hub;
 
 use crate::enrich::record::Record;
 
+/// Which calls a sink needs records of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Demand {
+    /// None: counts are enough.
+    Nothing,
+    /// The suspicious ones.
+    Suspicious,
+    /// Every call.
+    Every,
+}
+
 /// Where records go. `batch_end` lets buffered sinks flush once per batch
 /// rather than once per record.
 pub trait RecordSink {
+    /// Which calls this sink needs, right now.
+    fn demand(&self) -> Demand;
     /// One classified call.
     fn record(&mut self, record: &Record);
     /// The current batch is complete.

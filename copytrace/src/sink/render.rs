@@ -1,11 +1,18 @@
 //! Text forms of a [`Record`]: one human line, or one JSON object per line.
+//!
+//! Every name a traced process chose goes through [`Untrusted::human`] in
+//! the human form. The JSON form keeps exact bytes, and additionally writes
+//! DEL, C1 controls and bidi/format characters as `\u` escapes: the same
+//! string to a JSON reader, but inert when the line lands in a terminal.
 
 use std::fmt::Write as _;
+use std::io;
 
 use serde::Serialize;
 
 use crate::enrich::record::Record;
 use crate::model::event::FileSide;
+use crate::model::text::{invisible, Untrusted};
 
 /// Output format chosen on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,21 +31,70 @@ pub struct Envelope<'a, T: Serialize> {
     pub data: T,
 }
 
-/// Serialises `data` as one envelope line (no trailing newline).
-pub fn json_line<T: Serialize>(kind: &str, data: &T) -> String {
-    serde_json::to_string(&Envelope { kind, data }).unwrap_or_else(|e| {
-        // Serialising plain structs cannot fail; say so loudly if it ever does.
-        format!(r#"{{"type":"error","data":{{"message":"cannot serialise {kind}: {e}"}}}}"#)
-    })
+/// serde_json's compact formatter, escaping what terminals act on.
+struct InertFormatter;
+
+impl serde_json::ser::Formatter for InertFormatter {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let bytes = fragment.as_bytes();
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if invisible(c) {
+                w.write_all(&bytes[start..i])?;
+                write!(w, "\\u{:04x}", c as u32)?;
+                start = i + c.len_utf8();
+            }
+        }
+        w.write_all(&bytes[start..])
+    }
 }
 
-fn side(f: Option<&FileSide>, path: Option<&str>, fd: i32) -> String {
-    match (f, path) {
-        (Some(f), Some(p)) => format!("{}:{p}", f.fs),
-        (Some(f), None) if !f.fs_path.is_empty() => format!("{}:{}", f.fs, f.fs_path),
-        (Some(f), None) => format!("{}:{}#{}", f.fs, f.kind.as_str(), f.ino),
-        (None, _) => format!("fd{fd}(not open)"),
+/// Serialises `data` as one envelope line (no trailing newline).
+pub fn json_line<T: Serialize>(kind: &str, data: &T) -> String {
+    let mut out = Vec::with_capacity(1024);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, InertFormatter);
+    match (Envelope { kind, data }).serialize(&mut ser) {
+        // serde_json writes UTF-8 (names that are not are base64 in JSON).
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        // Serialising plain structs cannot fail; say so loudly if it ever does.
+        Err(e) => {
+            format!(r#"{{"type":"error","data":{{"message":"cannot serialise {kind}: {e}"}}}}"#)
+        }
     }
+}
+
+/// A file side for people: `fs:path`, marked when deleted, ambiguous or
+/// seen from another mount namespace.
+fn side(
+    f: Option<&FileSide>,
+    path: Option<&Untrusted>,
+    alternatives: &[Untrusted],
+    ns_path: Option<&Untrusted>,
+    fd: i32,
+) -> String {
+    let Some(f) = f else {
+        return format!("fd{fd}(not open)");
+    };
+    let loc = &f.location;
+    let mut s = match path {
+        Some(p) => format!("{}:{}", f.fs, p.human()),
+        None if !loc.fs_path.is_empty() => format!("{}:{}", f.fs, loc.fs_path.human()),
+        None => format!("{}:{}#{}", f.fs, f.kind.as_str(), loc.ino),
+    };
+    if loc.deleted {
+        s.push_str(" (deleted)");
+    }
+    if !alternatives.is_empty() {
+        let _ = write!(s, " (or {} other mount point(s))", alternatives.len());
+    }
+    if let Some(p) = ns_path {
+        let _ = write!(s, " [mnt ns {}: {}]", loc.mnt_ns, p.human());
+    }
+    s
 }
 
 fn human_duration(ns: u64) -> String {
@@ -46,6 +102,19 @@ fn human_duration(ns: u64) -> String {
         0..=9_999 => format!("{ns}ns"),
         10_000..=9_999_999 => format!("{}µs", ns / 1_000),
         _ => format!("{}ms", ns / 1_000_000),
+    }
+}
+
+/// Requests at least this long mean "everything": cp asks for about 2^63.
+const ASK_ALL: u64 = 1 << 62;
+
+/// The RESULT column: `copied/requested`, or the errno.
+fn result(r: &Record) -> String {
+    let e = &r.event;
+    match e.errno() {
+        Some(n) => crate::model::errno::label(n),
+        None if e.len >= ASK_ALL => format!("{}/all", e.ret),
+        None => format!("{}/{}", e.ret, e.len),
     }
 }
 
@@ -61,12 +130,8 @@ pub struct HumanLine {
 pub fn human(r: &Record) -> HumanLine {
     let e = &r.event;
     let time = r.time.get(11..26).unwrap_or(&r.time);
-    let result = match e.errno() {
-        Some(n) => crate::model::errno::label(n),
-        None => format!("{}/{}", e.ret, e.len),
-    };
     let mut text = String::with_capacity(200);
-    let _ = write!(text, "{time} {:<16} {:<7} ", e.comm, e.pid);
+    let _ = write!(text, "{time} {:<16} {:<7} ", e.comm.human(), e.pid);
     let start = text.len();
     let name = r.diagnosis.verdict.as_str();
     let _ = write!(text, "{name:<16}");
@@ -74,10 +139,22 @@ pub fn human(r: &Record) -> HumanLine {
     let _ = write!(
         text,
         " {:>15} {:>7} {} -> {}  {}",
-        result,
+        result(r),
         human_duration(r.latency_ns),
-        side(e.file_in.as_ref(), r.path_in.as_deref(), e.fd_in),
-        side(e.file_out.as_ref(), r.path_out.as_deref(), e.fd_out),
+        side(
+            e.file_in.as_ref(),
+            r.path_in.as_ref(),
+            &r.path_in_alternatives,
+            r.path_in_ns.as_ref(),
+            e.fd_in
+        ),
+        side(
+            e.file_out.as_ref(),
+            r.path_out.as_ref(),
+            &r.path_out_alternatives,
+            r.path_out_ns.as_ref(),
+            e.fd_out
+        ),
         r.diagnosis.reason
     );
     HumanLine { text, verdict }
@@ -102,4 +179,22 @@ pub fn human_header() -> String {
         "{:<15} {:<16} {:<7} {:<16} {:>15} {:>7} {}",
         "TIME", "COMM", "PID", "VERDICT", "RESULT", "LATENCY", "SOURCE -> DESTINATION  REASON"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_are_inert_in_a_terminal_and_exact() {
+        let v = Untrusted::from("a\u{9b}2J\u{202e}\u{7f}\u{1b}b");
+        let line = json_line("x", &v);
+        assert!(line.chars().all(|c| !invisible(c)), "{line:?}");
+        assert_eq!(
+            line,
+            r#"{"type":"x","data":"a\u009b2J\u202e\u007f\u001bb"}"#
+        );
+        let back: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        assert_eq!(back["data"].as_str(), v.to_str(), "the same string");
+    }
 }

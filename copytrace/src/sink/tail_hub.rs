@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus::{IntCounter, IntGauge};
@@ -23,12 +24,13 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, watch};
 
+use crate::bpf::{ReportAll, ReportAllHold};
 use crate::enrich::record::Record;
 use crate::model::backend::Backend;
 use crate::model::filter::Filter;
 use crate::service::config::TailConfig;
 use crate::sink::render;
-use crate::sink::RecordSink;
+use crate::sink::{Demand, RecordSink};
 use crate::tail::protocol::{ClientMsg, ServerMsg, MAX_LINE, PROTOCOL_VERSION};
 
 /// Errors setting up the socket.
@@ -57,6 +59,11 @@ struct Item {
 
 /// Shared by the hub and every client task.
 struct Shared {
+    /// Clients past their hello, and those that want every call.
+    sessions: AtomicUsize,
+    want_all: AtomicUsize,
+    /// Held while a client wants every call.
+    report_all: std::sync::OnceLock<ReportAll>,
     history: Mutex<VecDeque<Arc<Item>>>,
     history_cap: Mutex<usize>,
     group_gid: Option<u32>,
@@ -142,6 +149,9 @@ impl TailHub {
             path,
             tx,
             shared: Arc::new(Shared {
+                sessions: AtomicUsize::new(0),
+                want_all: AtomicUsize::new(0),
+                report_all: std::sync::OnceLock::new(),
                 history: Mutex::new(VecDeque::new()),
                 history_cap: Mutex::new(cfg.history),
                 group_gid: gid,
@@ -162,6 +172,12 @@ impl TailHub {
         if let Ok(mut c) = self.shared.clients.lock() {
             *c = Some(clients);
         }
+    }
+
+    /// Makes clients that want every call switch the kernel side to
+    /// reporting every call while they are connected.
+    pub fn set_report_all(&mut self, r: ReportAll) {
+        let _ = self.shared.report_all.set(r);
     }
 
     /// Names the back-end in client handshakes.
@@ -231,6 +247,17 @@ impl Drop for TailHub {
 }
 
 impl RecordSink for TailHub {
+    fn demand(&self) -> Demand {
+        let cap = self.shared.history_cap.lock().map(|c| *c).unwrap_or(0);
+        if self.shared.want_all.load(Ordering::Relaxed) > 0 {
+            Demand::Every
+        } else if cap > 0 || self.shared.sessions.load(Ordering::Relaxed) > 0 {
+            Demand::Suspicious
+        } else {
+            Demand::Nothing
+        }
+    }
+
     fn record(&mut self, r: &Record) {
         let suspicious = r.diagnosis.verdict.is_suspicious();
         let cap = self.shared.history_cap.lock().map(|c| *c).unwrap_or(0);
@@ -286,6 +313,38 @@ async fn read_hello(
     }
 }
 
+/// A client past its hello: counted (for what the pipeline must deliver)
+/// until dropped.
+struct Session<'a> {
+    shared: &'a Shared,
+    all: bool,
+    _hold: Option<ReportAllHold>,
+}
+
+impl<'a> Session<'a> {
+    fn open(shared: &'a Shared, all: bool) -> Self {
+        shared.sessions.fetch_add(1, Ordering::Relaxed);
+        gauge_add(shared, 1);
+        if all {
+            shared.want_all.fetch_add(1, Ordering::Relaxed);
+        }
+        let _hold = all
+            .then(|| shared.report_all.get().map(ReportAll::hold))
+            .flatten();
+        Session { shared, all, _hold }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
+        gauge_add(self.shared, -1);
+        if self.all {
+            self.shared.want_all.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn gauge_add(shared: &Shared, d: i64) {
     if let Ok(g) = shared.clients.lock() {
         if let Some(g) = g.as_ref() {
@@ -317,7 +376,6 @@ async fn serve_client(
         let _ = write_line(&mut stream, &ServerMsg::Error { message }.line()).await;
         return;
     }
-    gauge_add(&shared, 1);
     let (r, mut w) = stream.split();
     let mut r = BufReader::new(r);
     let result: io::Result<()> = async {
@@ -328,6 +386,8 @@ async fn serve_client(
                 return Ok(());
             }
         };
+        // Counted from here to the end of the session (the guard undoes it).
+        let _session = Session::open(&shared, filter.all);
         let backend = shared.backend.lock().ok().and_then(|b| *b);
         let hello = ServerMsg::Hello {
             version: PROTOCOL_VERSION,
@@ -410,5 +470,4 @@ async fn serve_client(
     if let Err(e) = result {
         log::debug!("tail client gone: {e}");
     }
-    gauge_add(&shared, -1);
 }

@@ -29,6 +29,8 @@ pub struct Run {
     pub outcomes: BTreeMap<String, Outcome>,
     /// Why the binary's run went wrong as a whole, if it did.
     pub trouble: Option<String>,
+    /// A test whose result line was broken by other output on the same line.
+    pending: Option<String>,
 }
 
 impl Run {
@@ -41,6 +43,7 @@ impl Run {
                 .map(|t| (t.clone(), Outcome::NotRun))
                 .collect(),
             trouble: None,
+            pending: None,
         }
     }
 
@@ -53,21 +56,36 @@ impl Run {
         r
     }
 
-    /// Reads one line of libtest's output (`test NAME ... ok`).
+    /// Reads one line of libtest's output (`test NAME ... ok`). A test's own
+    /// child processes may print between the name and the result; the
+    /// result then ends a later line.
     pub fn read_line(&mut self, line: &str) {
-        let Some(rest) = line.strip_prefix("test ") else {
+        let outcome = |result: &str| match result.trim() {
+            "ok" => Some(Outcome::Passed),
+            "FAILED" => Some(Outcome::Failed),
+            r if r.starts_with("ignored") => Some(Outcome::Skipped("ignored".into())),
+            _ => None,
+        };
+        if let Some((name, result)) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.split_once(" ... "))
+        {
+            match outcome(result) {
+                Some(o) => {
+                    self.outcomes.insert(name.to_string(), o);
+                    self.pending = None;
+                }
+                None => self.pending = Some(name.to_string()),
+            }
             return;
-        };
-        let Some((name, result)) = rest.rsplit_once(" ... ") else {
-            return;
-        };
-        let outcome = match result.trim() {
-            "ok" => Outcome::Passed,
-            "FAILED" => Outcome::Failed,
-            r if r.starts_with("ignored") => Outcome::Skipped("ignored".into()),
-            _ => return,
-        };
-        self.outcomes.insert(name.to_string(), outcome);
+        }
+        if let Some(name) = self.pending.clone() {
+            let last = line.rsplit(' ').next().unwrap_or(line);
+            if let Some(o) = outcome(last) {
+                self.outcomes.insert(name, o);
+                self.pending = None;
+            }
+        }
     }
 
     /// Applies a skip log (`test\treason` lines): those tests did not run.
@@ -208,6 +226,18 @@ mod tests {
         );
         let refused = Run::skipped("x [fentry]", &names(&["a", "b"]), "fentry refused");
         assert_eq!(Totals::of(&[refused]).skipped, 2);
+    }
+
+    #[test]
+    fn a_result_after_a_childs_output_still_counts() {
+        let mut r = Run::new("clients", &names(&["go", "cp"]));
+        r.read_line("test go ... 500000");
+        r.read_line("121166");
+        r.read_line("ok");
+        r.read_line("test cp ... hello FAILED");
+        r.read_line("FAILED");
+        assert_eq!(r.outcomes["go"], Outcome::Passed);
+        assert_eq!(r.outcomes["cp"], Outcome::Failed);
     }
 
     #[test]

@@ -1,0 +1,649 @@
+//! One call from entry to exit: a small in-flight record at entry, then at
+//! exit the facts, the exact count, the latency, and (only when someone
+//! asked to see the call) the full record, written straight into a reserved
+//! ring-buffer slot.
+
+use aya_ebpf::{
+    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_get_stack, bpf_ktime_get_ns,
+    },
+    EbpfContext,
+};
+use aya_log_ebpf::warn;
+use copytrace_common::{
+    counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
+    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, COMM_LEN, FSTYPE_LEN, STACK_DEPTH,
+};
+
+use crate::kread::{read, read_user, Fault};
+use crate::maps::{
+    add, config, offsets, policy, want_all, COUNTERS, COUNTS, EVENTS, INFLIGHT, LATENCY, SIZE_TRUTH,
+};
+use crate::names;
+use crate::task;
+
+/// Pending ring-buffer bytes that trigger a reader wake-up for calls that
+/// are not suspicious.
+const WAKEUP_BYTES: u64 = 64 * 1024;
+
+/// What entry leaves for exit: what only entry can know, and nothing more.
+#[repr(C)]
+pub struct Inflight {
+    start_ns: u64,
+    file_in: u64,
+    file_out: u64,
+    inode_in: u64,
+    inode_out: u64,
+    /// Advertised sizes at entry (a copy can grow its own source).
+    size_in: i64,
+    size_out: i64,
+    /// User pointers of a syscall's offsets (their values are read at exit).
+    off_in_ptr: u64,
+    off_out_ptr: u64,
+    /// Positions an in-kernel caller passed by value.
+    pos_in: i64,
+    pos_out: i64,
+    len: u64,
+    fd_in: i32,
+    fd_out: i32,
+    flags: u32,
+    origin: u8,
+    status: u8,
+    _pad: [u8; 2],
+}
+
+/// The six arguments of `copy_file_range(2)`.
+pub struct SyscallArgs {
+    pub fd_in: i64,
+    pub off_in: u64,
+    pub fd_out: i64,
+    pub off_out: u64,
+    pub len: u64,
+    pub flags: u64,
+}
+
+impl SyscallArgs {
+    /// From six raw argument words in syscall order.
+    #[inline(always)]
+    pub fn from_words(w: [u64; 6]) -> Self {
+        SyscallArgs {
+            fd_in: w[0] as i32 as i64,
+            off_in: w[1],
+            fd_out: w[2] as i32 as i64,
+            off_out: w[3],
+            len: w[4],
+            flags: w[5],
+        }
+    }
+}
+
+fn tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+fn now() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Records a call's entry (every entry path ends here).
+#[inline(always)]
+fn begin<C: EbpfContext>(ctx: &C, rec: &Inflight) {
+    if INFLIGHT.insert(tid(), rec, 0).is_err() {
+        add(&COUNTERS, counter::INFLIGHT_FULL, 1);
+        warn!(ctx, "in-flight map full: call of tid {} not tracked", tid());
+    }
+}
+
+/// Entry of the system call (tracepoint or fentry on the syscall wrapper).
+#[inline(always)]
+pub fn enter_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
+    let (cfg, off) = (config(), offsets());
+    if !task::followed(cfg, off) {
+        return;
+    }
+    let start_ns = now();
+    let mut st = 0u8;
+    if cfg.backend == Backend::Fentry as u8 {
+        st |= status::VFS_KNOWN;
+    }
+    let sides = task::files_of(args.fd_in, args.fd_out, off).and_then(|(fi, fo)| {
+        Ok((
+            fi,
+            fo,
+            task::inode_and_size(fi, off)?,
+            task::inode_and_size(fo, off)?,
+        ))
+    });
+    let (file_in, file_out, (inode_in, size_in), (inode_out, size_out)) = match sides {
+        Ok(s) => s,
+        Err(Fault) => {
+            st |= status::READ_FAULT;
+            (0, 0, (0, 0), (0, 0))
+        }
+    };
+    if args.off_in != 0 {
+        st |= status::OFF_IN_GIVEN;
+    }
+    if args.off_out != 0 {
+        st |= status::OFF_OUT_GIVEN;
+    }
+    begin(
+        ctx,
+        &Inflight {
+            start_ns,
+            file_in,
+            file_out,
+            inode_in,
+            inode_out,
+            size_in,
+            size_out,
+            off_in_ptr: args.off_in,
+            off_out_ptr: args.off_out,
+            pos_in: 0,
+            pos_out: 0,
+            len: args.len,
+            fd_in: args.fd_in as i32,
+            fd_out: args.fd_out as i32,
+            flags: args.flags as u32,
+            origin: Origin::Syscall as u8,
+            status: st,
+            _pad: [0; 2],
+        },
+    );
+}
+
+/// Entry of `vfs_copy_file_range`: notes that a tracked syscall reached the
+/// VFS, or records a call from an in-kernel caller (nfsd, overlayfs…).
+#[inline(always)]
+pub fn enter_vfs<C: EbpfContext>(
+    ctx: &C,
+    file_in: u64,
+    pos_in: i64,
+    file_out: u64,
+    pos_out: i64,
+    len: u64,
+    flags: u32,
+) {
+    if let Some(rec) = INFLIGHT.get_ptr_mut(tid()) {
+        // SAFETY: a map value of this thread's own in-flight call.
+        unsafe { (*rec).status |= status::VFS_REACHED };
+        return;
+    }
+    let (cfg, off) = (config(), offsets());
+    if !task::followed(cfg, off) {
+        return;
+    }
+    let start_ns = now();
+    let mut st =
+        status::OFF_IN_GIVEN | status::OFF_OUT_GIVEN | status::VFS_KNOWN | status::VFS_REACHED;
+    let sides = task::inode_and_size(file_in, off)
+        .and_then(|i| Ok((i, task::inode_and_size(file_out, off)?)));
+    let ((inode_in, size_in), (inode_out, size_out)) = match sides {
+        Ok(s) => s,
+        Err(Fault) => {
+            st |= status::READ_FAULT;
+            ((0, 0), (0, 0))
+        }
+    };
+    begin(
+        ctx,
+        &Inflight {
+            start_ns,
+            file_in,
+            file_out,
+            inode_in,
+            inode_out,
+            size_in,
+            size_out,
+            off_in_ptr: 0,
+            off_out_ptr: 0,
+            pos_in,
+            pos_out,
+            len,
+            fd_in: -1,
+            fd_out: -1,
+            flags,
+            origin: Origin::Kernel as u8,
+            status: st,
+            _pad: [0; 2],
+        },
+    );
+}
+
+/// A position at entry, from its state at exit: the syscall advances
+/// `*off` (when given) or `f_pos` by what it copied, and only then.
+#[inline(always)]
+fn entry_pos(
+    rec: &Inflight,
+    ptr: u64,
+    file: u64,
+    by_value: i64,
+    ret: i64,
+    st: &mut u8,
+    off: &KernelOffsets,
+) -> i64 {
+    if rec.origin == Origin::Kernel as u8 {
+        return by_value;
+    }
+    let moved = if ret > 0 { ret } else { 0 };
+    let now = if ptr != 0 {
+        read_user::<i64>(ptr).inspect_err(|_| *st |= status::OFF_FAULT)
+    } else if file != 0 {
+        read::<i64>(file, off.file_f_pos)
+    } else {
+        Ok(0)
+    };
+    match now {
+        Ok(p) => p.saturating_sub(moved),
+        Err(Fault) => 0,
+    }
+}
+
+/// The superblock and magic of an inode (zeros for none).
+#[inline(always)]
+fn sb_and_magic(inode: u64, off: &KernelOffsets) -> Result<(u64, u64), Fault> {
+    if inode == 0 {
+        return Ok((0, 0));
+    }
+    let sb: u64 = read(inode, off.inode_i_sb)?;
+    if sb == 0 {
+        return Ok((0, 0));
+    }
+    Ok((sb, read(sb, off.sb_s_magic)?))
+}
+
+/// Adds a finished call to `COUNTS`.
+#[inline(always)]
+fn count(key: &CountKey, len: u64, ret: i64) {
+    let copied = if ret > 0 { ret as u64 } else { 0 };
+    if let Some(v) = COUNTS.get_ptr_mut(key) {
+        // SAFETY: a per-CPU value: no other CPU writes it.
+        unsafe {
+            (*v).calls += 1;
+            // Saturate: "copy everything" requests (cp asks for ~2^63) would wrap.
+            (*v).bytes_requested = (*v).bytes_requested.saturating_add(len);
+            (*v).bytes_copied += copied;
+        }
+    } else {
+        let v = CountVal {
+            calls: 1,
+            bytes_requested: len,
+            bytes_copied: copied,
+        };
+        if COUNTS.insert(key, v, 0).is_err() {
+            add(&COUNTERS, counter::COUNTS_FULL, 1);
+        }
+    }
+}
+
+/// Completes the current thread's in-flight call of `origin` with `ret`.
+#[inline(always)]
+pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
+    let tid = tid();
+    let Some(rec) = INFLIGHT.get_ptr(tid) else {
+        return;
+    };
+    // SAFETY: a map value of this thread's own call; only this thread
+    // touches it until the remove below.
+    let rec = unsafe { &*rec };
+    if rec.origin != origin as u8 {
+        return;
+    }
+    let end_ns = now();
+    let off = offsets();
+    let mut st = rec.status;
+    let read_pos = entry_pos(
+        rec,
+        rec.off_in_ptr,
+        rec.file_in,
+        rec.pos_in,
+        ret,
+        &mut st,
+        off,
+    );
+    let pos_out = entry_pos(
+        rec,
+        rec.off_out_ptr,
+        rec.file_out,
+        rec.pos_out,
+        ret,
+        &mut st,
+        off,
+    );
+    let sides =
+        sb_and_magic(rec.inode_in, off).and_then(|i| Ok((i, sb_and_magic(rec.inode_out, off)?)));
+    let ((sb_in, magic_in), (sb_out, magic_out)) = match sides {
+        Ok(s) => s,
+        Err(Fault) => {
+            st |= status::READ_FAULT;
+            ((0, 0), (0, 0))
+        }
+    };
+    let facts = CallOutcome {
+        len: rec.len,
+        ret,
+        read_pos,
+        size_in: rec.size_in,
+        in_present: rec.file_in != 0,
+        out_present: rec.file_out != 0,
+        same_fs: sb_in == sb_out,
+    }
+    .facts();
+    let key = CountKey {
+        magic_in,
+        magic_out,
+        errno: if ret < 0 { (-ret) as u32 } else { 0 },
+        facts,
+    };
+    count(&key, rec.len, ret);
+    let took = end_ns.saturating_sub(rec.start_ns);
+    add(&LATENCY, latency::bucket(took), 1);
+    add(&LATENCY, latency::SUM, took);
+
+    let policy = policy();
+    let idx = ReportPolicy::index(facts, ret < 0);
+    let truth = if policy.is_uniform(idx) {
+        SizeTruth::Content as u8
+    } else {
+        // SAFETY: a read-only lookup in a map userspace filled at load.
+        unsafe { SIZE_TRUTH.get(magic_in) }
+            .copied()
+            .unwrap_or(SizeTruth::Content as u8)
+    };
+    let suspicious = policy.is_suspicious(truth, idx);
+    if suspicious || want_all() {
+        let call = Finished {
+            rec,
+            ret,
+            end_ns,
+            read_pos,
+            pos_out,
+            magic: [magic_in, magic_out],
+            sb: [sb_in, sb_out],
+            facts,
+            status: if suspicious {
+                st | status::SUSPICIOUS
+            } else {
+                st
+            },
+        };
+        report(ctx, &call, off);
+    }
+    let _ = INFLIGHT.remove(tid);
+}
+
+/// A finished call on its way to the ring buffer.
+struct Finished<'a> {
+    rec: &'a Inflight,
+    ret: i64,
+    end_ns: u64,
+    read_pos: i64,
+    pos_out: i64,
+    magic: [u64; 2],
+    sb: [u64; 2],
+    facts: u32,
+    status: u8,
+}
+
+/// Writes the full record of `call` into a reserved ring-buffer slot.
+#[inline(always)]
+fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        add(&COUNTERS, counter::LOST, 1);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    let rec = call.rec;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let task = task::current();
+    let mut st = call.status;
+    // SAFETY: `ev` points to a reserved slot of size_of::<Event>() bytes;
+    // every field userspace reads is written below through raw pointers
+    // (no reference to uninitialised memory is formed).
+    unsafe {
+        (*ev).start_ns = rec.start_ns;
+        (*ev).end_ns = call.end_ns;
+        (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).len = rec.len;
+        (*ev).off_in = call.read_pos;
+        (*ev).off_out = call.pos_out;
+        (*ev).ret = call.ret;
+        (*ev).pid = (pid_tgid >> 32) as u32;
+        (*ev).tid = pid_tgid as u32;
+        (*ev).uid = uid_gid as u32;
+        (*ev).gid = (uid_gid >> 32) as u32;
+        (*ev).fd_in = rec.fd_in;
+        (*ev).fd_out = rec.fd_out;
+        (*ev).flags = rec.flags;
+        (*ev).facts = call.facts;
+        (*ev).backend = config().backend;
+        (*ev).origin = rec.origin;
+        (*ev)._pad = 0;
+        (*ev).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        note(&mut st, parent(task, ev, off));
+        (*ev).mnt_ns = mnt_ns_of_task(task, off).unwrap_or(0);
+        let files = [
+            (rec.file_in, rec.inode_in, rec.size_in, call.read_pos),
+            (rec.file_out, rec.inode_out, rec.size_out, call.pos_out),
+        ];
+        for (i, (file, inode, size, pos)) in files.into_iter().enumerate() {
+            let fi = core::ptr::addr_of_mut!((*ev).files[i & 1]);
+            note(
+                &mut st,
+                describe_file(
+                    file,
+                    inode,
+                    call.sb[i & 1],
+                    call.magic[i & 1],
+                    size,
+                    pos,
+                    fi,
+                    off,
+                ),
+            );
+        }
+        note(&mut st, exe(task, core::ptr::addr_of_mut!((*ev).exe), off));
+        (*ev).stack_bytes = if call.status & status::SUSPICIOUS != 0 {
+            bpf_get_stack(
+                ctx.as_ptr(),
+                core::ptr::addr_of_mut!((*ev).stack).cast(),
+                (STACK_DEPTH * 8) as u32,
+                u64::from(BPF_F_USER_STACK),
+            ) as i32
+        } else {
+            0
+        };
+        if st & status::READ_FAULT != 0 {
+            add(&COUNTERS, counter::READ_FAULTS, 1);
+        }
+        (*ev).status = st;
+    }
+    // A suspicious call wakes the reader when it has read everything else
+    // (the ring buffer's adaptive wake-up: flags 0), so a lone one is shown
+    // at once and a flood costs no wake-up per call. Other calls wake it
+    // only once a batch has piled up (the daemon also drains on a timer).
+    let wake = if call.status & status::SUSPICIOUS != 0 {
+        0
+    } else if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(u64::from(wake));
+}
+
+/// Marks `st` when a description step hit a failed read.
+#[inline(always)]
+fn note(st: &mut u8, r: Result<(), Fault>) {
+    if r.is_err() {
+        *st |= status::READ_FAULT;
+    }
+}
+
+/// The parent's pid and comm.
+#[inline(always)]
+unsafe fn parent(task: u64, ev: *mut Event, off: &KernelOffsets) -> Result<(), Fault> {
+    let p: u64 = read(task, off.task_real_parent)?;
+    let ppid: i32 = read(p, off.task_tgid)?;
+    let comm: [u8; COMM_LEN] = read(p, off.task_comm)?;
+    // SAFETY: plain field writes into the reserved slot (see report()).
+    unsafe {
+        (*ev).ppid = ppid as u32;
+        (*ev).parent_comm = comm;
+    }
+    Ok(())
+}
+
+/// Inode number of a task's mount namespace.
+#[inline(always)]
+fn mnt_ns_of_task(task: u64, off: &KernelOffsets) -> Result<u32, Fault> {
+    let nsproxy: u64 = read(task, off.task_nsproxy)?;
+    if nsproxy == 0 {
+        return Ok(0);
+    }
+    let ns: u64 = read(nsproxy, off.nsproxy_mnt_ns)?;
+    if ns == 0 {
+        return Ok(0);
+    }
+    read(ns, off.mnt_ns_inum)
+}
+
+/// Fills `out` with where `file` lives: inode, device, mount, namespace, path.
+#[inline(always)]
+unsafe fn describe_path(
+    file: u64,
+    inode: u64,
+    sb: u64,
+    out: *mut PathInfo,
+    off: &KernelOffsets,
+) -> Result<(), Fault> {
+    let names = core::ptr::addr_of_mut!((*out).names);
+    // SAFETY: plain field writes into the reserved slot (see report()).
+    unsafe {
+        (*out).ino = 0;
+        (*out).dev = 0;
+        (*out).mnt_id = 0;
+        (*out).mnt_ns = 0;
+        (*out)._pad = 0;
+    }
+    if file == 0 {
+        return names::walk(0, names, off);
+    }
+    let vfsmnt: u64 = read(file, off.file_f_path_mnt)?;
+    let dentry: u64 = read(file, off.file_f_path_dentry)?;
+    names::walk(dentry, names, off)?;
+    let ino: u64 = if inode != 0 {
+        read(inode, off.inode_i_ino)?
+    } else {
+        0
+    };
+    let dev: u32 = if sb != 0 { read(sb, off.sb_s_dev)? } else { 0 };
+    let (mnt_id, mnt_ns) = if vfsmnt != 0 {
+        let mount = vfsmnt - u64::from(off.mount_mnt);
+        let id: i32 = read(mount, off.mount_mnt_id)?;
+        let ns: u64 = read(mount, off.mount_mnt_ns)?;
+        let inum: u32 = if ns != 0 {
+            read(ns, off.mnt_ns_inum)?
+        } else {
+            0
+        };
+        (id as u32, inum)
+    } else {
+        (0, 0)
+    };
+    // SAFETY: plain field writes into the reserved slot (see report()).
+    unsafe {
+        (*out).ino = ino;
+        (*out).dev = dev;
+        (*out).mnt_id = mnt_id;
+        (*out).mnt_ns = mnt_ns;
+    }
+    Ok(())
+}
+
+/// Fills `fi` with one side of the copy.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn describe_file(
+    file: u64,
+    inode: u64,
+    sb: u64,
+    magic: u64,
+    size: i64,
+    pos: i64,
+    fi: *mut FileInfo,
+    off: &KernelOffsets,
+) -> Result<(), Fault> {
+    // SAFETY: plain field writes into the reserved slot (see report()).
+    unsafe {
+        (*fi).present = u8::from(file != 0);
+        (*fi).size = size;
+        (*fi).pos = pos;
+        (*fi).magic = magic;
+        (*fi).copy_op = 0;
+        (*fi).remap_op = 0;
+        (*fi).f_flags = 0;
+        (*fi).mode = 0;
+        (*fi)._pad = 0;
+        (*fi).fstype = [0; FSTYPE_LEN];
+    }
+    let path = core::ptr::addr_of_mut!((*fi).path);
+    if file == 0 {
+        return describe_path(0, 0, 0, path, off);
+    }
+    let f_flags: u32 = read(file, off.file_f_flags)?;
+    let fop: u64 = read(file, off.file_f_op)?;
+    let (copy_op, remap_op) = if fop != 0 {
+        (
+            read(fop, off.fop_copy_file_range)?,
+            read(fop, off.fop_remap_file_range)?,
+        )
+    } else {
+        (0, 0)
+    };
+    let mode: u16 = if inode != 0 {
+        read(inode, off.inode_i_mode)?
+    } else {
+        0
+    };
+    // SAFETY: plain field writes into the reserved slot (see report()).
+    unsafe {
+        (*fi).f_flags = f_flags;
+        (*fi).copy_op = copy_op;
+        (*fi).remap_op = remap_op;
+        (*fi).mode = mode;
+    }
+    if sb != 0 {
+        let fstype: u64 = read(sb, off.sb_s_type)?;
+        if fstype != 0 {
+            let name: u64 = read(fstype, off.fstype_name)?;
+            // SAFETY: the helper writes at most FSTYPE_LEN bytes into the field.
+            unsafe {
+                aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
+                    core::ptr::addr_of_mut!((*fi).fstype).cast(),
+                    FSTYPE_LEN as u32,
+                    name as *const core::ffi::c_void,
+                )
+            };
+        }
+    }
+    describe_path(file, inode, sb, path, off)
+}
+
+/// Fills `out` with the task's executable (`mm->exe_file`).
+#[inline(always)]
+unsafe fn exe(task: u64, out: *mut PathInfo, off: &KernelOffsets) -> Result<(), Fault> {
+    let mm: u64 = read(task, off.task_mm)?;
+    let file: u64 = if mm != 0 {
+        read(mm, off.mm_exe_file)?
+    } else {
+        0
+    };
+    let (inode, _) = task::inode_and_size(file, off)?;
+    let (sb, _) = sb_and_magic(inode, off)?;
+    describe_path(file, inode, sb, out, off)
+}

@@ -1,0 +1,144 @@
+//! The maps and load-time globals shared by every program.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use copytrace_common::{
+    counter, latency, setting, CountKey, CountVal, Event, KernelOffsets, ProbeConfig, ReportPolicy,
+};
+
+use crate::call::Inflight;
+
+// The load-time globals are `static mut` so that they live in a writable
+// data section: userspace sets them when the object loads, and the programs
+// read them in place (aya's Global::load copies the whole struct onto the
+// 512-byte stack; a read-only static would be folded to its zero initialiser).
+
+/// Kernel struct offsets, from the running kernel's BTF.
+#[unsafe(no_mangle)]
+static mut OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    task_tgid: 0,
+    task_real_parent: 0,
+    task_comm: 0,
+    task_mm: 0,
+    task_nsproxy: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    mm_exe_file: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_ns_inum: 0,
+    file_f_inode: 0,
+    file_f_pos: 0,
+    file_f_flags: 0,
+    file_f_op: 0,
+    file_f_path_mnt: 0,
+    file_f_path_dentry: 0,
+    fop_copy_file_range: 0,
+    fop_remap_file_range: 0,
+    inode_i_mode: 0,
+    inode_i_ino: 0,
+    inode_i_size: 0,
+    inode_i_sb: 0,
+    sb_s_magic: 0,
+    sb_s_dev: 0,
+    sb_s_type: 0,
+    fstype_name: 0,
+    dentry_d_name_name: 0,
+    dentry_d_parent: 0,
+    dentry_d_hash_pprev: 0,
+    mount_mnt: 0,
+    mount_mnt_id: 0,
+    mount_mnt_ns: 0,
+    regs_args: [0; 6],
+    tp_enter_args: [0; 6],
+    tp_exit_ret: 0,
+    args_contiguous: 0,
+};
+
+/// Who to follow and which back-end this object is.
+#[unsafe(no_mangle)]
+static mut CONFIG: ProbeConfig = ProbeConfig {
+    follow_tgid: 0,
+    backend: 0,
+    _pad: [0; 3],
+};
+
+/// Which calls are suspicious: userspace's verdict rules as a table.
+#[unsafe(no_mangle)]
+static mut POLICY: ReportPolicy = ReportPolicy {
+    suspicious: [[0; 4]; 4],
+    uniform: [0; 4],
+};
+
+/// The kernel offsets global, read in place.
+#[inline(always)]
+pub fn offsets() -> &'static KernelOffsets {
+    // SAFETY: userspace writes the global before the programs load and
+    // never after; programs only read it.
+    unsafe { &*core::ptr::addr_of!(OFFSETS) }
+}
+
+/// The load-time configuration, read in place.
+#[inline(always)]
+pub fn config() -> &'static ProbeConfig {
+    // SAFETY: as for offsets().
+    unsafe { &*core::ptr::addr_of!(CONFIG) }
+}
+
+/// The report table, read in place.
+#[inline(always)]
+pub fn policy() -> &'static ReportPolicy {
+    // SAFETY: as for offsets().
+    unsafe { &*core::ptr::addr_of!(POLICY) }
+}
+
+/// Reported calls, read by the daemon.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Calls between entry and exit, keyed by thread id.
+#[map]
+pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+
+/// Run-time settings written by the daemon (see `copytrace_common::setting`).
+#[map]
+pub static SETTINGS: Array<u32> = Array::with_max_entries(setting::COUNT, 0);
+
+/// `s_magic` → `SizeTruth` for filesystems whose sizes are not their
+/// content; the others are taken at their word.
+#[map]
+pub static SIZE_TRUTH: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
+/// Per-CPU loss and fault counters (see `copytrace_common::counter`).
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Exact per-outcome call counts, independent of what is reported.
+#[map]
+pub static COUNTS: PerCpuHashMap<CountKey, CountVal> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Call durations, log2 buckets and their sum (see `copytrace_common::latency`).
+#[map]
+pub static LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(latency::SLOTS, 0);
+
+/// Adds `n` to a per-CPU slot.
+#[inline(always)]
+pub fn add(map: &PerCpuArray<u64>, idx: u32, n: u64) {
+    if let Some(p) = map.get_ptr_mut(idx) {
+        // SAFETY: a per-CPU slot: only this CPU writes it, and programs do
+        // not preempt each other on one CPU.
+        unsafe { *p += n };
+    }
+}
+
+/// Whether anyone wants every call reported right now.
+#[inline(always)]
+pub fn want_all() -> bool {
+    SETTINGS.get(setting::WANT_ALL).is_some_and(|v| *v != 0)
+}
+
+// A compile-time check that the record fits a ring-buffer reservation.
+const _: () = assert!(core::mem::size_of::<Event>() < 4 << 20);

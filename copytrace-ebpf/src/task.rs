@@ -1,0 +1,77 @@
+//! The calling task: whether it is followed, and its files.
+
+use aya_ebpf::helpers::bpf_get_current_task;
+use copytrace_common::{KernelOffsets, ProbeConfig};
+
+use crate::kread::{read, Fault};
+
+/// Parent-chain depth searched for `follow_tgid`.
+const FOLLOW_DEPTH: usize = 16;
+
+/// The current `task_struct`.
+#[inline(always)]
+pub fn current() -> u64 {
+    // SAFETY: returns the current task pointer; never null in task context.
+    unsafe { bpf_get_current_task() }
+}
+
+/// True when the current task is `follow_tgid` or one of its descendants.
+#[inline(always)]
+pub fn followed(cfg: &ProbeConfig, off: &KernelOffsets) -> bool {
+    if cfg.follow_tgid == 0 {
+        return true;
+    }
+    let mut task = current();
+    for _ in 0..FOLLOW_DEPTH {
+        let Ok(tgid) = read::<i32>(task, off.task_tgid) else {
+            return false;
+        };
+        if tgid as u32 == cfg.follow_tgid {
+            return true;
+        }
+        let Ok(parent) = read::<u64>(task, off.task_real_parent) else {
+            return false;
+        };
+        // init is its own parent.
+        if parent == task || parent == 0 {
+            return false;
+        }
+        task = parent;
+    }
+    false
+}
+
+/// `current->files->fdt->fd[a]` and `[b]`; 0 for a descriptor that is not open.
+#[inline(always)]
+pub fn files_of(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, u64), Fault> {
+    let files: u64 = read(current(), off.task_files)?;
+    if files == 0 {
+        return Ok((0, 0));
+    }
+    let fdt: u64 = read(files, off.files_fdt)?;
+    if fdt == 0 {
+        return Ok((0, 0));
+    }
+    let max_fds: u32 = read(fdt, off.fdt_max_fds)?;
+    let fd_array: u64 = read(fdt, off.fdt_fd)?;
+    let slot = |fd: i64| -> Result<u64, Fault> {
+        if fd_array == 0 || !(0..i64::from(max_fds)).contains(&fd) {
+            return Ok(0);
+        }
+        read(fd_array + (fd as u64) * 8, 0)
+    };
+    Ok((slot(a)?, slot(b)?))
+}
+
+/// `file->f_inode` and its `i_size`, or zeros for no file.
+#[inline(always)]
+pub fn inode_and_size(file: u64, off: &KernelOffsets) -> Result<(u64, i64), Fault> {
+    if file == 0 {
+        return Ok((0, 0));
+    }
+    let inode: u64 = read(file, off.file_f_inode)?;
+    if inode == 0 {
+        return Ok((0, 0));
+    }
+    Ok((inode, read(inode, off.inode_i_size)?))
+}
