@@ -51,6 +51,8 @@ pub struct CountKey {
     pub errno: u32,
     /// Bits of [`crate::fact`].
     pub facts: u32,
+    /// The caller's cgroup v2 id when counts are kept per cgroup, else 0.
+    pub cgroup_id: u64,
 }
 
 /// Value of the `COUNTS` map (per CPU).
@@ -65,7 +67,7 @@ pub struct CountVal {
     pub bytes_copied: u64,
 }
 
-const _: () = assert!(size_of::<CountKey>() == 24);
+const _: () = assert!(size_of::<CountKey>() == 32);
 const _: () = assert!(size_of::<CountVal>() == 24);
 
 #[cfg(test)]

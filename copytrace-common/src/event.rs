@@ -170,6 +170,10 @@ pub struct Event {
     pub files: [FileInfo; 2],
     /// The caller's executable (`task->mm->exe_file`).
     pub exe: PathInfo,
+    /// Where the executable's code is mapped (`mm->start_code`, `end_code`),
+    /// to name stack frames in it after the process is gone.
+    pub code_start: u64,
+    pub code_end: u64,
     /// User-space return addresses, innermost first (suspicious calls only).
     pub stack: [u64; STACK_DEPTH],
 }
@@ -179,7 +183,8 @@ const _: () = assert!(size_of::<NameBuf>() == 8 + NAME_BUF && align_of::<NameBuf
 const _: () = assert!(size_of::<PathInfo>() == 24 + size_of::<NameBuf>());
 const _: () = assert!(size_of::<FileInfo>() == 64 + size_of::<PathInfo>());
 const _: () = assert!(
-    size_of::<Event>() == 136 + 2 * size_of::<FileInfo>() + size_of::<PathInfo>() + 8 * STACK_DEPTH
+    size_of::<Event>()
+        == 136 + 2 * size_of::<FileInfo>() + size_of::<PathInfo>() + 16 + 8 * STACK_DEPTH
 );
 const _: () = assert!(align_of::<Event>() == 8 && size_of::<Event>().is_multiple_of(8));
 

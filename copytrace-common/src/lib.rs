@@ -25,6 +25,16 @@ pub use facts::{fact, CallOutcome};
 pub use offsets::{contiguous, setting, KernelOffsets, ProbeConfig};
 pub use policy::{ReportPolicy, SizeTruth};
 
+/// `v & mask`, with `v` hidden from the optimiser so that the mask stays in
+/// the compiled program. Older BPF verifiers (6.1) lose track of a value's
+/// range through spills and ORs; the mask is what proves an index or offset
+/// in bounds to them, even where the compiler already knows it is.
+#[inline(always)]
+pub fn bound(v: usize, mask: usize) -> usize {
+    // SAFETY: a volatile read of a local variable.
+    unsafe { core::ptr::read_volatile(&v) & mask }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are #[repr(C)] structs of integers and byte arrays with

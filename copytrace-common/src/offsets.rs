@@ -18,6 +18,8 @@ pub struct KernelOffsets {
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,
     pub mm_exe_file: u32,
+    pub mm_start_code: u32,
+    pub mm_end_code: u32,
     pub nsproxy_mnt_ns: u32,
     /// `mnt_namespace.ns` + `ns_common.inum`.
     pub mnt_ns_inum: u32,
@@ -77,8 +79,10 @@ pub struct ProbeConfig {
     pub follow_tgid: u32,
     /// The [`crate::Backend`] discriminant the loaded programs belong to.
     pub backend: u8,
+    /// Non-zero: key the exact counts by cgroup too (metrics with a unit label).
+    pub count_by_cgroup: u8,
     /// Explicit padding.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
 }
 
 /// Slots of the run-time `SETTINGS` array map, which userspace writes while
@@ -90,5 +94,5 @@ pub mod setting {
     pub const COUNT: u32 = 1;
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == (34 + 6 + 6 + 2) * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == (36 + 6 + 6 + 2) * 4);
 const _: () = assert!(size_of::<ProbeConfig>() == 8);

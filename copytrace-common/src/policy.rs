@@ -56,7 +56,7 @@ const _: () =
 
 #[inline(always)]
 fn bit(words: &[u64; WORDS], idx: u32) -> bool {
-    let w = ((idx >> 6) as usize) & (WORDS - 1);
+    let w = crate::bound((idx >> 6) as usize, WORDS - 1);
     (words[w] >> (idx & 63)) & 1 == 1
 }
 
@@ -75,7 +75,7 @@ impl ReportPolicy {
     /// Whether a call at `idx` from a source of `truth` is suspicious.
     #[inline(always)]
     pub fn is_suspicious(&self, truth: u8, idx: u32) -> bool {
-        bit(&self.suspicious[(truth & 3) as usize], idx)
+        bit(&self.suspicious[crate::bound(truth as usize, 3)], idx)
     }
 
     /// Whether the answer at `idx` is the same for every kind of source.

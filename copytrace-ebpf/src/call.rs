@@ -1,7 +1,7 @@
 //! One call from entry to exit: a small in-flight record at entry, then at
 //! exit the facts, the exact count, the latency, and (only when someone
-//! asked to see the call) the full record, written straight into a reserved
-//! ring-buffer slot.
+//! asked to see the call) the full record, built in a per-CPU slot and
+//! copied into the ring buffer.
 
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -19,7 +19,8 @@ use copytrace_common::{
 
 use crate::kread::{read, read_user, Fault};
 use crate::maps::{
-    add, config, offsets, policy, want_all, COUNTERS, COUNTS, EVENTS, INFLIGHT, LATENCY, SIZE_TRUTH,
+    add, config, offsets, policy, want_all, COUNTERS, COUNTS, EVENTS, INFLIGHT, LATENCY, SCRATCH,
+    SIZE_TRUTH,
 };
 use crate::names;
 use crate::task;
@@ -337,6 +338,12 @@ pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
         magic_out,
         errno: if ret < 0 { (-ret) as u32 } else { 0 },
         facts,
+        cgroup_id: if config().count_by_cgroup != 0 {
+            // SAFETY: bpf_get_current_cgroup_id has no preconditions.
+            unsafe { bpf_get_current_cgroup_id() }
+        } else {
+            0
+        },
     };
     count(&key, rec.len, ret);
     let took = end_ns.saturating_sub(rec.start_ns);
@@ -388,22 +395,29 @@ struct Finished<'a> {
     status: u8,
 }
 
-/// Writes the full record of `call` into a reserved ring-buffer slot.
+/// Writes the full record of `call` and sends it to the ring buffer.
+///
+/// The record is built in a per-CPU slot and copied into the ring buffer
+/// with bpf_ringbuf_output, not written into a bpf_ringbuf_reserve'd slot:
+/// before 6.2 the verifier cannot prune states that hold a ring-buffer
+/// reservation (each path gets its own reference id), and the description
+/// below has too many paths for 5.10 and 6.1 to verify that way. The copy
+/// costs only reported calls.
 #[inline(always)]
 fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        add(&COUNTERS, counter::LOST, 1);
+    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let ev = entry.as_mut_ptr();
     let rec = call.rec;
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let task = task::current();
-    let mut st = call.status;
-    // SAFETY: `ev` points to a reserved slot of size_of::<Event>() bytes;
-    // every field userspace reads is written below through raw pointers
-    // (no reference to uninitialised memory is formed).
+    let suspicious = call.status & status::SUSPICIOUS != 0;
+    // SAFETY: `ev` points to this CPU's slot of size_of::<Event>() bytes,
+    // which no other program touches until it is sent below; every field
+    // userspace reads is written through raw pointers. The describing
+    // subprograms mark read faults in the record's status, so their exits
+    // all look alike to the verifier.
     unsafe {
         (*ev).start_ns = rec.start_ns;
         (*ev).end_ns = call.end_ns;
@@ -422,32 +436,41 @@ fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
         (*ev).facts = call.facts;
         (*ev).backend = config().backend;
         (*ev).origin = rec.origin;
+        (*ev).status = call.status;
         (*ev)._pad = 0;
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-        note(&mut st, parent(task, ev, off));
+        let status = core::ptr::addr_of_mut!((*ev).status);
         (*ev).mnt_ns = mnt_ns_of_task(task, off).unwrap_or(0);
-        let files = [
-            (rec.file_in, rec.inode_in, rec.size_in, call.read_pos),
-            (rec.file_out, rec.inode_out, rec.size_out, call.pos_out),
-        ];
-        for (i, (file, inode, size, pos)) in files.into_iter().enumerate() {
-            let fi = core::ptr::addr_of_mut!((*ev).files[i & 1]);
-            note(
-                &mut st,
-                describe_file(
-                    file,
-                    inode,
-                    call.sb[i & 1],
-                    call.magic[i & 1],
-                    size,
-                    pos,
-                    fi,
-                    off,
-                ),
-            );
-        }
-        note(&mut st, exe(task, core::ptr::addr_of_mut!((*ev).exe), off));
-        (*ev).stack_bytes = if call.status & status::SUSPICIOUS != 0 {
+        (*ev).ppid = parent(task, ev);
+        let input = Side {
+            file: rec.file_in,
+            inode: rec.inode_in,
+            sb: call.sb[0],
+            magic: call.magic[0],
+            size: rec.size_in,
+            pos: call.read_pos,
+        };
+        (*ev).files[0].f_flags =
+            describe_file(&input, core::ptr::addr_of_mut!((*ev).files[0]), status);
+        let output = Side {
+            file: rec.file_out,
+            inode: rec.inode_out,
+            sb: call.sb[1],
+            magic: call.magic[1],
+            size: rec.size_out,
+            pos: call.pos_out,
+        };
+        (*ev).files[1].f_flags =
+            describe_file(&output, core::ptr::addr_of_mut!((*ev).files[1]), status);
+        exe(task, core::ptr::addr_of_mut!((*ev).exe), status);
+        let code = if suspicious {
+            code_range(task, off)
+        } else {
+            (0, 0)
+        };
+        (*ev).code_start = code.0;
+        (*ev).code_end = code.1;
+        (*ev).stack_bytes = if suspicious {
             bpf_get_stack(
                 ctx.as_ptr(),
                 core::ptr::addr_of_mut!((*ev).stack).cast(),
@@ -457,45 +480,76 @@ fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
         } else {
             0
         };
-        if st & status::READ_FAULT != 0 {
+        if *status & status::READ_FAULT != 0 {
             add(&COUNTERS, counter::READ_FAULTS, 1);
         }
-        (*ev).status = st;
     }
     // A suspicious call wakes the reader when it has read everything else
     // (the ring buffer's adaptive wake-up: flags 0), so a lone one is shown
     // at once and a flood costs no wake-up per call. Other calls wake it
     // only once a batch has piled up (the daemon also drains on a timer).
-    let wake = if call.status & status::SUSPICIOUS != 0 {
+    let wake = if suspicious {
         0
     } else if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(u64::from(wake));
-}
-
-/// Marks `st` when a description step hit a failed read.
-#[inline(always)]
-fn note(st: &mut u8, r: Result<(), Fault>) {
-    if r.is_err() {
-        *st |= status::READ_FAULT;
+    // SAFETY: the slot is fully written above and stays this CPU's.
+    let event = unsafe { &*ev };
+    if EVENTS.output::<Event>(event, u64::from(wake)).is_err() {
+        add(&COUNTERS, counter::LOST, 1);
     }
 }
 
-/// The parent's pid and comm.
+/// Where the task's executable code is mapped (zeros when unknown).
 #[inline(always)]
-unsafe fn parent(task: u64, ev: *mut Event, off: &KernelOffsets) -> Result<(), Fault> {
-    let p: u64 = read(task, off.task_real_parent)?;
-    let ppid: i32 = read(p, off.task_tgid)?;
-    let comm: [u8; COMM_LEN] = read(p, off.task_comm)?;
-    // SAFETY: plain field writes into the reserved slot (see report()).
+fn code_range(task: u64, off: &KernelOffsets) -> (u64, u64) {
+    let Ok(mm) = read::<u64>(task, off.task_mm) else {
+        return (0, 0);
+    };
+    if mm == 0 {
+        return (0, 0);
+    }
+    let start = read::<u64>(mm, off.mm_start_code).unwrap_or(0);
+    let end = read::<u64>(mm, off.mm_end_code).unwrap_or(0);
+    (start, end)
+}
+
+/// Marks a read fault in the record's status byte.
+#[inline(always)]
+unsafe fn mark_fault(status: *mut u8) {
+    // SAFETY: `status` points into the record's slot (see report()).
+    unsafe { *status |= status::READ_FAULT };
+}
+
+/// Writes the parent's comm; returns its pid (for the caller to store: a
+/// subprogram's result must be used, or the compiler drops it and the
+/// return register may still point into the subprogram's stack, which the
+/// verifier refuses).
+#[inline(never)]
+unsafe fn parent(task: u64, ev: *mut Event) -> u32 {
+    let off = offsets();
+    let got = read::<u64>(task, off.task_real_parent).and_then(|p| {
+        Ok((
+            read::<i32>(p, off.task_tgid)?,
+            read::<[u8; COMM_LEN]>(p, off.task_comm)?,
+        ))
+    });
+    // SAFETY: plain field writes into the record's slot (see report()).
     unsafe {
-        (*ev).ppid = ppid as u32;
-        (*ev).parent_comm = comm;
+        match got {
+            Ok((ppid, comm)) => {
+                (*ev).parent_comm = comm;
+                ppid as u32
+            }
+            Err(Fault) => {
+                (*ev).parent_comm = [0; COMM_LEN];
+                mark_fault(core::ptr::addr_of_mut!((*ev).status));
+                0
+            }
+        }
     }
-    Ok(())
 }
 
 /// Inode number of a task's mount namespace.
@@ -512,30 +566,16 @@ fn mnt_ns_of_task(task: u64, off: &KernelOffsets) -> Result<u32, Fault> {
     read(ns, off.mnt_ns_inum)
 }
 
-/// Fills `out` with where `file` lives: inode, device, mount, namespace, path.
+/// Where a file lives: (ino, dev, mount id, mount namespace), and its dentry.
 #[inline(always)]
-unsafe fn describe_path(
+fn location(
     file: u64,
     inode: u64,
     sb: u64,
-    out: *mut PathInfo,
     off: &KernelOffsets,
-) -> Result<(), Fault> {
-    let names = core::ptr::addr_of_mut!((*out).names);
-    // SAFETY: plain field writes into the reserved slot (see report()).
-    unsafe {
-        (*out).ino = 0;
-        (*out).dev = 0;
-        (*out).mnt_id = 0;
-        (*out).mnt_ns = 0;
-        (*out)._pad = 0;
-    }
-    if file == 0 {
-        return names::walk(0, names, off);
-    }
+) -> Result<([u64; 2], [u32; 2], u64), Fault> {
     let vfsmnt: u64 = read(file, off.file_f_path_mnt)?;
     let dentry: u64 = read(file, off.file_f_path_dentry)?;
-    names::walk(dentry, names, off)?;
     let ino: u64 = if inode != 0 {
         read(inode, off.inode_i_ino)?
     } else {
@@ -555,48 +595,59 @@ unsafe fn describe_path(
     } else {
         (0, 0)
     };
-    // SAFETY: plain field writes into the reserved slot (see report()).
-    unsafe {
-        (*out).ino = ino;
-        (*out).dev = dev;
-        (*out).mnt_id = mnt_id;
-        (*out).mnt_ns = mnt_ns;
-    }
-    Ok(())
+    Ok(([ino, u64::from(dev)], [mnt_id, mnt_ns], dentry))
 }
 
-/// Fills `fi` with one side of the copy.
+/// Fills `out` with where `file` lives: inode, device, mount, namespace, path.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn describe_file(
+unsafe fn describe_path(file: u64, inode: u64, sb: u64, out: *mut PathInfo, status: *mut u8) {
+    let names = core::ptr::addr_of_mut!((*out).names);
+    let found = if file == 0 {
+        Ok(([0, 0], [0, 0], 0))
+    } else {
+        location(file, inode, sb, offsets())
+    };
+    let ([ino, dev], [mnt_id, mnt_ns], dentry) = match found {
+        Ok(l) => l,
+        Err(Fault) => {
+            // SAFETY: `status` points into the record's slot.
+            unsafe { mark_fault(status) };
+            ([0, 0], [0, 0], 0)
+        }
+    };
+    // SAFETY: plain field writes into the record's slot (see report()).
+    unsafe {
+        (*out).ino = ino;
+        (*out).dev = dev as u32;
+        (*out).mnt_id = mnt_id;
+        (*out).mnt_ns = mnt_ns;
+        (*out)._pad = 0;
+    }
+    // SAFETY: a field write into the record's slot; see walk() for why it
+    // returns the count.
+    unsafe { (*names).count = names::walk(dentry, names) };
+}
+
+/// What the call already knows of one side of the copy.
+#[derive(Clone, Copy)]
+struct Side {
     file: u64,
     inode: u64,
     sb: u64,
     magic: u64,
     size: i64,
     pos: i64,
-    fi: *mut FileInfo,
+}
+
+/// The file's open flags, ops, mode and filesystem type name.
+#[inline(always)]
+fn file_details(
+    side: &Side,
+    fstype: *mut u8,
     off: &KernelOffsets,
-) -> Result<(), Fault> {
-    // SAFETY: plain field writes into the reserved slot (see report()).
-    unsafe {
-        (*fi).present = u8::from(file != 0);
-        (*fi).size = size;
-        (*fi).pos = pos;
-        (*fi).magic = magic;
-        (*fi).copy_op = 0;
-        (*fi).remap_op = 0;
-        (*fi).f_flags = 0;
-        (*fi).mode = 0;
-        (*fi)._pad = 0;
-        (*fi).fstype = [0; FSTYPE_LEN];
-    }
-    let path = core::ptr::addr_of_mut!((*fi).path);
-    if file == 0 {
-        return describe_path(0, 0, 0, path, off);
-    }
-    let f_flags: u32 = read(file, off.file_f_flags)?;
-    let fop: u64 = read(file, off.file_f_op)?;
+) -> Result<(u32, u64, u64, u16), Fault> {
+    let f_flags: u32 = read(side.file, off.file_f_flags)?;
+    let fop: u64 = read(side.file, off.file_f_op)?;
     let (copy_op, remap_op) = if fop != 0 {
         (
             read(fop, off.fop_copy_file_range)?,
@@ -605,45 +656,96 @@ unsafe fn describe_file(
     } else {
         (0, 0)
     };
-    let mode: u16 = if inode != 0 {
-        read(inode, off.inode_i_mode)?
+    let mode: u16 = if side.inode != 0 {
+        read(side.inode, off.inode_i_mode)?
     } else {
         0
     };
-    // SAFETY: plain field writes into the reserved slot (see report()).
-    unsafe {
-        (*fi).f_flags = f_flags;
-        (*fi).copy_op = copy_op;
-        (*fi).remap_op = remap_op;
-        (*fi).mode = mode;
-    }
-    if sb != 0 {
-        let fstype: u64 = read(sb, off.sb_s_type)?;
-        if fstype != 0 {
-            let name: u64 = read(fstype, off.fstype_name)?;
-            // SAFETY: the helper writes at most FSTYPE_LEN bytes into the field.
+    if side.sb != 0 {
+        let fstype_ptr: u64 = read(side.sb, off.sb_s_type)?;
+        if fstype_ptr != 0 {
+            let name: u64 = read(fstype_ptr, off.fstype_name)?;
+            // SAFETY: the helper writes at most FSTYPE_LEN bytes at `fstype`.
             unsafe {
                 aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
-                    core::ptr::addr_of_mut!((*fi).fstype).cast(),
+                    fstype.cast(),
                     FSTYPE_LEN as u32,
                     name as *const core::ffi::c_void,
                 )
             };
         }
     }
-    describe_path(file, inode, sb, path, off)
+    Ok((f_flags, copy_op, remap_op, mode))
+}
+
+/// Fills `fi` with one side of the copy but its open flags, which it
+/// returns for the caller to store (see parent() for why). A subprogram:
+/// BPF passes at most five arguments, hence `Side`.
+#[inline(never)]
+unsafe fn describe_file(side: &Side, fi: *mut FileInfo, status: *mut u8) -> u32 {
+    // SAFETY: plain field writes into the record's slot (see report()).
+    unsafe {
+        (*fi).present = u8::from(side.file != 0);
+        (*fi).size = side.size;
+        (*fi).pos = side.pos;
+        (*fi).magic = side.magic;
+        (*fi)._pad = 0;
+        (*fi).fstype = [0; FSTYPE_LEN];
+    }
+    let details = if side.file == 0 {
+        Ok((0, 0, 0, 0))
+    } else {
+        file_details(
+            side,
+            core::ptr::addr_of_mut!((*fi).fstype).cast(),
+            offsets(),
+        )
+    };
+    let (f_flags, copy_op, remap_op, mode) = match details {
+        Ok(d) => d,
+        Err(Fault) => {
+            // SAFETY: `status` points into the record's slot.
+            unsafe { mark_fault(status) };
+            (0, 0, 0, 0)
+        }
+    };
+    // SAFETY: plain field writes into the record's slot (see report()).
+    unsafe {
+        (*fi).copy_op = copy_op;
+        (*fi).remap_op = remap_op;
+        (*fi).mode = mode;
+    }
+    describe_path(
+        side.file,
+        side.inode,
+        side.sb,
+        core::ptr::addr_of_mut!((*fi).path),
+        status,
+    );
+    f_flags
 }
 
 /// Fills `out` with the task's executable (`mm->exe_file`).
 #[inline(always)]
-unsafe fn exe(task: u64, out: *mut PathInfo, off: &KernelOffsets) -> Result<(), Fault> {
-    let mm: u64 = read(task, off.task_mm)?;
-    let file: u64 = if mm != 0 {
-        read(mm, off.mm_exe_file)?
-    } else {
-        0
+unsafe fn exe(task: u64, out: *mut PathInfo, status: *mut u8) {
+    let off = offsets();
+    let found = read::<u64>(task, off.task_mm).and_then(|mm| {
+        let file: u64 = if mm != 0 {
+            read(mm, off.mm_exe_file)?
+        } else {
+            0
+        };
+        let (inode, _) = task::inode_and_size(file, off)?;
+        let (sb, _) = sb_and_magic(inode, off)?;
+        Ok((file, inode, sb))
+    });
+    let (file, inode, sb) = match found {
+        Ok(f) => f,
+        Err(Fault) => {
+            // SAFETY: `status` points into the record's slot.
+            unsafe { mark_fault(status) };
+            (0, 0, 0)
+        }
     };
-    let (inode, _) = task::inode_and_size(file, off)?;
-    let (sb, _) = sb_and_magic(inode, off)?;
-    describe_path(file, inode, sb, out, off)
+    describe_path(file, inode, sb, out, status);
 }

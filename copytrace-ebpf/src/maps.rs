@@ -28,6 +28,8 @@ static mut OFFSETS: KernelOffsets = KernelOffsets {
     fdt_max_fds: 0,
     fdt_fd: 0,
     mm_exe_file: 0,
+    mm_start_code: 0,
+    mm_end_code: 0,
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
     file_f_inode: 0,
@@ -63,7 +65,8 @@ static mut OFFSETS: KernelOffsets = KernelOffsets {
 static mut CONFIG: ProbeConfig = ProbeConfig {
     follow_tgid: 0,
     backend: 0,
-    _pad: [0; 3],
+    count_by_cgroup: 0,
+    _pad: [0; 2],
 };
 
 /// Which calls are suspicious: userspace's verdict rules as a table.
@@ -98,6 +101,11 @@ pub fn policy() -> &'static ReportPolicy {
 /// Reported calls, read by the daemon.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Per-CPU slot where a reported call's record is built before it is
+/// copied into the ring buffer (see call::report).
+#[map]
+pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
 /// Calls between entry and exit, keyed by thread id.
 #[map]

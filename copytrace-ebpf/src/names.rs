@@ -4,74 +4,97 @@
 //! leaf was deleted.
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
-use copytrace_common::{name_flag, KernelOffsets, NameBuf, NAME_AREA, NAME_READ, PATH_DEPTH};
+use copytrace_common::{bound, name_flag, NameBuf, NAME_AREA, NAME_READ, PATH_DEPTH};
 
-use crate::kread::{read, Fault};
+use crate::kread::read;
+use crate::maps::offsets;
 
-/// Fills `out` (ring-buffer memory) with the path of `dentry` inside its
-/// filesystem. Reports a fault only for the first reads; a fault later in
-/// the walk marks the path as cut.
-#[inline(always)]
-pub fn walk(dentry: u64, out: *mut NameBuf, off: &KernelOffsets) -> Result<(), Fault> {
-    let mut used: usize = 0;
-    let mut count: u8 = 0;
-    let mut flags: u8 = 0;
-    // SAFETY: `out` points into a reserved ring-buffer slot large enough
-    // for a NameBuf; fields are written through raw pointers so nothing
-    // uninitialised is read.
-    let bytes = unsafe { core::ptr::addr_of_mut!((*out).bytes) }.cast::<u8>();
-    if dentry != 0 {
-        // Unlinked while open: unhashed but not a root (d_unlinked()).
-        let pprev: u64 = read(dentry, off.dentry_d_hash_pprev)?;
-        let parent: u64 = read(dentry, off.dentry_d_parent)?;
-        if pprev == 0 && parent != dentry {
-            flags |= name_flag::DELETED;
-        }
-        let mut d = dentry;
-        let mut done = false;
-        for _ in 0..PATH_DEPTH {
-            let Ok(parent) = read::<u64>(d, off.dentry_d_parent) else {
-                break;
-            };
-            // The root of a filesystem is its own parent; its name is not a component.
-            if parent == d || parent == 0 {
-                done = true;
-                break;
-            }
-            if used >= NAME_AREA {
-                break;
-            }
-            let Ok(name) = read::<u64>(d, off.dentry_d_name_name) else {
-                break;
-            };
-            // SAFETY: `used & (NAME_AREA - 1)` < NAME_AREA and NAME_READ more
-            // bytes fit in NAME_BUF; the helper writes at most NAME_READ bytes
-            // (NUL included) and faults harmlessly on a bad `name`.
-            let n = unsafe {
-                bpf_probe_read_kernel_str(
-                    bytes.add(used & (NAME_AREA - 1)).cast(),
-                    NAME_READ as u32,
-                    name as *const core::ffi::c_void,
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            used += (n as usize).min(NAME_READ);
-            count += 1;
-            d = parent;
-        }
-        flags |= if done {
-            name_flag::COMPLETE
-        } else {
-            name_flag::CUT
-        };
-    }
-    // SAFETY: as above; plain field writes into the reserved slot.
+/// Fills `out` (a record being built) with the path of `dentry` inside its
+/// filesystem; a failed read marks the path as cut. Returns the number of
+/// components (also stored): a subprogram's result must be used by its
+/// caller, or the compiler drops it and the return register may point into
+/// this subprogram's stack, which the verifier refuses.
+///
+/// Written for the verifier of older kernels (5.10, 6.1): a subprogram
+/// that returns nothing, so its many exits converge at the call site, and
+/// whose running length lives in the record rather than in a register, so
+/// each iteration has one verifier state instead of one per length.
+#[inline(never)]
+pub fn walk(dentry: u64, out: *mut NameBuf) -> u8 {
+    let off = offsets();
+    // SAFETY: `out` points into a record being built (a per-CPU map slot) holding a
+    // NameBuf; every access below goes through raw pointers into it.
     unsafe {
-        (*out).used = used.min(u16::MAX as usize) as u16;
-        (*out).count = count;
-        (*out).flags = flags;
+        (*out).used = 0;
+        (*out).count = 0;
+        (*out).flags = 0;
     }
-    Ok(())
+    if dentry == 0 {
+        return 0;
+    }
+    let mut count = 0u8;
+    let mut flags = 0u8;
+    // Unlinked while open: unhashed but not a root (d_unlinked()). A failed
+    // read counts as neither.
+    let pprev = read::<u64>(dentry, off.dentry_d_hash_pprev).unwrap_or(1);
+    let parent = read::<u64>(dentry, off.dentry_d_parent).unwrap_or(dentry);
+    if pprev == 0 && parent != dentry {
+        flags |= name_flag::DELETED;
+    }
+    // SAFETY: as above.
+    let bytes = unsafe { core::ptr::addr_of_mut!((*out).bytes) }.cast::<u8>();
+    let mut d = dentry;
+    let mut done = false;
+    for _ in 0..PATH_DEPTH {
+        let Ok(parent) = read::<u64>(d, off.dentry_d_parent) else {
+            break;
+        };
+        // The root of a filesystem is its own parent; its name is not a component.
+        if parent == d || parent == 0 {
+            done = true;
+            break;
+        }
+        // SAFETY: as above.
+        let used =
+            usize::from(unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*out).used)) });
+        if used >= NAME_AREA {
+            break;
+        }
+        let Ok(name) = read::<u64>(d, off.dentry_d_name_name) else {
+            break;
+        };
+        let at = bound(used, NAME_AREA - 1);
+        // SAFETY: `at` < NAME_AREA and NAME_READ more bytes fit in
+        // NAME_BUF; the helper writes at most NAME_READ bytes (NUL
+        // included) and faults harmlessly on a bad `name`.
+        let n = unsafe {
+            bpf_probe_read_kernel_str(
+                bytes.add(at).cast(),
+                NAME_READ as u32,
+                name as *const core::ffi::c_void,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        let next = at + (n as usize).min(NAME_READ);
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*out).used), next as u16) };
+        count += 1;
+        d = parent;
+    }
+    flags |= if done {
+        name_flag::COMPLETE
+    } else {
+        name_flag::CUT
+    };
+    // SAFETY: as above. The count goes back through memory: a value the
+    // verifier does not know precisely, so every exit of this subprogram
+    // looks alike at the call site (older verifiers otherwise keep one
+    // state per possible count, per walk).
+    unsafe {
+        (*out).flags = flags;
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*out).count), count);
+        core::ptr::read_volatile(core::ptr::addr_of!((*out).count))
+    }
 }

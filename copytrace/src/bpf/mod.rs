@@ -61,6 +61,13 @@ pub enum LoadError {
         #[source]
         source: ProgramError,
     },
+    /// The kernel would not create a map (out of memory, or a limit).
+    #[error("cannot create the {name} map (copytrace's maps need about 5 MiB of kernel memory, charged to its memory cgroup, or to RLIMIT_MEMLOCK before Linux 5.11: raise MemoryMax/memory.max or the limit)")]
+    MapCreate {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The object lacks a map this build needs (build mismatch).
     #[error("the eBPF object has no {0} map")]
     MissingMap(&'static str),
@@ -248,6 +255,18 @@ pub struct LoadOptions {
     pub policy: ReportPolicy,
     /// Filesystems whose advertised sizes are not their content, by magic.
     pub size_truths: Vec<(u64, SizeTruth)>,
+    /// Key the exact counts by cgroup too (for a unit label on metrics).
+    pub count_by_cgroup: bool,
+}
+
+/// Entries of the kernel's exact-count map: outcomes, or outcomes per
+/// cgroup when counts are kept per cgroup.
+fn counts_capacity(by_cgroup: bool) -> u32 {
+    if by_cgroup {
+        65_536
+    } else {
+        4096
+    }
 }
 
 /// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.
@@ -271,16 +290,22 @@ fn load_object(
     opts: &LoadOptions,
 ) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries("COUNTS", counts_capacity(opts.count_by_cgroup))
         .override_global("OFFSETS", offsets, true)
         .override_global("CONFIG", config, true)
         .override_global("POLICY", &opts.policy, true)
         .load(EBPF_OBJECT)
-        .map_err(|e| {
-            if is_eperm(&e) {
-                LoadError::Permission
-            } else {
-                LoadError::Object(e)
+        .map_err(|e| match e {
+            EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
+                if !is_eperm(&io_error) =>
+            {
+                LoadError::MapCreate {
+                    name,
+                    source: io_error,
+                }
             }
+            e if is_eperm(&e) => LoadError::Permission,
+            e => LoadError::Object(e),
         })?;
     let mut truths: HashMap<_, u64, u8> = ebpf
         .map_mut("SIZE_TRUTH")
@@ -372,7 +397,8 @@ fn attach_fentry(
     let config = ProbeConfig {
         follow_tgid: opts.follow_tgid,
         backend: Backend::Fentry as u8,
-        _pad: [0; 3],
+        count_by_cgroup: u8::from(opts.count_by_cgroup),
+        _pad: [0; 2],
     };
     let mut ebpf = load_object(&offsets, &config, opts)?;
     let aya_btf = aya::Btf::from_sys_fs().map_err(|e| {
@@ -419,7 +445,8 @@ fn attach_tracepoints(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Ebp
     let config = ProbeConfig {
         follow_tgid: opts.follow_tgid,
         backend: Backend::Tracepoint as u8,
-        _pad: [0; 3],
+        count_by_cgroup: u8::from(opts.count_by_cgroup),
+        _pad: [0; 2],
     };
     let mut ebpf = load_object(&offsets, &config, opts)?;
     attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint)?;

@@ -41,6 +41,8 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         fdt_max_fds: m("fdtable", "max_fds")?,
         fdt_fd: m("fdtable", "fd")?,
         mm_exe_file: m("mm_struct", "exe_file")?,
+        mm_start_code: m("mm_struct", "start_code")?,
+        mm_end_code: m("mm_struct", "end_code")?,
         nsproxy_mnt_ns: m("nsproxy", "mnt_ns")?,
         mnt_ns_inum: m("mnt_namespace", "ns")? + m("ns_common", "inum")?,
         file_f_inode: m("file", "f_inode")?,
