@@ -114,6 +114,10 @@ pub trait MountSource {
     fn host(&self) -> Option<Vec<u8>>;
     /// A process's mountinfo (its own mount namespace).
     fn of_pid(&self, pid: u32) -> Option<Vec<u8>>;
+    /// The inode number of the host's mount namespace, when known.
+    fn host_ns(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// The running system's /proc.
@@ -130,6 +134,14 @@ impl MountSource for ProcMounts {
     fn of_pid(&self, pid: u32) -> Option<Vec<u8>> {
         std::fs::read(format!("/proc/{pid}/mountinfo")).ok()
     }
+
+    fn host_ns(&self) -> Option<u32> {
+        let link = std::fs::read_link("/proc/1/ns/mnt")
+            .or_else(|_| std::fs::read_link("/proc/self/ns/mnt"))
+            .ok()?;
+        let text = link.to_str()?;
+        text.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+    }
 }
 
 /// The host's mount table, cached and refreshed when a mount is unknown.
@@ -138,6 +150,9 @@ pub struct MountTable {
     by_id: HashMap<u32, Mount>,
     all: Vec<Mount>,
     refreshed: Option<Instant>,
+    /// Mount ids a refresh did not find (gone, or another namespace's).
+    missed: std::collections::HashSet<u32>,
+    host_ns: Option<u32>,
 }
 
 impl std::fmt::Debug for MountTable {
@@ -152,32 +167,42 @@ impl Default for MountTable {
     }
 }
 
-/// Least time between two re-reads of the mount table (a burst of files
-/// from a namespace the host cannot see must not re-read it per call).
+/// Least time between two re-reads of the mount table for a mount id a
+/// re-read already missed (a burst of files from a namespace the host
+/// cannot see must not re-read it per call), and for any id at all.
 const REFRESH_EVERY: Duration = Duration::from_millis(250);
+const REFRESH_FLOOR: Duration = Duration::from_millis(10);
+
+/// Most mount ids remembered as missed.
+const MAX_MISSED: usize = 4096;
 
 impl MountTable {
     /// A table read from `source`.
     pub fn with_source(source: Box<dyn MountSource + Send>) -> Self {
+        let host_ns = source.host_ns();
         let mut t = MountTable {
             source,
             by_id: HashMap::new(),
             all: Vec::new(),
             refreshed: None,
+            missed: std::collections::HashSet::new(),
+            host_ns,
         };
-        t.refresh();
+        t.refresh(Duration::ZERO);
         t
     }
 
-    fn refresh(&mut self) {
-        if self.refreshed.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
-            return;
+    /// Re-reads the table unless that was done within `interval`; says whether it was.
+    fn refresh(&mut self, interval: Duration) -> bool {
+        if self.refreshed.is_some_and(|t| t.elapsed() < interval) {
+            return false;
         }
         self.refreshed = Some(Instant::now());
         if let Some(text) = self.source.host() {
             self.all = parse(&text);
             self.by_id = self.all.iter().map(|m| (m.id, m.clone())).collect();
         }
+        true
     }
 
     /// Resolves where a file lives; `pid` is the caller (for its namespace's view).
@@ -188,7 +213,18 @@ impl MountTable {
             return Resolved::default();
         }
         if !self.by_id.contains_key(&loc.mnt_id) {
-            self.refresh();
+            // A mount id not seen before is likely a new mount: re-read soon.
+            let interval = if self.missed.contains(&loc.mnt_id) {
+                REFRESH_EVERY
+            } else {
+                REFRESH_FLOOR
+            };
+            if self.refresh(interval) && !self.by_id.contains_key(&loc.mnt_id) {
+                if self.missed.len() >= MAX_MISSED {
+                    self.missed.clear();
+                }
+                self.missed.insert(loc.mnt_id);
+            }
         }
         if let Some(m) = self.by_id.get(&loc.mnt_id) {
             return Resolved {
@@ -196,8 +232,10 @@ impl MountTable {
                 ..Resolved::default()
             };
         }
-        // Another mount namespace: the host's view by device, and the
-        // caller's own view by mount id.
+        // Not a host mount: one since unmounted (its namespace is gone, 0)
+        // or another namespace's. The host's view by device either way, and
+        // the caller's own view by mount id when it is another namespace.
+        let foreign = loc.mnt_ns != 0 && self.host_ns != Some(loc.mnt_ns);
         let mut found: Vec<Untrusted> = Vec::new();
         for m in self.all.iter().filter(|m| m.dev == loc.dev) {
             if let Some(p) = join(m, fs_path) {
@@ -207,9 +245,9 @@ impl MountTable {
             }
         }
         found.sort_by_key(|p| p.as_bytes().len());
-        let ns_path = self
-            .source
-            .of_pid(pid)
+        let ns_path = foreign
+            .then(|| self.source.of_pid(pid))
+            .flatten()
             .map(|t| parse(&t))
             .and_then(|mounts| mounts.into_iter().find(|m| m.id == loc.mnt_id))
             .and_then(|m| join(&m, fs_path));
@@ -218,7 +256,7 @@ impl MountTable {
             path: found.next(),
             alternatives: found.collect(),
             ns_path,
-            foreign_ns: true,
+            foreign_ns: foreign,
         }
     }
 }
@@ -323,15 +361,23 @@ mod tests {
         let mut t = table(Some(
             "900 1 254:0 /srv/data /inside rw - ext4 /dev/vda rw\n",
         ));
-        let r = t.resolve(&loc("254:0", 900, "/srv/data/f"), 7);
+        let mut inside = loc("254:0", 900, "/srv/data/f");
+        inside.mnt_ns = 4_026_532_000;
+        let r = t.resolve(&inside, 7);
         assert!(r.foreign_ns);
         assert_eq!(r.ns_path, Some(Untrusted::from("/inside/f")));
         // The host reaches the same device at / and through its /data bind.
         assert_eq!(path(r.clone()).as_deref(), Some("/data/f"));
         assert_eq!(r.alternatives, vec![Untrusted::from("/srv/data/f")]);
         // A device the host does not mount at all: no host path, said so.
-        let r = t.resolve(&loc("0:99", 901, "/f"), 7);
+        let mut elsewhere = loc("0:99", 901, "/f");
+        elsewhere.mnt_ns = 4_026_532_000;
+        let r = t.resolve(&elsewhere, 7);
         assert!(r.foreign_ns && r.path.is_none());
+        // A mount since detached (no namespace): no namespace view claimed.
+        let r = t.resolve(&loc("0:60", 902, "/data/x"), 7);
+        assert!(!r.foreign_ns && r.ns_path.is_none());
+        assert_eq!(path(r).as_deref(), Some("/mnt/bind/x"));
     }
 
     #[test]

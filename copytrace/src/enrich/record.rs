@@ -5,8 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::enrich::cgroups::{CgroupNames, Service};
 use crate::enrich::kallsyms::OpNames;
 use crate::enrich::mounts::{MountTable, Resolved};
+use crate::enrich::stack::{Stack, Stacks};
 use crate::model::classify::{classify, Diagnosis, Mechanism};
 use crate::model::event::{CopyEvent, Location};
 use crate::model::text::Untrusted;
@@ -38,6 +40,12 @@ pub struct Record {
     pub path_out_ns: Option<Untrusted>,
     /// The caller's executable as the host sees it.
     pub exe_path: Option<Untrusted>,
+    /// The caller's cgroup, systemd unit and container.
+    #[serde(flatten)]
+    pub service: Service,
+    /// The named user-space stack of a suspicious call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Stack>,
     /// The filesystem function behind `mechanism` (fs_copy, remap), from kallsyms.
     pub mechanism_op: Option<String>,
     /// Duration of the call in nanoseconds.
@@ -88,12 +96,16 @@ impl Default for Clock {
 /// What turning an event into a record looks things up in.
 #[derive(Debug, Default)]
 pub struct Enrich {
-    /// Device → mount point.
+    /// Mount id → mount point.
     pub mounts: MountTable,
     /// Monotonic → wall clock.
     pub clock: Clock,
     /// Filesystem op addresses → names.
     pub ops: OpNames,
+    /// cgroup id → path.
+    pub cgroups: CgroupNames,
+    /// Stack addresses → functions.
+    pub stacks: Stacks,
 }
 
 impl Enrich {
@@ -103,6 +115,8 @@ impl Enrich {
             mounts: MountTable::default(),
             clock: Clock::new(),
             ops: OpNames::load(),
+            cgroups: CgroupNames::load(),
+            stacks: Stacks::default(),
         }
     }
 }
@@ -123,6 +137,12 @@ impl Record {
         let input = resolve(event.file_in.as_ref().map(|f| &f.location));
         let output = resolve(event.file_out.as_ref().map(|f| &f.location));
         let exe: Resolved = resolve(event.exe.as_ref());
+        let service = ctx.cgroups.service(event.cgroup_id, pid);
+        let exe_path = exe.path.or(exe.ns_path);
+        let stack = event.stack.as_ref().map(|raw| {
+            ctx.stacks
+                .resolve(raw, pid, exe_path.as_ref().map(Untrusted::as_path))
+        });
         Self {
             time: humantime::format_rfc3339_micros(ctx.clock.wall(event.start_ns)).to_string(),
             diagnosis,
@@ -133,7 +153,9 @@ impl Record {
             path_out: output.path,
             path_out_alternatives: output.alternatives,
             path_out_ns: output.ns_path,
-            exe_path: exe.path.or(exe.ns_path),
+            exe_path,
+            service,
+            stack,
             latency_ns: event.latency_ns(),
             event,
         }

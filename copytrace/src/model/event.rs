@@ -132,6 +132,9 @@ pub struct RawStack {
     pub addrs: Vec<u64>,
     /// Why the kernel gave none (a negative errno of bpf_get_stack).
     pub error: Option<i32>,
+    /// Where the executable's code was mapped (start, end), 0 when unknown.
+    #[serde(skip)]
+    pub code: (u64, u64),
 }
 
 /// One decoded `copy_file_range` call.
@@ -182,7 +185,8 @@ pub struct CopyEvent {
     pub file_out: Option<FileSide>,
     /// The caller's executable, when it has one.
     pub exe: Option<Location>,
-    /// The user-space stack of a suspicious call.
+    /// The user-space stack of a suspicious call (shown named, in the record).
+    #[serde(skip)]
     pub stack: Option<RawStack>,
 }
 
@@ -308,12 +312,14 @@ pub fn from_raw(e: &Event) -> Result<CopyEvent, DecodeError> {
             RawStack {
                 addrs: Vec::new(),
                 error: Some(-e.stack_bytes),
+                code: (e.code_start, e.code_end),
             }
         } else {
             let n = (e.stack_bytes as usize / 8).min(STACK_DEPTH);
             RawStack {
                 addrs: e.stack[..n].to_vec(),
                 error: None,
+                code: (e.code_start, e.code_end),
             }
         }
     });

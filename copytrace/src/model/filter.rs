@@ -23,6 +23,9 @@ pub struct Filter {
     pub verdict: Vec<Verdict>,
     /// Filesystem names, matching the source or the destination.
     pub fs: Vec<String>,
+    /// systemd units (`nginx.service`), matching the caller's unit or a
+    /// unit of its user manager's path (`app-foo.scope`).
+    pub unit: Vec<String>,
 }
 
 fn any_or_empty<T>(values: &[T], pred: impl Fn(&T) -> bool) -> bool {
@@ -41,6 +44,14 @@ impl Filter {
             && any_or_empty(&self.fs, |f| {
                 e.file_in.as_ref().is_some_and(|s| s.fs == *f)
                     || e.file_out.as_ref().is_some_and(|s| s.fs == *f)
+            })
+            && any_or_empty(&self.unit, |u| {
+                let u = u.as_bytes();
+                r.service.unit.as_ref().is_some_and(|x| x.as_bytes() == u)
+                    || r.service
+                        .user_unit
+                        .as_ref()
+                        .is_some_and(|x| x.as_bytes().split(|&b| b == b'/').any(|c| c == u))
             })
     }
 }

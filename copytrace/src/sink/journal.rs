@@ -1,0 +1,162 @@
+//! Suspicious calls as structured journal entries, when the daemon's stdout
+//! is the journal (systemd sets `JOURNAL_STREAM` to its device:inode), so
+//! that `journalctl -u copytrace COPYTRACE_VERDICT=silent_zero_copy` finds
+//! them. Written with journald's native datagram protocol: one datagram
+//! per entry, `KEY=value` lines, values with a newline in the binary-safe
+//! length-prefixed form (names a traced process chose stay exact).
+
+use std::io;
+use std::os::unix::net::UnixDatagram;
+
+use crate::enrich::record::Record;
+use crate::model::classify::Verdict;
+use crate::sink::console::Print;
+use crate::sink::render;
+use crate::sink::{Demand, RecordSink};
+
+/// journald's native socket.
+const SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Whether stdout is a journal stream (`JOURNAL_STREAM` names its device and inode).
+pub fn stdout_is_journal() -> bool {
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    // SAFETY: fstat on fd 1 with a zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(1, &mut st) } != 0 {
+        return false;
+    }
+    stream == format!("{}:{}", st.st_dev, st.st_ino)
+}
+
+/// syslog priority of a verdict: what an operator must act on ranks higher.
+pub fn priority(v: Verdict) -> u8 {
+    match v {
+        Verdict::Error => 3,
+        Verdict::SilentZeroCopy | Verdict::SizeMismatch | Verdict::ShortWrite => 4,
+        Verdict::CrossFs => 5,
+        Verdict::ShortRead => 6,
+        Verdict::Ok => 7,
+    }
+}
+
+/// Appends one field, in the binary-safe form when the value has a newline.
+fn field(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
+    buf.extend_from_slice(key.as_bytes());
+    if value.contains(&b'\n') {
+        buf.push(b'\n');
+        buf.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        buf.push(b'=');
+    }
+    buf.extend_from_slice(value);
+    buf.push(b'\n');
+}
+
+/// The entry of one call.
+pub fn entry(r: &Record) -> Vec<u8> {
+    let mut b = Vec::with_capacity(1024);
+    let v = r.diagnosis.verdict;
+    field(&mut b, "MESSAGE", render::human_line(r).as_bytes());
+    field(&mut b, "PRIORITY", priority(v).to_string().as_bytes());
+    field(&mut b, "SYSLOG_IDENTIFIER", b"copytrace");
+    field(&mut b, "COPYTRACE_VERDICT", v.as_str().as_bytes());
+    field(&mut b, "COPYTRACE_REASON", r.diagnosis.reason.as_bytes());
+    field(&mut b, "COPYTRACE_PID", r.event.pid.to_string().as_bytes());
+    field(&mut b, "COPYTRACE_COMM", r.event.comm.as_bytes());
+    let optional = [
+        ("COPYTRACE_UNIT", r.service.unit.as_ref()),
+        ("COPYTRACE_USER_UNIT", r.service.user_unit.as_ref()),
+        ("COPYTRACE_CGROUP", r.service.cgroup.as_ref()),
+        ("COPYTRACE_EXE", r.exe_path.as_ref()),
+        ("COPYTRACE_PATH_IN", r.path_in.as_ref()),
+        ("COPYTRACE_PATH_OUT", r.path_out.as_ref()),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            field(&mut b, k, v.as_bytes());
+        }
+    }
+    if let Some(id) = &r.service.container_id {
+        field(&mut b, "COPYTRACE_CONTAINER_ID", id.as_bytes());
+    }
+    b
+}
+
+/// Sends records to the journal.
+pub struct Journal {
+    socket: UnixDatagram,
+    print: Print,
+    failed: bool,
+}
+
+impl Journal {
+    /// Connects to journald's socket.
+    pub fn connect(print: Print) -> io::Result<Self> {
+        let socket = UnixDatagram::unbound()?;
+        socket.connect(SOCKET)?;
+        Ok(Journal {
+            socket,
+            print,
+            failed: false,
+        })
+    }
+
+    /// Changes which calls are sent (config reload).
+    pub fn set_print(&mut self, print: Print) {
+        self.print = print;
+    }
+}
+
+impl RecordSink for Journal {
+    fn demand(&self) -> Demand {
+        match self.print {
+            Print::All => Demand::Every,
+            Print::Suspicious => Demand::Suspicious,
+            Print::None => Demand::Nothing,
+        }
+    }
+
+    fn record(&mut self, r: &Record) {
+        let show = match self.print {
+            Print::All => true,
+            Print::Suspicious => r.diagnosis.verdict.is_suspicious(),
+            Print::None => false,
+        };
+        if !show {
+            return;
+        }
+        if let Err(e) = self.socket.send(&entry(r)) {
+            // Entries are small (no memfd fallback needed); say it once.
+            if !self.failed {
+                log::warn!("cannot write to the journal ({e}); later entries are dropped too");
+                self.failed = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_with_newlines_are_length_prefixed() {
+        let mut b = Vec::new();
+        field(&mut b, "A", b"plain");
+        field(&mut b, "B", b"two\nlines");
+        let mut want = b"A=plain\nB\n".to_vec();
+        want.extend_from_slice(&9u64.to_le_bytes());
+        want.extend_from_slice(b"two\nlines\n");
+        assert_eq!(b, want);
+    }
+
+    #[test]
+    fn priorities_rank_what_needs_action() {
+        assert!(priority(Verdict::Error) < priority(Verdict::SilentZeroCopy));
+        assert!(priority(Verdict::SilentZeroCopy) < priority(Verdict::ShortRead));
+        assert_eq!(priority(Verdict::Ok), 7);
+    }
+}
