@@ -44,6 +44,7 @@ pub fn load_options(probe: ProbeChoice, follow_tgid: u32) -> LoadOptions {
         follow_tgid,
         policy: report_policy(),
         size_truths: fs_magic::untrustworthy_sizes(),
+        count_by_cgroup: false,
     }
 }
 
@@ -71,8 +72,8 @@ fn release_freed_heap() {
 
 impl Watch {
     /// Loads and attaches the probes. Must run inside a tokio runtime.
-    pub fn start(probe: ProbeChoice, follow_tgid: u32) -> Result<Self, WatchError> {
-        let mut probes = bpf::load(load_options(probe, follow_tgid))?;
+    pub fn start(opts: LoadOptions) -> Result<Self, WatchError> {
+        let mut probes = bpf::load(opts)?;
         probes.forward_kernel_logs();
         let ring = probes.take_events().ok_or(WatchError::NoRingBuffer)?;
         let counters = probes.take_counters().map(Arc::new);

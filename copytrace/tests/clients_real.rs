@@ -4,58 +4,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{copytrace_bin, ext4, require_program, require_root, tmpfs, tracefs_dir, write_file};
-
-/// Result of `copytrace trace --json -- CMD`.
-struct Traced {
-    code: Option<i32>,
-    calls: Vec<Value>,
-    summary: Value,
-}
-
-fn trace(out_dir: &Path, command: &[&str]) -> Traced {
-    require_root();
-    let out = out_dir.join("trace.jsonl");
-    let mut cmd = Command::new(copytrace_bin());
-    cmd.arg("trace");
-    if let Some(p) = support::suite::probe() {
-        cmd.args(["--probe", &p]);
-    }
-    let status = cmd
-        .args(["--json", "-o"])
-        .arg(&out)
-        .arg("--")
-        .args(command)
-        // The clients' own output would mix with the test harness's.
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run copytrace trace");
-    let text = std::fs::read_to_string(&out).expect("trace output");
-    std::fs::remove_file(&out).expect("remove trace output");
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    let summary = lines
-        .iter()
-        .find(|l| l["type"] == "summary")
-        .map(|l| l["data"].clone())
-        .unwrap_or_else(|| panic!("no summary in {text}"));
-    assert_eq!(summary["lost"], 0, "no event may be lost in a test");
-    Traced {
-        code: status.code(),
-        calls: lines
-            .into_iter()
-            .filter(|l| l["type"] == "call")
-            .map(|l| l["data"].clone())
-            .collect(),
-        summary,
-    }
-}
+use support::{ext4, require_program, require_root, tmpfs, trace, tracefs_dir, write_file};
 
 fn verdicts(calls: &[Value]) -> Vec<&str> {
     calls
@@ -255,51 +207,13 @@ fn empty_ext4_file_is_ok_not_silent() {
     assert_eq!(t.summary["suspicious"], 0);
 }
 
-const GO_CLIENT: &str = r#"package main
-
-import (
-	"fmt"
-	"io"
-	"os"
-)
-
-func main() {
-	src, err := os.Open(os.Args[1])
-	if err != nil {
-		panic(err)
-	}
-	dst, err := os.OpenFile(os.Args[2], os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		panic(err)
-	}
-	n, err := io.Copy(dst, src)
-	if err != nil {
-		panic(err)
-	}
-	fmt.Println(n)
-}
-"#;
-
 #[test]
 fn go_io_copy_between_files() {
     require_root();
     if !require_program("go", "golang-go") {
         return;
     }
-    let work = support::scratch().join("go-client");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    std::fs::write(work.join("main.go"), GO_CLIENT).expect("write go source");
-    let bin = work.join("goclient");
-    let st = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg("main.go")
-        .current_dir(&work)
-        .env("GOCACHE", work.join("cache"))
-        .env("GO111MODULE", "off")
-        .status()
-        .expect("go build (golang-go is installed by cargo xtask provision)");
-    assert!(st.success(), "go build failed");
+    let bin = support::go_client();
     let bin = bin.to_str().unwrap_or_default();
 
     let fs = tmpfs("8m");

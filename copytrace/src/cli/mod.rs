@@ -168,6 +168,15 @@ pub struct TailArgs {
     #[arg(long, value_name = "FS")]
     pub fs: Vec<String>,
 
+    /// Only calls from this systemd unit (repeatable): `nginx.service`, or a
+    /// unit of a user's manager such as `app-foo.scope`.
+    #[arg(long, value_name = "UNIT")]
+    pub unit: Vec<String>,
+
+    /// Show the named user-space stack under each suspicious call.
+    #[arg(long)]
+    pub stack: bool,
+
     /// First replay up to N suspicious calls the daemon kept.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub history: usize,

@@ -212,12 +212,80 @@ pub fn checks() -> Report {
             "no probe back-end can attach: copytrace cannot run here",
         ),
     });
+    out.push(running_daemon());
     Report {
         kernel,
         checks: out,
         backends,
         usable,
     }
+}
+
+/// What a daemon on this machine has lost, from its own metrics (the
+/// address in the default configuration file).
+fn running_daemon() -> Check {
+    let path = std::path::Path::new(crate::service::config::DEFAULT_PATH);
+    let listen = match crate::service::config::Config::load(path, false) {
+        Ok(cfg) if cfg.metrics.enabled => cfg.metrics.listen,
+        Ok(_) => {
+            return check(
+                Status::Info,
+                "running daemon: its metrics are off, so its losses cannot be read",
+            )
+        }
+        Err(e) => {
+            return check(
+                Status::Missing,
+                format!("running daemon: {}", crate::error_chain(&e)),
+            )
+        }
+    };
+    let body = match scrape(listen) {
+        Ok(b) => b,
+        Err(e) => {
+            return check(
+                Status::Info,
+                format!("running daemon: none answering at {listen} ({e})"),
+            )
+        }
+    };
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    let received = value("copytrace_events_received_total");
+    let lost = value("copytrace_events_lost_total");
+    let untracked = value("copytrace_calls_untracked_total");
+    let what = format!(
+        "running daemon at {listen}: {received} reported calls read, {lost} lost (ring buffer full), {untracked} untracked (kernel map full)"
+    );
+    if lost + untracked == 0 {
+        check(Status::Ok, what)
+    } else {
+        check(
+            Status::Missing,
+            what + ": calls are still counted exactly where tracked; lost reports are missing from tail and logs (print fewer calls, or see docs/benchmarks.md)",
+        )
+    }
+}
+
+/// GET /metrics with short timeouts (a stuck daemon must not hang doctor).
+fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(2);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut body = Vec::new();
+    s.take(4 << 20).read_to_end(&mut body)?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if !text.starts_with("HTTP/1.") || !text.contains(" 200 ") {
+        return Err(std::io::Error::other("not copytrace's metrics"));
+    }
+    Ok(text)
 }
 
 impl Report {

@@ -63,7 +63,10 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
         })?),
         None => Box::new(io::stderr()),
     };
-    let mut watch = Watch::start(args.probe.probe, std::process::id())?;
+    let mut watch = Watch::start(crate::pipeline::load_options(
+        args.probe.probe,
+        std::process::id(),
+    ))?;
     log::debug!("attached {} back-end", watch.backend().as_str());
 
     let (program, rest) = args

@@ -20,6 +20,9 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9977";
 /// Default tail socket.
 pub const DEFAULT_SOCKET: &str = "/run/copytrace/copytrace.sock";
 
+/// Most units `metrics.unit_top` may give a label value of their own.
+pub const MAX_UNIT_TOP: usize = 100;
+
 /// Errors from reading configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -63,6 +66,12 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Label call counts with the caller's systemd unit (off by default:
+    /// it multiplies the series, see docs/metrics.md).
+    pub unit_label: bool,
+    /// Units that get a label value of their own (the busiest first, kept
+    /// once given); the rest are counted under `other`.
+    pub unit_top: usize,
 }
 
 /// `[tail]`.
@@ -102,6 +111,8 @@ impl Default for MetricsConfig {
             listen: DEFAULT_METRICS_LISTEN
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9977))),
+            unit_label: false,
+            unit_top: 10,
         }
     }
 }
@@ -149,6 +160,12 @@ impl Config {
             return Err(format!(
                 "log_level: {:?} is not one of off, error, warn, info, debug, trace",
                 self.log_level
+            ));
+        }
+        if self.metrics.unit_top > MAX_UNIT_TOP {
+            return Err(format!(
+                "metrics.unit_top: {} is more than {MAX_UNIT_TOP} (each unit multiplies the series)",
+                self.metrics.unit_top
             ));
         }
         if self.tail.client_queue == 0 {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::bpf::LoadOptions;
 use crate::cli::RunArgs;
 use crate::enrich::record::Record;
 use crate::model::backend::Backend;
@@ -21,6 +22,7 @@ use crate::pipeline::{Watch, WatchError};
 use crate::service::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::service::notify::{self, Notifier};
 use crate::sink::console::{Console, Print};
+use crate::sink::journal::{self, Journal};
 use crate::sink::metrics::{Metrics, MetricsError};
 use crate::sink::metrics_http;
 use crate::sink::render::{self, Format};
@@ -153,17 +155,26 @@ impl PrintAll {
 /// Every sink the daemon feeds records to (the metrics read counts, not records).
 struct Fanout<W: io::Write> {
     console: Console<W>,
+    /// Structured entries instead of console lines, when stdout is the journal.
+    journal: Option<Journal>,
     tail: Option<crate::sink::tail_hub::TailHub>,
 }
 
 impl<W: io::Write> RecordSink for Fanout<W> {
     fn demand(&self) -> Demand {
         let tail = self.tail.as_ref().map_or(Demand::Nothing, |t| t.demand());
-        self.console.demand().max(tail)
+        let journal = self
+            .journal
+            .as_ref()
+            .map_or(Demand::Nothing, |j| j.demand());
+        self.console.demand().max(tail).max(journal)
     }
 
     fn record(&mut self, r: &Record) {
         self.console.record(r);
+        if let Some(j) = &mut self.journal {
+            j.record(r);
+        }
         if let Some(t) = &mut self.tail {
             t.record(r);
         }
@@ -175,7 +186,7 @@ impl<W: io::Write> RecordSink for Fanout<W> {
 }
 
 fn status_line(metrics: &Mutex<Metrics>, backend: Backend) -> String {
-    let (calls, suspicious) = metrics
+    let (calls, suspicious, lost) = metrics
         .lock()
         .map(|mut m| {
             let by = m.calls_by_verdict();
@@ -185,11 +196,16 @@ fn status_line(metrics: &Mutex<Metrics>, backend: Backend) -> String {
                 .filter(|(v, _)| v.is_suspicious())
                 .map(|(_, n)| n)
                 .sum();
-            (total, suspicious)
+            (total, suspicious, m.lost())
         })
         .unwrap_or_default();
+    let lost = if lost > 0 {
+        format!(", {lost} reported call(s) lost (counts stay exact)")
+    } else {
+        String::new()
+    };
     format!(
-        "STATUS=watching copy_file_range ({} back-end): {calls} calls, {suspicious} suspicious",
+        "STATUS=watching copy_file_range ({} back-end): {calls} calls, {suspicious} suspicious{lost}",
         backend.as_str()
     )
 }
@@ -232,9 +248,15 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         None
     };
 
-    let mut watch = Watch::start(config.probe, config.pid)?;
+    let mut watch = Watch::start(LoadOptions {
+        count_by_cgroup: config.metrics.unit_label,
+        ..crate::pipeline::load_options(config.probe, config.pid)
+    })?;
     let backend = watch.backend();
-    let metrics = Arc::new(Mutex::new(Metrics::new(&crate::kernel_release())?));
+    let metrics = Arc::new(Mutex::new(Metrics::new(
+        &crate::kernel_release(),
+        config.metrics.unit_label.then_some(config.metrics.unit_top),
+    )?));
     if let (Some(k), Ok(mut m)) = (watch.counters(), metrics.lock()) {
         m.attach(backend, k, watch.read_counters());
     }
@@ -287,16 +309,37 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
     } else {
         Format::Human
     };
+    // Under systemd, suspicious calls become structured journal entries
+    // rather than lines on stdout (which would be the same entries, unstructured).
+    let journal = if format == Format::Human && journal::stdout_is_journal() {
+        match Journal::connect(config.print) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                log::warn!(
+                    "stdout is the journal but its socket is not usable ({e}): printing lines"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let console_print = if journal.is_some() {
+        Print::None
+    } else {
+        config.print
+    };
     let mut sinks = Fanout {
         console: Console::new(
             io::BufWriter::new(io::stdout().lock()),
             format,
-            config.print,
+            console_print,
             false,
         ),
+        journal,
         tail,
     };
-    if format == Format::Human && config.print != crate::sink::console::Print::None {
+    if format == Format::Human && console_print != Print::None {
         sinks.console.write_line(&render::human_header());
         sinks.console.batch_end();
     }
@@ -358,7 +401,10 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
 /// keys need a restart (they stay as they are, so the next reload says so again).
 fn reload<W: io::Write>(old: &mut Config, new: &Config, sinks: &mut Fanout<W>) {
     log::set_max_level(new.level());
-    sinks.console.set_print(new.print);
+    match &mut sinks.journal {
+        Some(j) => j.set_print(new.print),
+        None => sinks.console.set_print(new.print),
+    }
     if let Some(t) = &mut sinks.tail {
         t.set_history(new.tail.history);
     }

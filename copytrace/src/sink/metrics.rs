@@ -17,6 +17,7 @@ use prometheus::{
 };
 
 use crate::bpf::counters::KernelCounters;
+use crate::enrich::cgroups::CgroupNames;
 use crate::model::backend::Backend;
 use crate::model::classify::{verdict, Facts, Verdict};
 use crate::model::{errno, fs_magic};
@@ -58,6 +59,67 @@ pub struct Metrics {
     seen: HashMap<CountKey, CountVal>,
     /// Pulled counters: their source's value already added.
     pulled: HashMap<&'static str, u64>,
+    /// The `unit` label, when counts are kept per cgroup.
+    units: Option<UnitLabels>,
+}
+
+/// Label value for units beyond the ones that get their own.
+const OTHER_UNIT: &str = "other";
+
+/// Gives the busiest units a `unit` label value of their own, at most
+/// `top` of them, kept once given (a counter's series must not move); every
+/// other call is counted under `other`.
+struct UnitLabels {
+    top: usize,
+    names: CgroupNames,
+    by_cgroup: HashMap<u64, String>,
+    own: std::collections::BTreeSet<String>,
+}
+
+impl UnitLabels {
+    fn new(top: usize) -> Self {
+        UnitLabels {
+            top,
+            names: CgroupNames::load(),
+            by_cgroup: HashMap::new(),
+            own: Default::default(),
+        }
+    }
+
+    /// Assigns labels to cgroups not seen before, busiest first.
+    fn assign(&mut self, counts: &[(CountKey, CountVal)]) {
+        let mut calls: HashMap<u64, u64> = HashMap::new();
+        for (k, v) in counts {
+            if !self.by_cgroup.contains_key(&k.cgroup_id) {
+                *calls.entry(k.cgroup_id).or_default() += v.calls;
+            }
+        }
+        let mut new: Vec<(u64, u64)> = calls.into_iter().collect();
+        new.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (id, _) in new {
+            let unit = self
+                .names
+                .service(id, 0)
+                .unit
+                .map(|u| u.human())
+                .unwrap_or_else(|| OTHER_UNIT.into());
+            let label = if self.own.contains(&unit) {
+                unit
+            } else if unit != OTHER_UNIT && self.own.len() < self.top {
+                self.own.insert(unit.clone());
+                unit
+            } else {
+                OTHER_UNIT.into()
+            };
+            self.by_cgroup.insert(id, label);
+        }
+    }
+
+    fn label(&self, cgroup_id: u64) -> &str {
+        self.by_cgroup
+            .get(&cgroup_id)
+            .map_or(OTHER_UNIT, String::as_str)
+    }
 }
 
 fn fs_label(present: bool, magic: u64) -> &'static str {
@@ -70,19 +132,26 @@ fn fs_label(present: bool, magic: u64) -> &'static str {
 
 impl Metrics {
     /// Declares every metric, with counters at 0 for all verdicts.
-    pub fn new(kernel_release: &str) -> Result<Self, MetricsError> {
+    /// `unit_top`: label call counts with the caller's unit, giving at most
+    /// this many units a value of their own.
+    pub fn new(kernel_release: &str, unit_top: Option<usize>) -> Result<Self, MetricsError> {
         let registry = Registry::new_custom(Some(NAMESPACE.into()), None)?;
         let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
+        let labels: &[&str] = if unit_top.is_some() {
+            &["verdict", "fs_in", "fs_out", "unit"]
+        } else {
+            &["verdict", "fs_in", "fs_out"]
+        };
         let calls = IntCounterVec::new(
             Opts::new(
                 "calls_total",
                 "copy_file_range calls by verdict and filesystems (exact, from kernel-side counts)",
             ),
-            &["verdict", "fs_in", "fs_out"],
+            labels,
         )?;
         let errors = IntCounterVec::new(
             Opts::new("errors_total", "failed copy_file_range calls by errno"),
@@ -97,7 +166,11 @@ impl Metrics {
             &["version", "kernel"],
         )?;
         for v in Verdict::ALL {
-            calls.with_label_values(&[v.as_str(), "other", "other"]);
+            if unit_top.is_some() {
+                calls.with_label_values(&[v.as_str(), "other", "other", OTHER_UNIT]);
+            } else {
+                calls.with_label_values(&[v.as_str(), "other", "other"]);
+            }
         }
         for b in Backend::ALL {
             probes_attached.with_label_values(&[b.as_str()]).set(0);
@@ -156,6 +229,7 @@ impl Metrics {
             pipeline: None,
             seen: HashMap::new(),
             pulled: HashMap::new(),
+            units: unit_top.map(UnitLabels::new),
         })
     }
 
@@ -189,7 +263,11 @@ impl Metrics {
     /// Brings the counters up to the kernel-side and pipeline counts.
     pub fn reconcile(&mut self) {
         if let Some(kernel) = self.kernel.clone() {
-            for (key, now) in kernel.counts() {
+            let counts = kernel.counts();
+            if let Some(u) = &mut self.units {
+                u.assign(&counts);
+            }
+            for (key, now) in counts {
                 let before = self.seen.insert(key, now).unwrap_or_default();
                 let calls = now.calls.saturating_sub(before.calls);
                 if calls == 0 {
@@ -230,9 +308,16 @@ impl Metrics {
         let v = verdict(&Facts::of_count_key(key));
         let fs_in = fs_label(key.facts & fact::IN_PRESENT != 0, key.magic_in);
         let fs_out = fs_label(key.facts & fact::OUT_PRESENT != 0, key.magic_out);
-        self.calls
-            .with_label_values(&[v.as_str(), fs_in, fs_out])
-            .inc_by(calls);
+        match &self.units {
+            Some(u) => self
+                .calls
+                .with_label_values(&[v.as_str(), fs_in, fs_out, u.label(key.cgroup_id)])
+                .inc_by(calls),
+            None => self
+                .calls
+                .with_label_values(&[v.as_str(), fs_in, fs_out])
+                .inc_by(calls),
+        }
         if key.errno != 0 {
             self.errors
                 .with_label_values(&[&errno::label(i64::from(key.errno))])
@@ -294,6 +379,11 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
+    /// Reported calls the ring buffer had no room for, so far.
+    pub fn lost(&self) -> u64 {
+        self.kernel.as_ref().map_or(0, |k| k.lost_events())
+    }
+
     /// Exact calls per verdict so far (for status lines and tests).
     pub fn calls_by_verdict(&mut self) -> HashMap<Verdict, u64> {
         self.reconcile();
@@ -311,7 +401,7 @@ mod tests {
 
     #[test]
     fn declares_every_metric_with_prefix() {
-        let mut m = Metrics::new("6.18.0").expect("registry");
+        let mut m = Metrics::new("6.18.0", None).expect("registry");
         let text = m.render();
         for name in [
             "copytrace_calls_total{fs_in=\"other\",fs_out=\"other\",verdict=\"silent_zero_copy\"} 0",
@@ -325,5 +415,33 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn units_get_their_own_label_up_to_the_limit_and_keep_it() {
+        let mut u = UnitLabels {
+            top: 1,
+            names: CgroupNames::default(),
+            by_cgroup: HashMap::new(),
+            own: Default::default(),
+        };
+        let key = |id| CountKey {
+            cgroup_id: id,
+            ..CountKey::default()
+        };
+        let val = |calls| CountVal {
+            calls,
+            ..CountVal::default()
+        };
+        // No hierarchy to read here: every cgroup's unit is unknown, so other.
+        u.assign(&[(key(1), val(5))]);
+        assert_eq!(u.label(1), OTHER_UNIT);
+        // With names known, the busiest new unit takes the one slot, for good.
+        u.by_cgroup.clear();
+        u.own.insert("a.service".into());
+        u.by_cgroup.insert(2, "a.service".into());
+        u.assign(&[(key(2), val(1)), (key(3), val(100))]);
+        assert_eq!(u.label(2), "a.service", "kept once given");
+        assert_eq!(u.label(3), OTHER_UNIT, "the slots are used");
     }
 }

@@ -1,18 +1,37 @@
 //! The HTTP endpoint Prometheus scrapes: GET /metrics, nothing else.
+//!
+//! Any local user can reach it, so it holds at most [`MAX_CONNECTIONS`] at
+//! once (more wait in the kernel's backlog, costing us no descriptor),
+//! drops a client that has not sent its request headers within
+//! [`HEADER_TIMEOUT`] (slowloris) and closes every connection after
+//! [`CONNECTION_LIFETIME`] (idle keep-alives), and backs off when
+//! descriptors run out ([`Backoff`]).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use crate::sink::accept::Backoff;
 use crate::sink::metrics::Metrics;
 
 /// Content type of the text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// Time a client has to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a connection stays open, keep-alives included.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
 fn respond(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -43,25 +62,39 @@ fn handle(req: &Request<Incoming>, metrics: &Mutex<Metrics>) -> Response<Full<By
 
 /// Serves `/metrics` on an already bound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Backoff::new("metrics listener");
     loop {
+        // Take a slot before accepting: while every slot is busy, new
+        // clients wait in the listen backlog and hold none of our fds.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+            Ok((s, _)) => {
+                backoff.succeeded();
+                s
+            }
             Err(e) => {
-                log::warn!("metrics listener: {e}");
+                backoff.failed(&e).await;
                 continue;
             }
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
                 let resp = handle(&req, &metrics);
                 async move { Ok::<_, Infallible>(resp) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                log::debug!("metrics connection: {e}");
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::debug!("metrics connection: {e}"),
+                Err(_) => log::debug!("metrics connection closed after {CONNECTION_LIFETIME:?}"),
             }
         });
     }

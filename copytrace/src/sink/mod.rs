@@ -4,7 +4,9 @@
 //! is only what a sink wants ([`Demand`]), so the kernel side and the
 //! pipeline do no work nobody asked for.
 
+pub mod accept;
 pub mod console;
+pub mod journal;
 pub mod metrics;
 pub mod metrics_http;
 pub mod render;

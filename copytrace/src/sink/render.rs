@@ -11,6 +11,7 @@ use std::io;
 use serde::Serialize;
 
 use crate::enrich::record::Record;
+use crate::enrich::stack::Stack;
 use crate::model::event::FileSide;
 use crate::model::text::{invisible, Untrusted};
 
@@ -82,7 +83,16 @@ fn side(
     let loc = &f.location;
     let mut s = match path {
         Some(p) => format!("{}:{}", f.fs, p.human()),
-        None if !loc.fs_path.is_empty() => format!("{}:{}", f.fs, loc.fs_path.human()),
+        // Only the path inside the filesystem is known: say so, so nobody
+        // takes it for a path they can open.
+        None if !loc.fs_path.is_empty() => {
+            let why = if loc.path_complete {
+                "no mount point found"
+            } else {
+                "path cut short"
+            };
+            format!("{}:{} ({why})", f.fs, loc.fs_path.human())
+        }
         None => format!("{}:{}#{}", f.fs, f.kind.as_str(), loc.ino),
     };
     if loc.deleted {
@@ -157,7 +167,36 @@ pub fn human(r: &Record) -> HumanLine {
         ),
         r.diagnosis.reason
     );
+    if let Some(unit) = r.service.user_unit.as_ref().or(r.service.unit.as_ref()) {
+        let _ = write!(text, "  [{}]", unit.human());
+    }
     HumanLine { text, verdict }
+}
+
+/// A named stack for people, one indented line per frame.
+pub fn human_stack(s: &Stack) -> String {
+    let mut out = String::new();
+    for (i, f) in s.frames.iter().enumerate() {
+        let _ = write!(out, "    #{i:<2} {:>18}  ", f.addr);
+        match &f.function {
+            Some(name) => out.push_str(&name.human()),
+            None => out.push('?'),
+        }
+        for inl in &f.inlined {
+            let _ = write!(out, " [inlined {}]", inl.human());
+        }
+        if let (Some(file), Some(line)) = (&f.file, f.line) {
+            let _ = write!(out, " at {}:{line}", file.human());
+        }
+        if let Some(m) = &f.module {
+            let _ = write!(out, "  ({})", m.human());
+        }
+        out.push('\n');
+    }
+    if let Some(cut) = &s.cut {
+        let _ = writeln!(out, "    stack cut: {cut}");
+    }
+    out
 }
 
 /// One line for people (see [`human`]).

@@ -4,7 +4,10 @@
 //! The socket is created with mode 0660 (group `tail.group` when that group
 //! exists) under a temporary name and renamed into place, so nobody can
 //! connect before its mode is set. Each connection is also checked with
-//! SO_PEERCRED: root, or a member of the group.
+//! SO_PEERCRED and SO_PEERGROUPS (the peer's credentials when it connected):
+//! root, or the group as primary or supplementary group. At most
+//! [`MAX_CLIENTS`] connections are served at once; a client must say hello
+//! within 10 s.
 //!
 //! ## Lagging
 //! Calls go through one bounded broadcast queue (`tail.client_queue` entries)
@@ -22,13 +25,14 @@ use std::sync::{Arc, Mutex};
 use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Semaphore};
 
 use crate::bpf::{ReportAll, ReportAllHold};
 use crate::enrich::record::Record;
 use crate::model::backend::Backend;
 use crate::model::filter::Filter;
 use crate::service::config::TailConfig;
+use crate::sink::accept::Backoff;
 use crate::sink::render;
 use crate::sink::{Demand, RecordSink};
 use crate::tail::protocol::{ClientMsg, ServerMsg, MAX_LINE, PROTOCOL_VERSION};
@@ -47,6 +51,10 @@ pub enum TailError {
     #[error("another copytrace is already serving {0} (stop it, or set tail.socket / --socket)")]
     InUse(PathBuf),
 }
+
+/// Clients served at once, counted from accept (hello included), so idle
+/// connections cannot exhaust the daemon's file descriptors.
+pub const MAX_CLIENTS: usize = 64;
 
 /// Bytes gathered for one write to a client.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -100,22 +108,48 @@ fn group_gid(name: &str) -> Option<u32> {
 }
 
 /// Whether process `pid` (of `uid`, `gid`) may use the socket.
-fn authorized(uid: u32, gid: u32, pid: Option<i32>, group: Option<u32>) -> bool {
+/// Supplementary groups the peer had when it connected (SO_PEERGROUPS),
+/// read from the socket rather than /proc so a recycled pid cannot lend its
+/// groups to another process.
+fn peer_groups(stream: &UnixStream) -> io::Result<Vec<libc::gid_t>> {
+    use std::os::fd::AsRawFd;
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the buffer is `len` bytes of writable memory owned by
+        // `groups`, and `len` is a valid socklen_t the kernel updates.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        // ERANGE: the kernel wrote the size it needs into len.
+        if e.raw_os_error() == Some(libc::ERANGE) && n > groups.len() && n <= 65536 {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+/// Whether a peer may tail: root, or the tail group as its primary or a
+/// supplementary group.
+fn authorized(uid: u32, gid: u32, groups: &[libc::gid_t], group: Option<u32>) -> bool {
     if uid == 0 {
         return true;
     }
     let Some(group) = group else { return false };
-    if gid == group {
-        return true;
-    }
-    // Supplementary groups of the peer process.
-    pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .map(|g| g.split_whitespace().any(|x| x.parse() == Ok(group)))
-        })
-        .unwrap_or(false)
+    gid == group || groups.contains(&group)
 }
 
 impl TailHub {
@@ -215,20 +249,44 @@ impl TailHub {
         let shared = self.shared.clone();
         let stop = self.stop.subscribe();
         tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+            let mut backoff = Backoff::new("tail socket");
             loop {
                 let mut stop_accept = stop.clone();
-                let stream = tokio::select! {
+                let mut stream = tokio::select! {
                     r = listener.accept() => match r {
-                        Ok((s, _)) => s,
+                        Ok((s, _)) => {
+                            backoff.succeeded();
+                            s
+                        }
                         Err(e) => {
-                            log::warn!("tail socket accept: {e}");
+                            backoff.failed(&e).await;
                             continue;
                         }
                     },
                     _ = stop_accept.changed() => return,
                 };
+                // Tail sessions last: a client over the cap is told why at
+                // once instead of waiting unseen in the backlog.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    let message =
+                        format!("too many tail clients (limit {MAX_CLIENTS}); try again later");
+                    tokio::spawn(async move {
+                        let line = ServerMsg::Error { message }.line();
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(1),
+                            write_line(&mut stream, &line),
+                        )
+                        .await;
+                    });
+                    continue;
+                };
                 let rx = tx.subscribe();
-                tokio::spawn(serve_client(stream, rx, shared.clone(), stop.clone()));
+                let (shared, stop) = (shared.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    serve_client(stream, rx, shared, stop).await;
+                });
             }
         });
     }
@@ -360,9 +418,10 @@ async fn serve_client(
     mut stop: watch::Receiver<bool>,
 ) {
     let cred = stream.peer_cred();
+    let groups = peer_groups(&stream).unwrap_or_default();
     let allowed = cred
         .as_ref()
-        .map(|c| authorized(c.uid(), c.gid(), c.pid(), shared.group_gid))
+        .map(|c| authorized(c.uid(), c.gid(), &groups, shared.group_gid))
         .unwrap_or(false);
     if !allowed {
         let uid = cred

@@ -52,6 +52,8 @@ pub struct TailOptions {
     pub json: bool,
     /// Reconnect when the daemon restarts.
     pub follow: bool,
+    /// Show stacks under calls (human form).
+    pub stack: bool,
 }
 
 fn verdict_style(v: Verdict) -> Style {
@@ -65,7 +67,12 @@ fn verdict_style(v: Verdict) -> Style {
 }
 
 /// Prints one daemon line; Ok(false) means the stream ended (`bye`).
-fn print_line(line: &str, json: bool, out: &mut impl Write) -> Result<bool, TailClientError> {
+fn print_line(
+    line: &str,
+    opts: &TailOptions,
+    out: &mut impl Write,
+) -> Result<bool, TailClientError> {
+    let json = opts.json;
     let v: serde_json::Value =
         serde_json::from_str(line).map_err(|_| TailClientError::Protocol(line.into()))?;
     match v["type"].as_str() {
@@ -82,6 +89,11 @@ fn print_line(line: &str, json: bool, out: &mut impl Write) -> Result<bool, Tail
                 let (before, rest) = line.text.split_at(line.verdict.start);
                 let (verdict, after) = rest.split_at(line.verdict.len());
                 writeln!(out, "{before}{style}{verdict}{style:#}{after}")?;
+                if opts.stack {
+                    if let Some(s) = &r.stack {
+                        write!(out, "{}", render::human_stack(s))?;
+                    }
+                }
             }
             Ok(true)
         }
@@ -131,11 +143,11 @@ async fn session(
             first = false;
             if !line.contains(r#""type":"hello""#) {
                 // Refusals arrive as the first line.
-                print_line(&line, opts.json, out)?;
+                print_line(&line, opts, out)?;
                 return Err(TailClientError::Protocol(line));
             }
         }
-        print_line(&line, opts.json, out)?;
+        print_line(&line, opts, out)?;
         out.flush()?;
     }
     Err(TailClientError::Closed("connection lost".into()))

@@ -4,12 +4,14 @@
 // Each test file uses a different subset.
 #![allow(dead_code, unused_imports)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 pub use copytrace_testkit::caller;
 pub use copytrace_testkit::daemon::{Daemon, DaemonBuilder};
 pub use copytrace_testkit::fs::{
-    cfr, cgroup2_root, ebadf_calls, open, raw, silent_copies, tracefs_dir, write_file, Mount,
+    bind_mount, cfr, cgroup2_root, ebadf_calls, open, raw, silent_copies, tracefs_dir, unmount,
+    write_file, Mount,
 };
 pub use copytrace_testkit::net::{free_port, http_get, sample};
 pub use copytrace_testkit::suite::{self, require_program, require_root};
@@ -82,6 +84,108 @@ pub fn find(events: &[Value], fd_in: i32, fd_out: i32, len: u64) -> &Value {
         hits.len()
     );
     hits[0]
+}
+
+/// Result of `copytrace trace --json -- CMD`.
+pub struct Traced {
+    /// The command's exit code.
+    pub code: Option<i32>,
+    /// The `data` of every call line.
+    pub calls: Vec<Value>,
+    /// The summary line's `data`.
+    pub summary: Value,
+}
+
+/// Runs `copytrace trace --json -- COMMAND` (output under `out_dir`) and
+/// parses what it wrote; asserts that nothing was lost.
+pub fn trace(out_dir: &Path, command: &[&str]) -> Traced {
+    require_root();
+    let out = out_dir.join("trace.jsonl");
+    let mut cmd = Command::new(copytrace_bin());
+    cmd.arg("trace");
+    if let Some(p) = suite::probe() {
+        cmd.args(["--probe", &p]);
+    }
+    let status = cmd
+        .args(["--json", "-o"])
+        .arg(&out)
+        .arg("--")
+        .args(command)
+        // The clients' own output would mix with the test harness's.
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run copytrace trace");
+    let text = std::fs::read_to_string(&out).expect("trace output");
+    std::fs::remove_file(&out).expect("remove trace output");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "summary")
+        .map(|l| l["data"].clone())
+        .unwrap_or_else(|| panic!("no summary in {text}"));
+    assert_eq!(summary["lost"], 0, "no event may be lost in a test");
+    Traced {
+        code: status.code(),
+        calls: lines
+            .into_iter()
+            .filter(|l| l["type"] == "call")
+            .map(|l| l["data"].clone())
+            .collect(),
+        summary,
+    }
+}
+
+/// A Go program that copies `argv[1]` to `argv[2]` with `io.Copy`.
+const GO_CLIENT: &str = r#"package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	src, err := os.Open(os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	dst, err := os.OpenFile(os.Args[2], os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		panic(err)
+	}
+	n, err := io.Copy(dst, src)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(n)
+}
+"#;
+
+/// Builds [`GO_CLIENT`] (once per test binary) and returns its path.
+pub fn go_client() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let work = scratch().join("go-client");
+            std::fs::create_dir_all(&work).expect("mkdir");
+            std::fs::write(work.join("main.go"), GO_CLIENT).expect("write go source");
+            let bin = work.join("goclient");
+            let st = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&bin)
+                .arg("main.go")
+                .current_dir(&work)
+                .env("GOCACHE", work.join("cache"))
+                .env("GO111MODULE", "off")
+                .status()
+                .expect("go build (golang-go is installed by cargo xtask provision)");
+            assert!(st.success(), "go build failed");
+            bin
+        })
+        .clone()
 }
 
 /// s_magic values the tests assert (include/uapi/linux/magic.h).

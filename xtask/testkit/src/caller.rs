@@ -73,6 +73,27 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Moves this process into a mount namespace of its own, whose mounts do
+/// not propagate back.
+fn private_mount_namespace() {
+    // SAFETY: unshare and mount with valid arguments; the caller programs
+    // are single-threaded.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNS) };
+    assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+    let root = CString::new("/").expect("no NUL");
+    // SAFETY: a valid path; MS_REC|MS_PRIVATE takes no source, type or data.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "make / private: {}", std::io::Error::last_os_error());
+}
+
 fn wait_all() {
     let mut status = 0;
     // SAFETY: waiting for any child with a valid status pointer.
@@ -107,6 +128,47 @@ fn program(args: &[OsString]) -> i32 {
             // SAFETY: PR_SET_NAME reads a NUL-terminated string (cut to 15 bytes).
             unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
             program(&args[2..])
+        }
+        // cgroup DIR PROGRAM…: moves this process into cgroup DIR, then runs PROGRAM.
+        "cgroup" => {
+            let procs = Path::new(arg(1)).join("cgroup.procs");
+            if let Err(e) = std::fs::write(&procs, b"0") {
+                panic!("caller: cannot join {}: {e}", procs.display());
+            }
+            program(&args[2..])
+        }
+        // exec PATH ARGS…: replaces this process with another program.
+        "exec" => {
+            use std::os::unix::process::CommandExt;
+            let e = Command::new(arg(1)).args(&args[2..]).exec();
+            panic!("caller: cannot exec {:?}: {e}", arg(1));
+        }
+        // overmount DIR NAME=HEX… -- PROGRAM…: in a private mount namespace,
+        // hides DIR under a tmpfs holding the files given, then runs PROGRAM.
+        "overmount" => {
+            let split = args
+                .iter()
+                .position(|a| a == "--")
+                .expect("caller: overmount needs -- before its program");
+            let dir = Path::new(arg(1));
+            private_mount_namespace();
+            crate::fs::mount("tmpfs", dir, "tmpfs", "size=1m");
+            for spec in &args[2..split] {
+                let spec = spec.to_str().expect("NAME=HEX");
+                let (name, hex) = spec.split_once('=').expect("NAME=HEX");
+                let bytes = decode(&format!("hex:{hex}"));
+                std::fs::write(dir.join(name), bytes.as_bytes()).expect("write overmount file");
+            }
+            program(&args[split + 1..])
+        }
+        // unshare-bind SRC DST PROGRAM…: in a new mount namespace, binds SRC
+        // on DST, runs PROGRAM there and stays a second (for its mountinfo).
+        "unshare-bind" => {
+            private_mount_namespace();
+            crate::fs::bind_mount(Path::new(arg(1)), Path::new(arg(2)));
+            let code = program(&args[3..]);
+            std::thread::sleep(Duration::from_secs(1));
+            code
         }
         // silent N: N procfs → procfs silent zero copies.
         "silent" => {

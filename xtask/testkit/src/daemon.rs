@@ -15,7 +15,16 @@ pub struct DaemonBuilder {
     bin: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    events: bool,
+    output: Output,
+    nofile: Option<u64>,
+}
+
+/// What the daemon prints on stdout, and whether it is collected.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Discarded,
+    Json,
+    Human,
 }
 
 /// A running `copytrace run`: its log (stderr) is collected as it comes,
@@ -49,7 +58,19 @@ impl DaemonBuilder {
 
     /// Prints every call as JSON (`--json --print all`) and collects stdout.
     pub fn events(mut self) -> Self {
-        self.events = true;
+        self.output = Output::Json;
+        self
+    }
+
+    /// Prints suspicious calls as human lines and collects stdout.
+    pub fn human(mut self) -> Self {
+        self.output = Output::Human;
+        self
+    }
+
+    /// Starts the daemon with RLIMIT_NOFILE set to `n`.
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
         self
     }
 
@@ -58,8 +79,32 @@ impl DaemonBuilder {
         suite::require_root();
         let mut cmd = Command::new(&self.bin);
         cmd.arg("run");
-        if self.events {
-            cmd.args(["--json", "--print", "all"]);
+        match self.output {
+            Output::Json => {
+                cmd.args(["--json", "--print", "all"]);
+            }
+            Output::Human => {
+                cmd.args(["--print", "suspicious"]);
+            }
+            Output::Discarded => {}
+        }
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and the closure touches
+            // nothing but the copied limit.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         cmd.args(&self.args);
         // The run's back-end, unless the test chose one itself.
@@ -71,7 +116,7 @@ impl DaemonBuilder {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.stdout(if self.events {
+        cmd.stdout(if self.output != Output::Discarded {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -123,7 +168,8 @@ impl Daemon {
             bin: bin.as_ref().to_path_buf(),
             args: Vec::new(),
             env: Vec::new(),
-            events: false,
+            output: Output::Discarded,
+            nofile: None,
         }
     }
 
@@ -203,22 +249,36 @@ impl Daemon {
         }
     }
 
-    /// Stops the daemon with SIGINT, asserts a clean exit, and returns the
-    /// `data` of every call it printed (needs [`DaemonBuilder::events`]).
-    pub fn stop(mut self) -> Vec<Value> {
+    /// Stops the daemon with SIGINT, asserts a clean exit, and returns
+    /// every line it printed (needs [`DaemonBuilder::events`] or
+    /// [`DaemonBuilder::human`]).
+    pub fn stop_lines(mut self) -> Vec<String> {
         self.signal(libc::SIGINT);
         let code = self.wait_exit(30);
         assert_eq!(code, Some(0), "copytrace exited badly: {}", self.log());
-        let rx = self.events.take().expect("started with events()");
+        let rx = self
+            .events
+            .take()
+            .expect("started with events() or human()");
         let mut out = Vec::new();
         while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
-            let v: Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            if v["type"] == "call" {
-                out.push(v["data"].clone());
-            }
+            out.push(line);
         }
         out
+    }
+
+    /// Stops the daemon like [`Daemon::stop_lines`] and returns the `data`
+    /// of every call it printed (needs [`DaemonBuilder::events`]).
+    pub fn stop(self) -> Vec<Value> {
+        self.stop_lines()
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<Value>(line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            })
+            .filter(|v| v["type"] == "call")
+            .map(|v| v["data"].clone())
+            .collect()
     }
 }
 
