@@ -54,6 +54,10 @@ enum Cmd {
         /// Only this architecture.
         #[arg(long, value_enum)]
         arch: Option<arch::Arch>,
+        /// Only load each back-end in each guest (no tests): a quick check
+        /// of what each kernel's verifier accepts.
+        #[arg(long)]
+        load_only: bool,
     },
     /// Benchmarks: per-call cost next to bpftrace and strace, ingest, daemon
     /// resources; writes docs/benchmarks.md (root; not part of `test`).
@@ -76,9 +80,17 @@ fn main() -> Result<()> {
             provision::provision()?;
             suite::test(&suite::Options { filter, no_guests })
         }
-        Cmd::Matrix { kernel, arch } => {
+        Cmd::Matrix {
+            kernel,
+            arch,
+            load_only,
+        } => {
             provision::provision()?;
-            let runs = matrix::guest_runs(&matrix::Selection { line: kernel, arch })?;
+            let runs = matrix::guest_runs(&matrix::Selection {
+                line: kernel,
+                arch,
+                load_only,
+            })?;
             let totals = suite::tally::Totals::of(&runs);
             for r in &runs {
                 cmd::echo(&r.summary());

@@ -99,6 +99,7 @@ fn run() -> Result<()> {
             report::line("CT-REFUSED", backend, &why);
             continue;
         }
+        report::line("CT-LOADED", backend, "loads and attaches");
         for binary in &plan.tests {
             if let Err(e) = run_tests(&plan, binary, backend) {
                 report::line(

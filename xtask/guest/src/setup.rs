@@ -49,16 +49,47 @@ fn load_modules() {
     }
 }
 
+/// Brings the loopback interface up: the daemon tests scrape metrics over
+/// 127.0.0.1, and an initramfs without an init system leaves `lo` down.
+fn loopback_up() -> Result<()> {
+    // SAFETY: a plain datagram socket, used only for the ioctls below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        bail!("socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: fd is our socket; req names an interface and has room for flags.
+    let mut rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
+    if rc == 0 {
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        // SAFETY: as above; sets the flags just read plus IFF_UP.
+        rc = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) };
+    }
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the socket opened above.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        bail!("bring lo up: {err}");
+    }
+    Ok(())
+}
+
 /// Mounts what the tests expect of a Linux system, then loads modules.
 pub fn system() -> Result<()> {
     mount("proc", "/proc", "proc")?;
     mount("sysfs", "/sys", "sysfs")?;
     mount("devtmpfs", "/dev", "devtmpfs")?;
     mount("tmpfs", "/tmp", "tmpfs")?;
+    mount("tmpfs", "/run", "tmpfs")?;
     mount("tracefs", "/sys/kernel/tracing", "tracefs")?;
     mount("cgroup2", "/sys/fs/cgroup", "cgroup2")?;
     load_modules();
-    Ok(())
+    loopback_up()
 }
 
 /// Powers the guest off (PID 1 must not exit).

@@ -353,7 +353,7 @@ pub fn criterion() -> Result<Vec<(String, String)>> {
     let out = output(Command::new("cargo").args([
         "bench",
         "-p",
-        "copytrace",
+        "copytrace-microbench",
         "--bench",
         "pipeline",
         "--",

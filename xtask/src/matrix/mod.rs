@@ -33,6 +33,37 @@ pub struct Kernel {
     pub arch: Arch,
     /// Debian package (pinned: see docs/kernels.md).
     pub package: &'static str,
+    /// Which kernel test binaries the guest runs.
+    pub suite: GuestSuite,
+}
+
+/// How much of the kernel test suite a guest runs. Every guest runs what
+/// depends on the kernel (probes, verdicts, paths, stacks) on both
+/// back-ends; the daemon's service and tail tests, which depend on the
+/// kernel only through loading, run fully on one current kernel, as TCG
+/// makes each guest minute costly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestSuite {
+    /// Every kernel test binary.
+    Full,
+    /// The binaries in [`KERNEL_DEPENDENT`].
+    KernelDependent,
+}
+
+/// Test binaries whose outcome depends on the kernel under the probes.
+pub const KERNEL_DEPENDENT: &[&str] = &[
+    "probe_syscalls",
+    "trace_command",
+    "clients_real",
+    "diagnosis",
+    "hostile_input",
+];
+
+impl GuestSuite {
+    /// Whether this suite includes test binary `name`.
+    pub fn includes(self, name: &str) -> bool {
+        self == GuestSuite::Full || KERNEL_DEPENDENT.contains(&name)
+    }
 }
 
 impl Kernel {
@@ -48,26 +79,31 @@ pub const KERNELS: &[Kernel] = &[
         line: "5.10",
         arch: Arch::X86_64,
         package: "linux-image-5.10.0-46-amd64",
+        suite: GuestSuite::KernelDependent,
     },
     Kernel {
         line: "6.1",
         arch: Arch::X86_64,
         package: "linux-image-6.1.0-56-amd64",
+        suite: GuestSuite::KernelDependent,
     },
     Kernel {
         line: "6.12",
         arch: Arch::X86_64,
         package: "linux-image-6.12.117+deb13-amd64",
+        suite: GuestSuite::Full,
     },
     Kernel {
         line: "6.1",
         arch: Arch::Aarch64,
         package: "linux-image-6.1.0-56-arm64",
+        suite: GuestSuite::KernelDependent,
     },
     Kernel {
         line: "6.12",
         arch: Arch::Aarch64,
         package: "linux-image-6.12.117+deb13-arm64",
+        suite: GuestSuite::KernelDependent,
     },
 ];
 
@@ -78,6 +114,8 @@ pub struct Selection {
     pub line: Option<String>,
     /// Only this architecture.
     pub arch: Option<Arch>,
+    /// Run no tests: only report which back-ends load.
+    pub load_only: bool,
 }
 
 impl Selection {
@@ -185,6 +223,10 @@ impl ConsoleReader {
         match kind {
             "CT-KERNEL" => self.release = text.to_string(),
             "CT-DONE" => self.done = true,
+            "CT-LOADED" => echo(&format!(
+                "guest {}: the {backend} back-end {text}",
+                self.label
+            )),
             "CT-OUT" => {
                 if text.starts_with("test ") && text.contains(" ... ") {
                     echo(&format!("guest {} {backend} {bin}: {text}", self.label));
@@ -251,6 +293,7 @@ fn run_guest(
     kernel: Kernel,
     build: &GuestBuild,
     lists: &BTreeMap<String, Vec<String>>,
+    load_only: bool,
 ) -> Result<GuestResult> {
     let tree = fetch::kernel_tree(root, kernel.arch, kernel.package)?;
     let image = fetch::boot_image(
@@ -258,8 +301,23 @@ fn run_guest(
         kernel.arch,
         &root.join(format!("kernel-{}-{}", kernel.line, kernel.arch)),
     )?;
+    let tests: Vec<&String> = if load_only {
+        Vec::new()
+    } else {
+        build
+            .tests
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| kernel.suite.includes(n))
+            .collect()
+    };
+    let lists: BTreeMap<String, Vec<String>> = lists
+        .iter()
+        .filter(|(bin, _)| kernel.suite.includes(bin))
+        .map(|(bin, names)| (bin.clone(), names.clone()))
+        .collect();
     let plan = serde_json::json!({
-        "tests": build.tests.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "tests": tests,
         "backends": BACKENDS,
         "env": [
             ["COPYTRACE_TEST_GUEST", "1"],
@@ -288,7 +346,7 @@ fn run_guest(
         kernel.label(),
         kernel.package
     ));
-    let mut reader = ConsoleReader::new(&kernel, lists);
+    let mut reader = ConsoleReader::new(&kernel, &lists);
     let console = qemu::boot_initramfs(kernel.arch, &image, &initrd, GUEST_TIMEOUT, |l| {
         reader.line(l)
     })?;
@@ -320,11 +378,13 @@ pub fn run_guests(sel: &Selection) -> Result<Vec<GuestResult>> {
     anyhow::ensure!(!kernels.is_empty(), "no kernel matches the selection");
     // Test names come from the host's own build of the same tests.
     let mut lists = BTreeMap::new();
-    for b in build::test_binaries(None, &["copytrace"])?
-        .iter()
-        .filter(|b| host::is_kernel(b))
-    {
-        lists.insert(b.name.clone(), host::list(&b.path, None)?);
+    if !sel.load_only {
+        for b in build::test_binaries(None, &["copytrace"])?
+            .iter()
+            .filter(|b| host::is_kernel(b))
+        {
+            lists.insert(b.name.clone(), host::list(&b.path, None)?);
+        }
     }
     let mut builds = BTreeMap::new();
     for arch in [Arch::X86_64, Arch::Aarch64] {
@@ -349,7 +409,7 @@ pub fn run_guests(sel: &Selection) -> Result<Vec<GuestResult>> {
                 let r = builds
                     .get(&k.arch.to_string())
                     .context("no build for this architecture")
-                    .and_then(|b| run_guest(&root, k, b, &lists))
+                    .and_then(|b| run_guest(&root, k, b, &lists, sel.load_only))
                     .with_context(|| format!("guest {}", k.label()));
                 if let Ok(mut all) = results.lock() {
                     all.push(r);
