@@ -14,7 +14,26 @@ fn version_of(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The commit being built (12 hex digits), or "unknown" outside git.
+fn git_commit() -> String {
+    let commit = version_of("git", &["rev-parse", "--short=12", "HEAD"]);
+    // Rebuild when HEAD moves (a commit, a checkout).
+    for what in ["HEAD", "logs/HEAD"] {
+        let path = version_of("git", &["rev-parse", "--git-path", what]);
+        if path != "unknown" {
+            let abs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&path);
+            println!("cargo:rerun-if-changed={}", abs.display());
+        }
+    }
+    if commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        commit
+    } else {
+        "unknown".into()
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    println!("cargo:rustc-env=COPYTRACE_GIT_COMMIT={}", git_commit());
     let toolchain = format!(
         "{}, {}",
         version_of("rustup", &["run", "nightly", "rustc", "--version"]),

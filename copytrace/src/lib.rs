@@ -25,6 +25,18 @@ pub mod service;
 pub mod sink;
 pub mod tail;
 
+/// What `copytrace --version` prints after the name: the version, the
+/// commit built, the probe back-ends this binary carries and the eBPF
+/// toolchain.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("COPYTRACE_GIT_COMMIT"),
+    "; back-ends: fentry, tracepoint; eBPF built with ",
+    env!("COPYTRACE_BPF_TOOLCHAIN"),
+    ")"
+);
+
 /// The running kernel's release (`uname -r`), or "unknown".
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -45,4 +57,30 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         cur = e.source();
     }
     s
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::VERSION;
+    use copytrace_common::Backend;
+
+    /// The version string is written by hand; this keeps it honest when a
+    /// back-end is added.
+    #[test]
+    fn version_names_every_backend() {
+        let listed = VERSION
+            .split("back-ends: ")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .unwrap_or_default();
+        let names: Vec<&str> = listed.split(", ").collect();
+        for backend in Backend::ALL {
+            assert!(
+                names.contains(&backend.as_str()),
+                "{VERSION} lacks {}",
+                backend.as_str()
+            );
+        }
+        assert_eq!(names.len(), Backend::ALL.len(), "{VERSION}");
+    }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use copytrace::cli::{Cli, Command, TailArgs};
-use copytrace::commands::{doctor, trace};
+use copytrace::commands::{assets, doctor, trace};
 use copytrace::error_chain;
 use copytrace::model::filter::Filter;
 use copytrace::service::daemon;
@@ -86,6 +86,10 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Tail(args) => match rt.block_on(client::run(tail_options(args))) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::GenerateAssets(args) => match assets::generate(&args.dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },

@@ -17,7 +17,7 @@ use crate::sink::console::Print;
 ///
 /// Needs root (or CAP_BPF + CAP_PERFMON) and a kernel with BTF.
 #[derive(Debug, Parser)]
-#[command(name = "copytrace", version, propagate_version = true)]
+#[command(name = "copytrace", version = crate::VERSION, propagate_version = true)]
 pub struct Cli {
     /// Log level for copytrace's own messages (off, error, warn, info, debug, trace) [default: info].
     #[arg(long, global = true, value_name = "LEVEL")]
@@ -48,6 +48,9 @@ pub enum Command {
     Tail(TailArgs),
     /// Check that this machine can run copytrace, and say what to do if not.
     Doctor(DoctorArgs),
+    /// Write man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(GenerateArgs),
 }
 
 /// `copytrace doctor`.
@@ -56,6 +59,14 @@ pub struct DoctorArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `copytrace generate-assets`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Where to write man/*.1 and completions/*.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// Options shared by commands that attach probes.

@@ -1,4 +1,6 @@
-//! The one-shot commands: [`trace`] a command's calls, and [`doctor`].
+//! The one-shot commands: [`trace`] a command's calls, [`doctor`], and
+//! [`assets`] for packaging.
 
+pub mod assets;
 pub mod doctor;
 pub mod trace;
