@@ -7,9 +7,11 @@ mod arch;
 mod bench;
 mod build;
 mod cmd;
+mod dist;
 mod matrix;
 mod provision;
 mod suite;
+mod systemd_guest;
 
 use std::process::Command;
 
@@ -59,6 +61,15 @@ enum Cmd {
         #[arg(long)]
         load_only: bool,
     },
+    /// Only the systemd guests: the package installed and checked as a
+    /// service under systemd, and a two-guest fleet under one Prometheus.
+    SystemdGuest,
+    /// Release artifacts: the static binary and the Debian package (lintian-checked) under target/dist.
+    Dist {
+        /// Architecture to build for [default: this machine's].
+        #[arg(long, alias = "target", value_enum)]
+        arch: Option<arch::Arch>,
+    },
     /// Benchmarks: per-call cost next to bpftrace and strace, ingest, daemon
     /// resources; writes docs/benchmarks.md (root; not part of `test`).
     Bench,
@@ -67,6 +78,26 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Provision => provision::provision(),
+        Cmd::SystemdGuest => {
+            provision::provision()?;
+            let runs = systemd_guest::suite_runs()?;
+            suite::report(&runs)
+        }
+        Cmd::Dist { arch } => {
+            provision::provision()?;
+            let a = dist::dist(arch.unwrap_or(if cfg!(target_arch = "aarch64") {
+                arch::Arch::Aarch64
+            } else {
+                arch::Arch::X86_64
+            }))?;
+            cmd::echo(&dist::contents(&a.deb)?);
+            cmd::echo(&format!("static binary: {}", a.binary.display()));
+            cmd::echo(&format!(
+                "lintian (tags left after overrides):\n{}",
+                a.lintian.trim_end()
+            ));
+            Ok(())
+        }
         Cmd::Build => {
             provision::provision_build()?;
             build::release().map(drop)

@@ -40,6 +40,10 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("xz-utils", "kernel images and modules"),
     ("zstd", "kernel images and modules"),
     ("mmdebstrap", "the systemd guest's root filesystem"),
+    (
+        "qemu-utils",
+        "the systemd guests' copy-on-write disks (qemu-img)",
+    ),
     ("lintian", "checking the Debian package"),
     ("dpkg-dev", "building the Debian package"),
 ];

@@ -15,11 +15,21 @@ use crate::model::filter::Filter;
 use crate::sink::render;
 use crate::tail::protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
 
+/// What to do about a failed connect, by its cause.
+fn connect_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "only root and members of group `copytrace` may tail; ask an admin for `usermod -aG copytrace $USER`"
+        }
+        _ => "is `copytrace run` running? see --socket",
+    }
+}
+
 /// Errors that end `copytrace tail` (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum TailClientError {
     /// Could not connect.
-    #[error("cannot connect to {path} (is `copytrace run` running? see --socket)")]
+    #[error("cannot connect to {path} ({})", connect_hint(source))]
     Connect {
         path: PathBuf,
         #[source]

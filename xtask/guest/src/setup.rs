@@ -63,12 +63,12 @@ fn loopback_up() -> Result<()> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: fd is our socket; req names an interface and has room for flags.
-    let mut rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
+    let mut rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) };
     if rc == 0 {
         // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
         unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
         // SAFETY: as above; sets the flags just read plus IFF_UP.
-        rc = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) };
+        rc = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req) };
     }
     let err = std::io::Error::last_os_error();
     // SAFETY: closing the socket opened above.

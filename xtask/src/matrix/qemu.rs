@@ -121,3 +121,76 @@ pub fn watch(
     console.elapsed = start.elapsed();
     Ok(console)
 }
+
+/// A running guest whose console can be read and written (the host answers
+/// a guest that waits for it).
+pub struct Live {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    started: Instant,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Live {
+    /// Starts a qemu command with its console on pipes.
+    pub fn start(mut cmd: Command) -> Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start qemu (cargo xtask provision installs it)")?;
+        let out = child.stdout.take().context("qemu stdout")?;
+        let stdin = child.stdin.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l.trim_end_matches('\r').to_string());
+            }
+        });
+        Ok(Live {
+            child,
+            stdin,
+            lines: rx,
+            started: Instant::now(),
+            seen: Vec::new(),
+        })
+    }
+
+    /// The next console line, or None after `timeout` or when qemu is gone.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        let l = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(l.clone());
+        Some(l)
+    }
+
+    /// Types a line on the guest's console.
+    pub fn send(&mut self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().context("qemu stdin closed")?;
+        stdin.write_all(format!("{line}\n").as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Time since start.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Waits up to `grace` for the guest to power off, then kills it.
+    pub fn finish(mut self, grace: Duration) -> Vec<String> {
+        let end = Instant::now() + grace;
+        while Instant::now() < end && self.child.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen
+    }
+}

@@ -104,15 +104,22 @@ pub fn test(opts: &Options) -> Result<()> {
     let mut runs = host_runs(opts)?;
     if opts.filter.is_none() && !opts.no_guests {
         runs.extend(crate::matrix::guest_runs(&crate::matrix::Selection::all())?);
+        runs.extend(crate::systemd_guest::suite_runs()?);
     }
+    report(&runs)
+}
+
+/// Prints every run's summary, the skip reasons and one closing line;
+/// fails unless everything that should run passed.
+pub fn report(runs: &[Run]) -> Result<()> {
     echo("");
-    for r in &runs {
+    for r in runs {
         echo(&r.summary());
     }
-    for s in skip_reasons(&runs) {
+    for s in skip_reasons(runs) {
         echo(&s);
     }
-    let totals = Totals::of(&runs);
+    let totals = Totals::of(runs);
     // One closing line over every run, so CI sees the real total.
     echo(&totals.line());
     if !totals.green() {

@@ -88,6 +88,11 @@ impl Run {
         }
     }
 
+    /// Records the outcome of one test (or check) directly.
+    pub fn set(&mut self, test: &str, outcome: Outcome) {
+        self.outcomes.insert(test.to_string(), outcome);
+    }
+
     /// Applies a skip log (`test\treason` lines): those tests did not run.
     pub fn read_skips(&mut self, log: &str) {
         for l in log.lines() {
