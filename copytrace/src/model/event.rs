@@ -265,7 +265,8 @@ fn side(fi: &FileInfo) -> Option<FileSide> {
         return None;
     }
     let known = fs_magic::lookup(fi.magic);
-    let kernel_name = String::from_utf8_lossy(cstr(&fi.fstype)).into_owned();
+    // A module may register any name; show it only when it is plain.
+    let kernel_name = Untrusted::new(cstr(&fi.fstype)).human();
     Some(FileSide {
         kind: FileKind::from_mode(fi.mode),
         fs: known.map_or(kernel_name, |k| k.name.to_string()),
@@ -434,6 +435,22 @@ pub(crate) mod tests {
         assert_eq!(f.location.fs_path, Untrusted::from("/self/status"));
         assert!(f.location.path_complete && !f.location.deleted);
         assert!(ev.file_out.is_none());
+    }
+
+    /// Found by tests/untrusted_input.rs: an unknown filesystem's kernel
+    /// name went into the human line raw.
+    #[test]
+    fn unknown_fs_names_are_escaped() {
+        let mut e = blank();
+        e.files[0].present = 1;
+        e.files[0].magic = 0x0bad_f00d;
+        e.files[0].fstype = name("\x01\x1b[2J");
+        e.files[1].present = 1;
+        e.files[1].magic = 0x0bad_f00d;
+        e.files[1].fstype = name("fuseblk");
+        let ev = decode(e.as_bytes()).expect("decodes");
+        assert_eq!(ev.file_in.expect("present").fs, r#""\x01\x1b[2J""#);
+        assert_eq!(ev.file_out.expect("present").fs, "fuseblk");
     }
 
     #[test]
