@@ -205,6 +205,12 @@ impl MountTable {
         true
     }
 
+    /// The host mount a file was opened through, if the table has it: the
+    /// same id and the same device (ids are reused after an unmount).
+    fn host_mount(&self, loc: &Location) -> Option<&Mount> {
+        self.by_id.get(&loc.mnt_id).filter(|m| m.dev == loc.dev)
+    }
+
     /// Resolves where a file lives; `pid` is the caller (for its namespace's view).
     pub fn resolve(&mut self, loc: &Location, pid: u32) -> Resolved {
         let fs_path = loc.fs_path.as_bytes();
@@ -212,21 +218,23 @@ impl MountTable {
             // A path cut short cannot be joined to a mount point.
             return Resolved::default();
         }
-        if !self.by_id.contains_key(&loc.mnt_id) {
-            // A mount id not seen before is likely a new mount: re-read soon.
+        if self.host_mount(loc).is_none() {
+            // A mount id not seen before is likely a new mount, and one seen
+            // with another device was unmounted and its id reused by the
+            // kernel for a new mount: re-read soon.
             let interval = if self.missed.contains(&loc.mnt_id) {
                 REFRESH_EVERY
             } else {
                 REFRESH_FLOOR
             };
-            if self.refresh(interval) && !self.by_id.contains_key(&loc.mnt_id) {
+            if self.refresh(interval) && self.host_mount(loc).is_none() {
                 if self.missed.len() >= MAX_MISSED {
                     self.missed.clear();
                 }
                 self.missed.insert(loc.mnt_id);
             }
         }
-        if let Some(m) = self.by_id.get(&loc.mnt_id) {
+        if let Some(m) = self.host_mount(loc) {
             return Resolved {
                 path: join(m, fs_path),
                 ..Resolved::default()
@@ -327,6 +335,42 @@ mod tests {
         assert_eq!(
             path(t.resolve(&loc("254:0", 42, "/srv/data/x"), 1)).as_deref(),
             Some("/data/x")
+        );
+    }
+
+    /// A source whose table the test changes.
+    struct Changing(std::sync::Arc<std::sync::Mutex<String>>);
+
+    impl MountSource for Changing {
+        fn host(&self) -> Option<Vec<u8>> {
+            self.0.lock().ok().map(|t| t.as_bytes().to_vec())
+        }
+        fn of_pid(&self, _pid: u32) -> Option<Vec<u8>> {
+            None
+        }
+    }
+
+    /// Found by a test daemon that outlived its tests' mounts: the kernel
+    /// gave an unmounted tmpfs's id to a new ext4, whose files were then
+    /// reported under the tmpfs's old mount point.
+    #[test]
+    fn a_reused_mount_id_is_not_taken_for_the_old_mount() {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(
+            "22 1 254:0 / / rw - ext4 /dev/vda rw\n60 22 0:70 / /tmp/old rw - tmpfs tmpfs rw\n"
+                .to_string(),
+        ));
+        let mut t = MountTable::with_source(Box::new(Changing(text.clone())));
+        assert_eq!(
+            path(t.resolve(&loc("0:70", 60, "/a"), 1)).as_deref(),
+            Some("/tmp/old/a")
+        );
+        *text.lock().expect("lock") =
+            "22 1 254:0 / / rw - ext4 /dev/vda rw\n60 22 7:3 / /tmp/new rw - ext4 /dev/loop3 rw\n"
+                .to_string();
+        std::thread::sleep(REFRESH_FLOOR);
+        assert_eq!(
+            path(t.resolve(&loc("7:3", 60, "/a"), 1)).as_deref(),
+            Some("/tmp/new/a")
         );
     }
 

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub use copytrace_testkit::caller;
 pub use copytrace_testkit::daemon::{Daemon, DaemonBuilder};
@@ -61,14 +63,85 @@ pub fn daemon() -> DaemonBuilder {
     Daemon::builder(copytrace_bin())
 }
 
-/// A daemon printing every call of this process and its descendants as
-/// JSON, with no metrics or tail: started, probes attached.
-pub fn watch() -> Daemon {
-    daemon()
-        .events()
-        .args(["--pid", &std::process::id().to_string()])
-        .args(["--no-metrics", "--no-tail"])
-        .start()
+/// The daemon every [`watch`] of this test binary shares.
+static SHARED: OnceLock<Mutex<Daemon>> = OnceLock::new();
+
+/// Marker calls' lengths start here (EBADF calls no test makes).
+const BARRIER_LEN: u64 = 0x00c0_ffee_0000;
+
+/// The calls this process and its descendants make while the watch is held,
+/// as one daemon printing every call as JSON (no metrics or tail) reported
+/// them. The daemon is started once per test binary (loading the probes is
+/// the slowest step of a test, and under qemu's TCG it takes seconds) and
+/// shared; holding a watch serialises the tests that use it, so each sees
+/// only its own calls.
+pub struct Watch {
+    daemon: MutexGuard<'static, Daemon>,
+}
+
+/// Starts watching (see [`Watch`]).
+pub fn watch() -> Watch {
+    let shared = SHARED.get_or_init(|| {
+        // Spawned from a thread that lives as long as the process, so the
+        // daemon dies with the test binary, not with the first test's thread.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let d = daemon()
+                .events()
+                .die_with_parent()
+                .args(["--pid", &std::process::id().to_string()])
+                .args(["--no-metrics", "--no-tail"])
+                .start();
+            let _ = tx.send(d);
+            loop {
+                std::thread::park();
+            }
+        });
+        Mutex::new(rx.recv().expect("the shared daemon started"))
+    });
+    let mut daemon = shared.lock().unwrap_or_else(|p| p.into_inner());
+    // Whatever an earlier test left (a panic mid-test) is read and dropped.
+    let _ = barrier(&mut daemon);
+    Watch { daemon }
+}
+
+impl Watch {
+    /// Every call made since [`watch`], once the daemon has reported them all.
+    pub fn stop(mut self) -> Vec<Value> {
+        barrier(&mut self.daemon)
+    }
+}
+
+/// Makes a marker call and returns every call reported before it: events
+/// arrive in order per CPU, so once the marker is read, what came earlier
+/// on this thread's calls has been read too (the reader drains every CPU's
+/// records before printing).
+fn barrier(d: &mut Daemon) -> Vec<Value> {
+    static MARKERS: AtomicU64 = AtomicU64::new(0);
+    let len = BARRIER_LEN + MARKERS.fetch_add(1, Ordering::Relaxed);
+    assert_eq!(cfr(900, None, 901, None, len as usize, 0), Err(libc::EBADF));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut calls = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = d.next_line(left).unwrap_or_else(|| {
+            panic!(
+                "the shared daemon did not report a marker call within 60 s: {}",
+                d.log()
+            )
+        });
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["type"] != "call" {
+            continue;
+        }
+        let call = v["data"].clone();
+        match call["len"].as_u64() {
+            Some(l) if l == len => return calls,
+            Some(l) if (BARRIER_LEN..BARRIER_LEN + (1 << 16)).contains(&l) => {}
+            _ => calls.push(call),
+        }
+    }
 }
 
 /// The one event whose fds and length match; panics with all events otherwise.

@@ -13,7 +13,7 @@ pub mod qemu;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -181,6 +181,8 @@ struct ConsoleReader {
     release: String,
     errors: Vec<String>,
     done: bool,
+    /// When the guest was started: each test line says how far in it ran.
+    started: Instant,
 }
 
 impl ConsoleReader {
@@ -200,6 +202,7 @@ impl ConsoleReader {
             release: String::new(),
             errors: Vec::new(),
             done: false,
+            started: Instant::now(),
         }
     }
 
@@ -228,8 +231,14 @@ impl ConsoleReader {
                 self.label
             )),
             "CT-OUT" => {
-                if text.starts_with("test ") && text.contains(" ... ") {
-                    echo(&format!("guest {} {backend} {bin}: {text}", self.label));
+                if (text.starts_with("test ") && text.contains(" ... "))
+                    || text.starts_with("test result:")
+                {
+                    echo(&format!(
+                        "guest {} [{:.0}s] {backend} {bin}: {text}",
+                        self.label,
+                        self.started.elapsed().as_secs_f64()
+                    ));
                 }
                 if let Some(r) = self.runs.get_mut(&key) {
                     r.read_line(text);

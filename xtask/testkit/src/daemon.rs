@@ -17,6 +17,7 @@ pub struct DaemonBuilder {
     env: Vec<(String, String)>,
     output: Output,
     nofile: Option<u64>,
+    die_with_parent: bool,
 }
 
 /// What the daemon prints on stdout, and whether it is collected.
@@ -74,6 +75,14 @@ impl DaemonBuilder {
         self
     }
 
+    /// Has the kernel stop the daemon (SIGTERM) when the thread that
+    /// spawns it exits: for a daemon a whole test binary shares, spawned
+    /// from a thread that lives as long as the process.
+    pub fn die_with_parent(mut self) -> Self {
+        self.die_with_parent = true;
+        self
+    }
+
     /// Starts the daemon without waiting for anything.
     pub fn spawn(self) -> Daemon {
         suite::require_root();
@@ -99,6 +108,19 @@ impl DaemonBuilder {
             unsafe {
                 cmd.pre_exec(move || {
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        if self.die_with_parent {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; no memory is touched.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
                         Ok(())
                     } else {
                         Err(std::io::Error::last_os_error())
@@ -170,6 +192,7 @@ impl Daemon {
             env: Vec::new(),
             output: Output::Discarded,
             nofile: None,
+            die_with_parent: false,
         }
     }
 
@@ -206,6 +229,12 @@ impl Daemon {
         }
         let backend = self.backend().unwrap_or_default();
         suite::assert_backend(&backend);
+    }
+
+    /// The next line the daemon printed on stdout, waiting up to `timeout`
+    /// (needs [`DaemonBuilder::events`] or [`DaemonBuilder::human`]).
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.events.as_ref()?.recv_timeout(timeout).ok()
     }
 
     /// Waits until the log contains `needle`.
