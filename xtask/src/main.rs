@@ -73,6 +73,14 @@ enum Cmd {
     /// Benchmarks: per-call cost next to bpftrace and strace, ingest, daemon
     /// resources; writes docs/benchmarks.md (root; not part of `test`).
     Bench,
+    /// Soak: copies at full speed from every core, 20 tail clients (stuck
+    /// and reconnecting) and a scrape every 100 ms against one daemon;
+    /// reports RSS slope, exact counts, failed scrapes, CPU per 100k calls.
+    Soak {
+        /// How long to run.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -133,6 +141,10 @@ fn main() -> Result<()> {
         Cmd::Bench => {
             provision::provision()?;
             bench::bench()
+        }
+        Cmd::Soak { seconds } => {
+            provision::provision()?;
+            bench::soak(seconds)
         }
     }
 }

@@ -159,9 +159,10 @@ impl Drop for Daemon {
     }
 }
 
-/// Starts `copytrace run` following only this process's children (the
-/// loops, so counts can be checked exactly) and waits for READY=1.
-pub fn start_copytrace(root: &Path, extra: &[&str]) -> Result<Daemon> {
+/// Starts `copytrace run` following only this process and its children
+/// (the loops, so counts can be checked exactly) and waits for READY=1;
+/// the tail socket is served at `tail` when given.
+pub fn start_copytrace(root: &Path, extra: &[&str], tail: Option<&Path>) -> Result<Daemon> {
     let sock = root.join("notify.sock");
     let _ = std::fs::remove_file(&sock);
     let notify = UnixDatagram::bind(&sock)?;
@@ -169,14 +170,11 @@ pub fn start_copytrace(root: &Path, extra: &[&str]) -> Result<Daemon> {
     let metrics = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
     let child = Command::new("target/release/copytrace")
-        .args([
-            "run",
-            "--print",
-            "none",
-            "--no-tail",
-            "--metrics-listen",
-            &metrics,
-        ])
+        .args(["run", "--print", "none", "--metrics-listen", &metrics])
+        .args(match tail {
+            Some(socket) => vec!["--socket".into(), socket.as_os_str().to_owned()],
+            None => vec!["--no-tail".into()],
+        })
         .args(["--pid", &std::process::id().to_string()])
         .args(extra)
         .env("NOTIFY_SOCKET", &sock)

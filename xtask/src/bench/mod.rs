@@ -5,6 +5,9 @@
 mod machine;
 mod measure;
 mod report;
+mod soak;
+
+pub use soak::soak;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -78,7 +81,7 @@ pub fn bench() -> Result<()> {
         let mut _bpftrace = None;
         match mode {
             Mode::Copytrace => {
-                let d = measure::start_copytrace(&root, &[])?;
+                let d = measure::start_copytrace(&root, &[], None)?;
                 std::thread::sleep(Duration::from_secs(2));
                 idle_rss_kib = measure::proc_status_kib(d.child.id(), "VmRSS:");
                 backend = measure::scrape(&d.metrics)?
@@ -108,7 +111,7 @@ pub fn bench() -> Result<()> {
     }
     let mut ready = Vec::new();
     for _ in 0..measure::RUNS {
-        let d = measure::start_copytrace(&root, &[])?;
+        let d = measure::start_copytrace(&root, &[], None)?;
         ready.push(d.ready.as_secs_f64() * 1000.0);
     }
     let micro = measure::criterion().unwrap_or_else(|e| {
