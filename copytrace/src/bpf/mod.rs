@@ -84,12 +84,33 @@ pub enum LoadError {
     /// The kernel refuses fentry/fexit programs (EPERM with an empty verifier log).
     #[error("the kernel refused to load fentry program {0} (EPERM: fentry/fexit are disabled here, e.g. by lockdown or an LSM policy)")]
     FentryDenied(&'static str),
+    /// The kernel has no BPF trampoline to attach fentry/fexit with
+    /// (ENOTSUPP, 524: arm64 before Linux 6.4, for one).
+    #[error("this kernel cannot attach fentry program {0} (ENOTSUPP: no BPF trampoline on this architecture and kernel; arm64 has one from Linux 6.4)")]
+    FentryUnsupported(&'static str),
     /// No back-end was tried (an empty choice).
     #[error("no probe back-end to try")]
     NoBackend,
     /// The fentry back-end was forced but refused, with the reason.
     #[error("fentry back-end refused by this kernel ({0}); use --probe tracepoint")]
     FentryRefused(Box<LoadError>),
+}
+
+/// The kernel's internal ENOTSUPP, which the BPF syscalls pass to userspace.
+const ENOTSUPP: i32 = 524;
+
+/// Whether an error or one of its sources is the I/O error `errno`.
+fn has_errno(err: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(errno) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
 }
 
 fn is_eperm(err: &(dyn std::error::Error + 'static)) -> bool {
@@ -346,6 +367,8 @@ fn attach_tracing(
     res.map_err(|e| {
         if is_eperm(&e) {
             LoadError::FentryDenied(prog)
+        } else if has_errno(&e, ENOTSUPP) {
+            LoadError::FentryUnsupported(prog)
         } else {
             program_error(B, prog, e)
         }

@@ -485,6 +485,15 @@ mod tests {
                 Verdict::SizeMismatch,
                 "advertise 4096 bytes",
             ),
+            // A 64 KiB-page kernel (arm64 CONFIG_ARM64_64K_PAGES): sysfs
+            // advertises 65536; the verdict rests on the filesystem, not
+            // on the number, and the reason shows the page it advertised.
+            (
+                "sysfs one 64 KiB page",
+                call(3, 65536, Some(file(SYSFS, 9, REG, 65536, 0)), Some(sysfs)),
+                Verdict::SizeMismatch,
+                "advertise 65536 bytes",
+            ),
             (
                 "source ended",
                 call(100, 1000, Some(ext4(100, 0)), Some(ext4(0, 0))),
