@@ -37,8 +37,11 @@ pub mod status {
     pub const VFS_KNOWN: u8 = 1 << 4;
     /// A kernel read failed while describing the call: some fields are missing.
     pub const READ_FAULT: u8 = 1 << 5;
-    /// The report policy marked the call suspicious (its stack was captured).
+    /// The report policy marked the call suspicious.
     pub const SUSPICIOUS: u8 = 1 << 6;
+    /// The user stack was taken ([`super::Event::stack_bytes`] is meaningful):
+    /// suspicious calls, unless stacks are switched off.
+    pub const STACK: u8 = 1 << 7;
 }
 
 /// Bits of [`NameBuf::flags`].

@@ -81,8 +81,10 @@ pub struct ProbeConfig {
     pub backend: u8,
     /// Non-zero: key the exact counts by cgroup too (metrics with a unit label).
     pub count_by_cgroup: u8,
+    /// Non-zero: take the user stack of suspicious calls.
+    pub stacks: u8,
     /// Explicit padding.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
 }
 
 /// Slots of the run-time `SETTINGS` array map, which userspace writes while

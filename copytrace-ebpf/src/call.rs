@@ -371,10 +371,10 @@ pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
             magic: [magic_in, magic_out],
             sb: [sb_in, sb_out],
             facts,
-            status: if suspicious {
-                st | status::SUSPICIOUS
-            } else {
-                st
+            status: match (suspicious, config().stacks != 0) {
+                (true, true) => st | status::SUSPICIOUS | status::STACK,
+                (true, false) => st | status::SUSPICIOUS,
+                (false, _) => st,
             },
         };
         report(ctx, &call, off);
@@ -412,7 +412,7 @@ fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let task = task::current();
-    let suspicious = call.status & status::SUSPICIOUS != 0;
+    let stack = call.status & status::STACK != 0;
     // SAFETY: `ev` points to this CPU's slot of size_of::<Event>() bytes,
     // which no other program touches until it is sent below; every field
     // userspace reads is written through raw pointers. The describing
@@ -463,14 +463,10 @@ fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
         (*ev).files[1].f_flags =
             describe_file(&output, core::ptr::addr_of_mut!((*ev).files[1]), status);
         exe(task, core::ptr::addr_of_mut!((*ev).exe), status);
-        let code = if suspicious {
-            code_range(task, off)
-        } else {
-            (0, 0)
-        };
+        let code = if stack { code_range(task, off) } else { (0, 0) };
         (*ev).code_start = code.0;
         (*ev).code_end = code.1;
-        (*ev).stack_bytes = if suspicious {
+        (*ev).stack_bytes = if stack {
             bpf_get_stack(
                 ctx.as_ptr(),
                 core::ptr::addr_of_mut!((*ev).stack).cast(),

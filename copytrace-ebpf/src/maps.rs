@@ -66,7 +66,8 @@ static mut CONFIG: ProbeConfig = ProbeConfig {
     follow_tgid: 0,
     backend: 0,
     count_by_cgroup: 0,
-    _pad: [0; 2],
+    stacks: 1,
+    _pad: 0,
 };
 
 /// Which calls are suspicious: userspace's verdict rules as a table.

@@ -45,6 +45,7 @@ pub fn load_options(probe: ProbeChoice, follow_tgid: u32) -> LoadOptions {
         policy: report_policy(),
         size_truths: fs_magic::untrustworthy_sizes(),
         count_by_cgroup: false,
+        stacks: true,
     }
 }
 

@@ -187,7 +187,7 @@ proptest! {
     #[test]
     fn known_keys_with_any_values(
         key in prop_oneof![
-            Just("probe"), Just("log_level"), Just("print"), Just("json"), Just("pid"),
+            Just("probe"), Just("log_level"), Just("print"), Just("json"), Just("pid"), Just("stacks"),
             Just("metrics.enabled"), Just("metrics.listen"), Just("metrics.unit_label"),
             Just("metrics.unit_top"), Just("tail.enabled"), Just("tail.socket"),
             Just("tail.group"), Just("tail.history"), Just("tail.client_queue"),

@@ -278,6 +278,8 @@ pub struct LoadOptions {
     pub size_truths: Vec<(u64, SizeTruth)>,
     /// Key the exact counts by cgroup too (for a unit label on metrics).
     pub count_by_cgroup: bool,
+    /// Take the user stack of suspicious calls.
+    pub stacks: bool,
 }
 
 /// Entries of the kernel's exact-count map: outcomes, or outcomes per
@@ -421,7 +423,8 @@ fn attach_fentry(
         follow_tgid: opts.follow_tgid,
         backend: Backend::Fentry as u8,
         count_by_cgroup: u8::from(opts.count_by_cgroup),
-        _pad: [0; 2],
+        stacks: u8::from(opts.stacks),
+        _pad: 0,
     };
     let mut ebpf = load_object(&offsets, &config, opts)?;
     let aya_btf = aya::Btf::from_sys_fs().map_err(|e| {
@@ -469,7 +472,8 @@ fn attach_tracepoints(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Ebp
         follow_tgid: opts.follow_tgid,
         backend: Backend::Tracepoint as u8,
         count_by_cgroup: u8::from(opts.count_by_cgroup),
-        _pad: [0; 2],
+        stacks: u8::from(opts.stacks),
+        _pad: 0,
     };
     let mut ebpf = load_object(&offsets, &config, opts)?;
     attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint)?;

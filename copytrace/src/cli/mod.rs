@@ -131,6 +131,10 @@ pub struct RunArgs {
     /// Do not serve the tail socket (config: tail.enabled = false).
     #[arg(long)]
     pub no_tail: bool,
+
+    /// Do not take the user stack of suspicious calls (config: stacks = false).
+    #[arg(long)]
+    pub no_stacks: bool,
 }
 
 /// `copytrace trace`.

@@ -308,7 +308,7 @@ pub fn peek_suspicious(bytes: &[u8]) -> bool {
 pub fn from_raw(e: &Event) -> Result<CopyEvent, DecodeError> {
     let given = |bit: u8, v: i64| (e.status & bit != 0).then_some(v);
     let code = |field, value| DecodeError::Code { field, value };
-    let stack = (e.status & status::SUSPICIOUS != 0).then(|| {
+    let stack = (e.status & status::STACK != 0).then(|| {
         if e.stack_bytes < 0 {
             RawStack {
                 addrs: Vec::new(),
@@ -481,7 +481,7 @@ pub(crate) mod tests {
     #[test]
     fn suspicious_records_carry_their_stack() {
         let mut e = blank();
-        e.status = status::SUSPICIOUS;
+        e.status = status::SUSPICIOUS | status::STACK;
         e.stack_bytes = 16;
         e.stack[0] = 0x401000;
         e.stack[1] = 0x402000;
@@ -491,6 +491,10 @@ pub(crate) mod tests {
         e.stack_bytes = -14;
         let ev = decode(e.as_bytes()).expect("decodes");
         assert_eq!(ev.stack.and_then(|s| s.error), Some(14));
+        // With stacks switched off, a suspicious call has none at all.
+        e.status = status::SUSPICIOUS;
+        let ev = decode(e.as_bytes()).expect("decodes");
+        assert!(ev.stack.is_none());
     }
 
     #[test]

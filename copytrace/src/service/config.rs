@@ -52,6 +52,8 @@ pub struct Config {
     pub json: bool,
     /// Only this process and its descendants (0: all).
     pub pid: u32,
+    /// Take the user stack of suspicious calls (about a microsecond each).
+    pub stacks: bool,
     /// Prometheus endpoint.
     pub metrics: MetricsConfig,
     /// Live tail socket.
@@ -98,6 +100,7 @@ impl Default for Config {
             print: Print::All,
             json: false,
             pid: 0,
+            stacks: true,
             metrics: MetricsConfig::default(),
             tail: TailConfig::default(),
         }

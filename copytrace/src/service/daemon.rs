@@ -130,6 +130,9 @@ pub fn apply_flags(c: &mut Config, a: &RunArgs, log_level: Option<log::LevelFilt
     if a.no_tail {
         c.tail.enabled = false;
     }
+    if a.no_stacks {
+        c.stacks = false;
+    }
 }
 
 /// Keeps the kernel side reporting every call while `print = "all"`.
@@ -250,6 +253,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
 
     let mut watch = Watch::start(LoadOptions {
         count_by_cgroup: config.metrics.unit_label,
+        stacks: config.stacks,
         ..crate::pipeline::load_options(config.probe, config.pid)
     })?;
     let backend = watch.backend();
@@ -415,6 +419,7 @@ fn reload<W: io::Write>(old: &mut Config, new: &Config, sinks: &mut Fanout<W>) {
         ("probe", old.probe != new.probe),
         ("pid", old.pid != new.pid),
         ("json", old.json != new.json),
+        ("stacks", old.stacks != new.stacks),
         ("metrics", old.metrics != new.metrics),
         ("tail", old.tail != new.tail),
     ]

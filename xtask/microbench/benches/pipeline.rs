@@ -19,7 +19,7 @@ fn raw_event() -> Vec<u8> {
     e.ret = 0;
     e.backend = copytrace_common::Backend::Tracepoint as u8;
     e.origin = copytrace_common::Origin::Syscall as u8;
-    e.status = copytrace_common::status::SUSPICIOUS;
+    e.status = copytrace_common::status::SUSPICIOUS | copytrace_common::status::STACK;
     e.comm[..3].copy_from_slice(b"cat");
     for (i, f) in e.files.iter_mut().enumerate() {
         f.present = 1;

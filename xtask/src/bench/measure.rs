@@ -99,6 +99,16 @@ pub fn workloads(fx: &Fixture) -> Vec<Workload> {
     w
 }
 
+/// Suspicious calls: procfs → procfs silent zero copies.
+pub fn silent_workload() -> Workload {
+    Workload {
+        name: "silent zero copy (procfs → procfs)".into(),
+        args: vec!["silent".into(), String::new(), "1".into()],
+        iters: 50_000,
+        copies: true,
+    }
+}
+
 /// The loop child's path (built next to xtask).
 pub fn loop_bin() -> Result<PathBuf> {
     let me = std::env::current_exe()?;
@@ -170,7 +180,13 @@ pub fn start_copytrace(root: &Path, extra: &[&str], tail: Option<&Path>) -> Resu
     let metrics = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
     let child = Command::new("target/release/copytrace")
-        .args(["run", "--print", "none", "--metrics-listen", &metrics])
+        .args(["run", "--metrics-listen", &metrics])
+        // The callers' own --print wins; by default the daemon only counts.
+        .args(if extra.contains(&"--print") {
+            &[][..]
+        } else {
+            &["--print", "none"][..]
+        })
         .args(match tail {
             Some(socket) => vec!["--socket".into(), socket.as_os_str().to_owned()],
             None => vec!["--no-tail".into()],

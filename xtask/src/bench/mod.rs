@@ -56,7 +56,8 @@ pub struct Results {
     pub workloads: Vec<String>,
     /// [workload][mode].
     pub table: Vec<Vec<Option<Stats>>>,
-    pub costs: Vec<(String, f64)>,
+    /// Kernel-side cost per case: (case, [(program, ns per run)]).
+    pub costs: Vec<(String, Vec<(String, f64)>)>,
     pub ingests: Vec<measure::Ingest>,
     pub ready: Stats,
     pub idle_rss_kib: u64,
@@ -70,6 +71,7 @@ pub fn bench() -> Result<()> {
     let root = PathBuf::from("target/bench");
     let fx = Fixture::new(&root)?;
     let ws = measure::workloads(&fx);
+    let silent = measure::silent_workload();
     let mut table: Vec<Vec<Option<Stats>>> = vec![vec![None; Mode::ALL.len()]; ws.len()];
     let mut idle_rss_kib = 0;
     let mut ingests = Vec::new();
@@ -102,12 +104,39 @@ pub fn bench() -> Result<()> {
             table[wi][mi] = Some(measure::measure(*mode == Mode::Strace, w)?);
         }
         if let Some(d) = &daemon {
-            costs =
-                measure::program_costs(|| measure::run_loop(false, &ws[0], ws[0].iters).map(drop))?;
+            costs.push((
+                "ok 4 KiB tmpfs copy (metrics and suspicious calls only)".to_string(),
+                measure::program_costs(|| measure::run_loop(false, &ws[0], ws[0].iters).map(drop))?,
+            ));
+            costs.push((
+                "silent zero copy, stack taken".to_string(),
+                measure::program_costs(|| {
+                    measure::run_loop(false, &silent, silent.iters).map(drop)
+                })?,
+            ));
             for threads in [1, 2] {
                 ingests.push(measure::ingest(d, &fx, threads)?);
             }
         }
+    }
+    // The same programs, loaded for other consumers.
+    for (case, extra, w) in [
+        (
+            "ok 4 KiB tmpfs copy, every call reported (--print all)",
+            &["--print", "all"][..],
+            &ws[0],
+        ),
+        (
+            "silent zero copy, --no-stacks",
+            &["--no-stacks"][..],
+            &silent,
+        ),
+    ] {
+        let _d = measure::start_copytrace(&root, extra, None)?;
+        costs.push((
+            case.to_string(),
+            measure::program_costs(|| measure::run_loop(false, w, w.iters).map(drop))?,
+        ));
     }
     let mut ready = Vec::new();
     for _ in 0..measure::RUNS {

@@ -3,7 +3,8 @@
 //!
 //! `bench-loop WORKLOAD ITERS THREADS [SRC DST LEN]` prints ns per operation:
 //! `cfr` copies LEN bytes from SRC to DST.<thread> at offset 0, `unrelated`
-//! opens, reads, writes and closes /dev/null.
+//! opens, reads, writes and closes /dev/null, `silent` copies
+//! /proc/self/status to /proc/self/comm (nothing, successfully).
 #![allow(
     clippy::print_stdout,
     reason = "the measurement is the program's output"
@@ -52,6 +53,30 @@ fn cfr_loop(src: &str, dst: &str, len: usize, iters: u64) -> Result<()> {
     Ok(())
 }
 
+/// procfs → procfs: copies nothing and succeeds, a suspicious call.
+fn silent_loop(iters: u64) -> Result<()> {
+    let a = open("/proc/self/status", libc::O_RDONLY)?;
+    let b = open("/proc/self/comm", libc::O_WRONLY)?;
+    for _ in 0..iters {
+        // SAFETY: valid fds, no offset pointers.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_copy_file_range,
+                a,
+                std::ptr::null_mut::<i64>(),
+                b,
+                std::ptr::null_mut::<i64>(),
+                4096usize,
+                0u32,
+            )
+        };
+        if r != 0 {
+            bail!("a silent copy returned {r}");
+        }
+    }
+    Ok(())
+}
+
 fn unrelated_loop(iters: u64) -> Result<()> {
     let path = CString::new("/dev/null")?;
     let mut byte = [0u8; 1];
@@ -92,6 +117,7 @@ fn main() -> Result<()> {
                         cfr_loop(a.get(3).context("src")?, &dst, len, iters)
                     }
                     "unrelated" => unrelated_loop(iters),
+                    "silent" => silent_loop(iters),
                     other => bail!("unknown workload {other}"),
                 }
             })
