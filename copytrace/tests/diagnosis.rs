@@ -385,3 +385,25 @@ fn stacks_are_taken_only_for_suspicious_calls() {
     assert!(!names.is_empty() && names[0] != "?", "{silent:#}");
     assert!(silent["stack"]["note"].is_string());
 }
+
+#[test]
+fn no_stacks_switches_stacks_off() {
+    // Held so that no test sharing the watch daemon sees these calls.
+    let _serial = support::watch();
+    let d = support::daemon()
+        .events()
+        .args(["--pid", &std::process::id().to_string()])
+        .args(["--no-metrics", "--no-tail", "--no-stacks"])
+        .start();
+    support::silent_copies(2);
+    let events = d.stop();
+    let silent: Vec<_> = events
+        .iter()
+        .filter(|e| e["verdict"] == "silent_zero_copy")
+        .collect();
+    assert_eq!(silent.len(), 2, "{events:#?}");
+    for e in silent {
+        assert!(e.get("stack").is_none(), "{e:#}");
+        assert!(!e["path_in"].is_null(), "still described: {e:#}");
+    }
+}
