@@ -133,9 +133,8 @@ impl Watch {
 
     /// Waits for the next batch of calls and passes each wanted one to `sink`.
     pub async fn next_batch(&mut self, sink: &mut impl RecordSink) -> Result<(), WatchError> {
-        let demand = sink.demand();
         self.reader
-            .read_batch(demand, &mut self.batch, &self.read)
+            .read_batch(|| sink.demand(), &mut self.batch, &self.read)
             .await
             .map_err(WatchError::Read)?;
         self.emit(sink);

@@ -347,9 +347,30 @@ fn service_unit_verifies_and_is_hardened() {
     let unit = unit.replace("/usr/bin/copytrace", &copytrace_bin().to_string_lossy());
     let path = dir.join("copytrace.service");
     std::fs::write(&path, unit).expect("write unit");
+    // verify also opens the unit's Documentation= man pages: the ones the
+    // package ships, generated from the CLI definitions.
+    let assets = dir.join("assets");
+    let generated = Command::new(copytrace_bin())
+        .arg("generate-assets")
+        .arg(&assets)
+        .status()
+        .expect("copytrace generate-assets");
+    assert!(generated.success());
+    let mut man1 = assets.join("man");
+    man1.push("man1");
+    std::fs::create_dir_all(&man1).expect("man1");
+    for page in std::fs::read_dir(assets.join("man")).expect("man pages") {
+        let page = page.expect("man page").path();
+        if page.extension().is_some_and(|e| e == "1") {
+            std::fs::rename(&page, man1.join(page.file_name().expect("name")))
+                .expect("move man page");
+        }
+    }
+    // The system's pages too (copy_file_range(2)), after ours.
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
+        .env("MANPATH", format!("{}:", assets.join("man").display()))
         .output()
         .expect("systemd-analyze");
     assert!(

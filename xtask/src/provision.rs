@@ -32,6 +32,14 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "metrics tests (prometheus, promtool)"),
     ("systemd", "unit checks (systemd-analyze)"),
     (
+        "man-db",
+        "unit checks (systemd-analyze verify opens Documentation= man pages)",
+    ),
+    (
+        "manpages-dev",
+        "unit checks (the unit's man:copy_file_range(2))",
+    ),
+    (
         "qemu-system-x86",
         "kernel matrix and systemd guests (x86_64)",
     ),

@@ -84,9 +84,12 @@ impl RingbufReader {
 
     /// Waits until at least one record is available, then reads up to
     /// [`MAX_BATCH`] of them, appending to `out` the ones `demand` wants.
+    /// `demand` is asked when the records are read, not before the wait: a
+    /// `tail --all` client that connects while the reader sleeps must get
+    /// the calls that woke it.
     pub async fn read_batch(
         &mut self,
-        demand: Demand,
+        demand: impl Fn() -> Demand,
         out: &mut Vec<CopyEvent>,
         counts: &ReadCounters,
     ) -> io::Result<()> {
@@ -94,7 +97,7 @@ impl RingbufReader {
         let got = |counts: &ReadCounters| counts.received.load(Ordering::Relaxed) > seen;
         if self.pending {
             // Records were left behind after readiness was cleared.
-            self.pending = drain_into(self.fd.get_mut(), demand, out, counts);
+            self.pending = drain_into(self.fd.get_mut(), demand(), out, counts);
             if got(counts) {
                 return Ok(());
             }
@@ -104,21 +107,21 @@ impl RingbufReader {
             // once for a suspicious call); a short timer picks up the rest.
             let Ok(guard) = tokio::time::timeout(STRAGGLER_POLL, self.fd.readable_mut()).await
             else {
-                self.pending = drain_into(self.fd.get_mut(), demand, out, counts);
+                self.pending = drain_into(self.fd.get_mut(), demand(), out, counts);
                 if got(counts) {
                     return Ok(());
                 }
                 continue;
             };
             let mut guard = guard?;
-            if drain_into(guard.get_inner_mut(), demand, out, counts) {
+            if drain_into(guard.get_inner_mut(), demand(), out, counts) {
                 // A full batch: readiness stays set, more is waiting.
                 return Ok(());
             }
             // Seen empty: clear readiness, then look once more, so a record
             // submitted in between is not left without a wake-up.
             guard.clear_ready();
-            self.pending = drain_into(guard.get_inner_mut(), demand, out, counts);
+            self.pending = drain_into(guard.get_inner_mut(), demand(), out, counts);
             if got(counts) {
                 return Ok(());
             }

@@ -381,14 +381,16 @@ struct Session<'a> {
 
 impl<'a> Session<'a> {
     fn open(shared: &'a Shared, all: bool) -> Self {
-        shared.sessions.fetch_add(1, Ordering::Relaxed);
-        gauge_add(shared, 1);
-        if all {
-            shared.want_all.fetch_add(1, Ordering::Relaxed);
-        }
+        // The kernel side reports every call before the client counts as
+        // connected, so a call made once the gauge shows it reaches it.
         let _hold = all
             .then(|| shared.report_all.get().map(ReportAll::hold))
             .flatten();
+        if all {
+            shared.want_all.fetch_add(1, Ordering::Relaxed);
+        }
+        shared.sessions.fetch_add(1, Ordering::Relaxed);
+        gauge_add(shared, 1);
         Session { shared, all, _hold }
     }
 }
