@@ -436,8 +436,13 @@ fn unauthorized_uid_is_refused() {
         .gid(65534)
         .output()
         .expect("tail as nobody");
-    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {}; stderr: {err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(
         err.trim(),
         "copytrace: error: daemon: permission denied: uid 65534 is neither root nor in group copytrace"

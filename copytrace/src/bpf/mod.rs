@@ -426,13 +426,17 @@ fn attach_fentry(
         stacks: u8::from(opts.stacks),
         _pad: 0,
     };
-    let mut ebpf = load_object(&offsets, &config, opts)?;
+    // Parsed before the maps are created: it is the load's largest heap
+    // allocation, and under a tight memory limit a map that cannot be
+    // created is a clear error, while running out after the maps exist
+    // gets the process killed.
     let aya_btf = aya::Btf::from_sys_fs().map_err(|e| {
         LoadError::Btf(BtfError::Read {
             path: btf::VMLINUX_BTF.to_string(),
             source: std::io::Error::other(e),
         })
     })?;
+    let mut ebpf = load_object(&offsets, &config, opts)?;
     attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_entry", VFS_FUNCTION, false)?;
     attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_exit", VFS_FUNCTION, true)?;
     // The syscall side: fentry on this architecture's wrapper, when this
