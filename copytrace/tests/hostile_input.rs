@@ -206,47 +206,61 @@ fn hostile_names_and_comm_are_inert_for_people_and_exact_in_json() {
     check_json("tail --json", &tail_json);
     check_human("daemon stdout", &d.stop_lines());
 
-    // copytrace trace, both forms, on the same names.
+    // copytrace trace, both forms, on the same names: one traced program
+    // makes every copy (each trace loads the probes, seconds under TCG).
     let out = dir.join("trace.txt");
     let jout = dir.join("trace.jsonl");
+    let targets: Vec<String> = NAMES
+        .iter()
+        .map(|(name, _)| hex_arg(&join(&fs.dir, name)))
+        .collect();
+    let mut copies = vec![
+        hex_arg(COMM),
+        "copies".into(),
+        "/proc/self/status".into(),
+        "4096".into(),
+    ];
+    copies.extend(targets);
+    let copies: Vec<&str> = copies.iter().map(String::as_str).collect();
     for (target, json) in [(&out, false), (&jout, true)] {
-        for (name, _) in NAMES {
-            let inner = hostile_copy(&join(&fs.dir, name));
-            let mut cmd = Command::new(copytrace_bin());
-            cmd.arg("trace");
-            if let Some(p) = support::suite::probe() {
-                cmd.args(["--probe", &p]);
+        let inner = caller::command("comm", &copies);
+        let mut cmd = Command::new(copytrace_bin());
+        cmd.arg("trace");
+        if let Some(p) = support::suite::probe() {
+            cmd.args(["--probe", &p]);
+        }
+        if json {
+            cmd.arg("--json");
+        }
+        let st = cmd
+            .arg("-o")
+            .arg(target)
+            .arg("--")
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .stdout(Stdio::null())
+            .status()
+            .expect("copytrace trace");
+        assert!(st.success());
+        let text = std::fs::read_to_string(target).expect("trace output is UTF-8");
+        if json {
+            let calls: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+                .filter(|v| v["type"] == "call")
+                .map(|v| v["data"].clone())
+                .collect();
+            assert_eq!(calls.len(), NAMES.len(), "{text}");
+            for ((name, _), call) in NAMES.iter().zip(&calls) {
+                assert!(bytes_of(&call["path_out"]).ends_with(name), "{call:#}");
+                assert_eq!(bytes_of(&call["comm"]), COMM);
             }
-            if json {
-                cmd.arg("--json");
-            }
-            let st = cmd
-                .arg("-o")
-                .arg(target)
-                .arg("--")
-                .arg(inner.get_program())
-                .envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))))
-                .stdout(Stdio::null())
-                .status()
-                .expect("copytrace trace");
-            assert!(st.success());
-            let text = std::fs::read_to_string(target).expect("trace output is UTF-8");
-            if json {
-                let calls: Vec<Value> = text
-                    .lines()
-                    .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
-                    .filter(|v| v["type"] == "call")
-                    .map(|v| v["data"].clone())
-                    .collect();
-                assert_eq!(calls.len(), 1, "{text}");
-                assert!(bytes_of(&calls[0]["path_out"]).ends_with(name));
-                assert_eq!(bytes_of(&calls[0]["comm"]), COMM);
-            } else {
-                let calls: Vec<&str> = text.lines().filter(|l| l.contains(COMM_SHOWN)).collect();
-                assert_eq!(calls.len(), 1, "one call line: {text}");
-                for l in text.lines() {
-                    assert_inert(l);
-                }
+        } else {
+            let calls: Vec<&str> = text.lines().filter(|l| l.contains(COMM_SHOWN)).collect();
+            assert_eq!(calls.len(), NAMES.len(), "one line per call: {text}");
+            for l in text.lines() {
+                assert_inert(l);
             }
         }
     }

@@ -122,6 +122,14 @@ fn program(args: &[OsString]) -> i32 {
             println!("{r:?}");
             0
         }
+        // copies SRC LEN DST…: one call from SRC to each DST, in order.
+        "copies" => {
+            for dst in &args[3..] {
+                let r = copy(Path::new(arg(1)), Path::new(dst), num(2));
+                println!("{r:?}");
+            }
+            0
+        }
         // comm NAME PROGRAM…: sets this thread's comm, then runs PROGRAM.
         "comm" => {
             let name = CString::new(arg(1).as_bytes()).expect("comm without NUL");
