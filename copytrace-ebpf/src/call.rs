@@ -412,6 +412,7 @@ fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let task = task::current();
+    let suspicious = call.status & status::SUSPICIOUS != 0;
     let stack = call.status & status::STACK != 0;
     // SAFETY: `ev` points to this CPU's slot of size_of::<Event>() bytes,
     // which no other program touches until it is sent below; every field
