@@ -121,6 +121,65 @@ fn proc_to_tmpfs_is_exdev_and_records_proc() {
     );
 }
 
+/// The seed's failure, on each kernel-generated filesystem the guests
+/// mount: a copy between two of its files returns 0 and succeeds, because
+/// the source advertises size 0 whatever it would produce on read.
+fn assert_silent_zero_copy(src: &std::path::Path, dst: &std::path::Path, magic: u64, fs: &str) {
+    let src = open(src, O_RDONLY);
+    let dst = open(dst, libc::O_WRONLY);
+    let d = watch();
+    assert_eq!(cfr(raw(&src), None, raw(&dst), None, 4096, 0), Ok(0));
+    let events = d.stop();
+    let ev = find(&events, raw(&src), raw(&dst), 4096);
+    common_fields(ev, std::process::id());
+    assert_eq!(ev["ret"], 0);
+    assert_eq!(ev["verdict"], "silent_zero_copy", "{ev:#}");
+    assert_eq!(ev["file_in"]["magic"], magic);
+    assert_eq!(ev["file_in"]["fs"], fs);
+    assert_eq!(ev["file_in"]["size"], 0, "{fs} advertises size 0");
+    assert_eq!(ev["file_in"]["size_truth"], "generated");
+    assert_eq!(ev["file_out"]["magic"], magic);
+    assert!(
+        ev["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("reported success")),
+        "{ev:#}"
+    );
+}
+
+#[test]
+fn proc_to_proc_is_a_silent_zero_copy() {
+    assert_silent_zero_copy(
+        std::path::Path::new("/proc/self/status"),
+        std::path::Path::new("/proc/self/comm"),
+        magic::PROC,
+        "proc",
+    );
+}
+
+#[test]
+fn tracefs_trace_to_trace_marker_is_a_silent_zero_copy() {
+    let dir = support::tracefs_dir();
+    assert_silent_zero_copy(
+        &dir.join("trace"),
+        &dir.join("trace_marker"),
+        magic::TRACEFS,
+        "tracefs",
+    );
+}
+
+#[test]
+fn cgroup2_file_to_cgroup2_file_is_a_silent_zero_copy() {
+    let (root, _own) = support::cgroup2_root(&support::scratch());
+    // cgroup.procs holds this process's pid; nothing is written back.
+    assert_silent_zero_copy(
+        &root.join("cgroup.procs"),
+        &root.join("cgroup.procs"),
+        magic::CGROUP2,
+        "cgroup2",
+    );
+}
+
 #[test]
 fn pipe_source_is_einval() {
     let fs = tmpfs("1m");

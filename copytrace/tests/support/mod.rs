@@ -268,4 +268,5 @@ pub mod magic {
     pub const PROC: u64 = 0x9fa0;
     pub const PIPEFS: u64 = 0x5049_5045;
     pub const TRACEFS: u64 = 0x7472_6163;
+    pub const CGROUP2: u64 = 0x6367_7270;
 }
