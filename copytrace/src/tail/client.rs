@@ -145,7 +145,10 @@ async fn session(
     let mut text =
         serde_json::to_string(&hello).map_err(|e| TailClientError::Protocol(e.to_string()))?;
     text.push('\n');
-    w.write_all(text.as_bytes()).await?;
+    // A daemon that refuses the peer says why and closes before reading the
+    // hello, so writing it may fail (EPIPE) with the reason already waiting
+    // to be read: read it before reporting the write.
+    let sent = w.write_all(text.as_bytes()).await;
     let mut lines = BufReader::new(r).lines();
     let mut first = true;
     while let Some(line) = lines.next_line().await? {
@@ -160,7 +163,10 @@ async fn session(
         print_line(&line, opts, out)?;
         out.flush()?;
     }
-    Err(TailClientError::Closed("connection lost".into()))
+    Err(TailClientError::Closed(match sent {
+        Ok(()) => "connection lost".into(),
+        Err(e) => format!("before the hello was sent: {e}"),
+    }))
 }
 
 /// Runs `copytrace tail` until the daemon goes away (or forever with --follow).
