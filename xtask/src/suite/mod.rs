@@ -100,12 +100,27 @@ pub fn test(opts: &Options) -> Result<()> {
     if euid() != 0 {
         bail!("the test suite loads real eBPF probes and mounts filesystems: run it as root");
     }
+    let started = std::time::Instant::now();
+    let phase = |name: &str, since: std::time::Instant| {
+        say(&format!(
+            "{name} took {:.0} s",
+            since.elapsed().as_secs_f64()
+        ))
+    };
     lints()?;
+    phase("lints", started);
+    let at = std::time::Instant::now();
     let mut runs = host_runs(opts)?;
+    phase("host tests (builds included)", at);
     if opts.filter.is_none() && !opts.no_guests {
+        let at = std::time::Instant::now();
         runs.extend(crate::matrix::guest_runs(&crate::matrix::Selection::all())?);
+        phase("kernel matrix (builds included)", at);
+        let at = std::time::Instant::now();
         runs.extend(crate::systemd_guest::suite_runs()?);
+        phase("systemd guests (package build included)", at);
     }
+    phase("cargo xtask test", started);
     report(&runs)
 }
 
