@@ -109,10 +109,13 @@ pub fn silent_workload() -> Workload {
     }
 }
 
-/// The loop child's path (built next to xtask).
+/// The loop child's path: the release build `bench` and `soak` make
+/// (`cargo xtask` itself builds only the xtask binary, so a bench-loop next
+/// to it may be stale).
 pub fn loop_bin() -> Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    Ok(me.with_file_name("bench-loop"))
+    let bin = PathBuf::from("target/release/bench-loop");
+    anyhow::ensure!(bin.exists(), "{} is not built", bin.display());
+    Ok(bin)
 }
 
 /// Runs the loop child once (under strace when asked); returns ns per operation.
