@@ -115,7 +115,12 @@ pub fn bench() -> Result<()> {
                 })?,
             ));
             for threads in [1, 2] {
-                ingests.push(measure::ingest(d, &fx, threads)?);
+                ingests.push(measure::ingest(
+                    d,
+                    "metrics and suspicious calls (default)",
+                    &fx,
+                    threads,
+                )?);
             }
         }
     }
@@ -137,6 +142,10 @@ pub fn bench() -> Result<()> {
             case.to_string(),
             measure::program_costs(|| measure::run_loop(false, w, w.iters).map(drop))?,
         ));
+    }
+    {
+        let d = measure::start_copytrace(&root, &["--print", "all"], None)?;
+        ingests.push(measure::ingest(&d, "every call (--print all)", &fx, 2)?);
     }
     let mut ready = Vec::new();
     for _ in 0..measure::RUNS {
