@@ -65,7 +65,9 @@ pub fn dist(arch: Arch) -> Result<Artifacts> {
     let staged = out.join("bin").join("copytrace");
     std::fs::create_dir_all(out.join("bin"))?;
     std::fs::copy(&built, &staged).with_context(|| format!("copy {}", built.display()))?;
-    run(Command::new("llvm-strip-22").arg(&staged))?;
+    // llvm-strip knows every architecture; it comes with the llvm-N-dev
+    // provisioning installs for the nightly's LLVM.
+    run(Command::new(crate::provision::llvm_tool("llvm-strip")?).arg(&staged))?;
     let version = env!("CARGO_PKG_VERSION");
     let binary = out.join(format!("copytrace-{version}-{arch}"));
     std::fs::copy(&staged, &binary)?;

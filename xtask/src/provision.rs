@@ -26,6 +26,7 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("golang-go", "client and stack tests (Go io.Copy)"),
     ("gcc", "stack tests (C caller with frame pointers)"),
     ("strace", "benchmarks (strace -f)"),
+    ("procps", "benchmarks (sysctl kernel.bpf_stats_enabled)"),
     ("bpftrace", "benchmarks (bpftrace)"),
     ("bpftool", "benchmarks (per-program kernel cost)"),
     ("e2fsprogs", "ext4 test filesystems (mkfs.ext4)"),
@@ -61,6 +62,11 @@ fn home_cargo() -> PathBuf {
         .map(Into::into)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .unwrap_or_else(|| "/root/.cargo".into())
+}
+
+/// An LLVM tool of the nightly's LLVM version (`llvm-strip-22`).
+pub fn llvm_tool(name: &str) -> Result<String> {
+    Ok(format!("{name}-{}", nightly_llvm_major()?))
 }
 
 /// The nightly's LLVM major version (`rustc +nightly -vV`).
