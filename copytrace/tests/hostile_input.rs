@@ -86,27 +86,6 @@ fn bytes_of(v: &Value) -> Vec<u8> {
     }
 }
 
-/// `copytrace tail` with `args`, its stdout lines on a channel.
-fn tail(socket: &Path, args: &[&str]) -> (KillOnDrop, mpsc::Receiver<String>) {
-    let mut child = Command::new(copytrace_bin())
-        .arg("tail")
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("copytrace tail");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    (KillOnDrop(child), rx)
-}
-
 /// Lines from `rx` until `n` of them satisfy `is_call`; all lines read.
 fn until_calls(
     rx: &mpsc::Receiver<String>,
@@ -173,8 +152,8 @@ fn hostile_names_and_comm_are_inert_for_people_and_exact_in_json() {
         .arg(socket.to_str().unwrap_or(""))
         .args(["--metrics-listen", &metrics])
         .start();
-    let (_h, human_rx) = tail(&socket, &[]);
-    let (_j, json_rx) = tail(&socket, &["--json"]);
+    let (_h, human_rx) = support::tail_cli(&socket, &[]);
+    let (_j, json_rx) = support::tail_cli(&socket, &["--json"]);
     wait_for(20, "two tail clients", || {
         let (_, body) = http_get(&metrics, "/metrics")?;
         (sample(&body, "copytrace_tail_clients")? == 2.0).then_some(())
@@ -511,7 +490,7 @@ fn running_out_of_file_descriptors_costs_no_cpu_no_log_and_no_counts() {
         http_get(&metrics, "/metrics").and_then(|(_, b)| sample(&b, series))
     });
     assert_eq!(count, 40.0, "every call counted, during the flood too");
-    let (mut h, rx) = tail(&socket, &[]);
+    let (mut h, rx) = support::tail_cli(&socket, &[]);
     wait_for(20, "a tail client after the flood", || {
         let (_, body) = http_get(&metrics, "/metrics")?;
         (sample(&body, "copytrace_tail_clients")? >= 1.0).then_some(())

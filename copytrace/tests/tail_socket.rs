@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{
     copytrace_bin, daemon, ebadf_calls, free_port, http_get, sample, silent_copies, suite, tmpfs,
-    wait_for, KillOnDrop, Mount,
+    wait_for, Mount,
 };
 
 /// A daemon serving the tail socket and metrics, following this process.
@@ -111,27 +111,6 @@ fn hello(filter: &str, history: usize) -> String {
     )
 }
 
-/// `copytrace tail --socket SOCKET ARGS`, stdout lines on a channel.
-fn tail_cli(socket: &Path, args: &[&str]) -> (KillOnDrop, mpsc::Receiver<String>) {
-    let mut child = Command::new(copytrace_bin())
-        .arg("tail")
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("copytrace tail");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    (KillOnDrop(child), rx)
-}
-
 fn collect(rx: &mpsc::Receiver<String>, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut out = Vec::new();
@@ -175,12 +154,12 @@ fn ok_copies(fs: &Mount, n: usize) {
 fn tail_cli_streams_suspicious_calls_and_filters() {
     let d = start_daemon("filters", &[]);
     let fs = tmpfs("1m");
-    let (_a, default) = tail_cli(&d.socket, &["--json"]);
-    let (_b, all) = tail_cli(&d.socket, &["--json", "--all"]);
-    let (_c, errors) = tail_cli(&d.socket, &["--json", "--verdict", "error"]);
-    let (_d, tmpfs) = tail_cli(&d.socket, &["--json", "--all", "--fs", "tmpfs"]);
-    let (_e, other_pid) = tail_cli(&d.socket, &["--json", "--all", "--pid", "1"]);
-    let (_f, human) = tail_cli(
+    let (_a, default) = support::tail_cli(&d.socket, &["--json"]);
+    let (_b, all) = support::tail_cli(&d.socket, &["--json", "--all"]);
+    let (_c, errors) = support::tail_cli(&d.socket, &["--json", "--verdict", "error"]);
+    let (_d, tmpfs) = support::tail_cli(&d.socket, &["--json", "--all", "--fs", "tmpfs"]);
+    let (_e, other_pid) = support::tail_cli(&d.socket, &["--json", "--all", "--pid", "1"]);
+    let (_f, human) = support::tail_cli(
         &d.socket,
         &["--comm", "nobody-has-this", "--comm", "ct-human"],
     );
@@ -248,7 +227,7 @@ fn tail_cli_streams_suspicious_calls_and_filters() {
 #[test]
 fn human_output_is_plain_text_off_a_tty() {
     let d = start_daemon("human", &[]);
-    let (_t, rx) = tail_cli(&d.socket, &[]);
+    let (_t, rx) = support::tail_cli(&d.socket, &[]);
     d.wait_clients(1);
     silent_copies(1);
     let line = collect(&rx, 1).remove(0);
@@ -287,7 +266,7 @@ fn history_replays_the_last_suspicious_calls() {
         .map(|r| r["verdict"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(v, ["silent_zero_copy", "error", "error"], "bounded to 3");
-    let (_t, rx) = tail_cli(&d.socket, &["--json", "--since-start"]);
+    let (_t, rx) = support::tail_cli(&d.socket, &["--json", "--since-start"]);
     assert_eq!(collect(&rx, 3).len(), 3);
 }
 
@@ -452,8 +431,8 @@ fn unauthorized_uid_is_refused() {
 #[test]
 fn daemon_restart_ends_tail_or_is_followed() {
     let mut d = start_daemon("restart", &[]);
-    let (mut plain, _) = tail_cli(&d.socket, &["--json"]);
-    let (follow, follow_rx) = tail_cli(&d.socket, &["--json", "--follow"]);
+    let (mut plain, _) = support::tail_cli(&d.socket, &["--json"]);
+    let (follow, follow_rx) = support::tail_cli(&d.socket, &["--json", "--follow"]);
     d.wait_clients(2);
     d.svc.signal(libc::SIGTERM);
     assert_eq!(d.svc.wait_exit(10), Some(0));

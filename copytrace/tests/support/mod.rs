@@ -63,6 +63,28 @@ pub fn daemon() -> DaemonBuilder {
     Daemon::builder(copytrace_bin())
 }
 
+/// `copytrace tail --socket SOCKET ARGS`, its stdout lines on a channel.
+pub fn tail_cli(socket: &Path, args: &[&str]) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(copytrace_bin())
+        .arg("tail")
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("copytrace tail");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    (KillOnDrop(child), rx)
+}
+
 /// The daemon every [`watch`] of this test binary shares.
 static SHARED: OnceLock<Mutex<Daemon>> = OnceLock::new();
 
