@@ -127,9 +127,16 @@ struct Place {
     virt: Option<u64>,
 }
 
-/// The lowest virtual address of an executable segment of an ELF file
-/// (`mm->start_code` minus it is the load bias).
-fn exec_vaddr(path: &Path) -> Option<u64> {
+/// One PT_LOAD segment of a 64-bit ELF file.
+struct Segment {
+    offset: u64,
+    vaddr: u64,
+    filesz: u64,
+    executable: bool,
+}
+
+/// The PT_LOAD segments of a 64-bit ELF file, from its program headers.
+fn load_segments(path: &Path) -> Option<Vec<Segment>> {
     let data = std::fs::read(path).ok()?;
     if data.get(..4)? != b"\x7fELF" || *data.get(4)? != 2 {
         return None;
@@ -140,12 +147,30 @@ fn exec_vaddr(path: &Path) -> Option<u64> {
     let phoff = usize::try_from(u64_at(0x20)?).ok()?;
     let phentsize = usize::from(u16_at(0x36)?);
     let phnum = usize::from(u16_at(0x38)?);
-    (0..phnum)
+    // A header that cannot be read is skipped, like a segment of another type.
+    let segments = (0..phnum)
         .filter_map(|i| {
             let p = phoff + i * phentsize;
-            // PT_LOAD with PF_X.
-            (u32_at(p)? == 1 && u32_at(p + 4)? & 1 == 1).then(|| u64_at(p + 0x10))?
+            (u32_at(p)? == 1).then_some(())?;
+            Some(Segment {
+                // PF_X.
+                executable: u32_at(p + 4)? & 1 == 1,
+                offset: u64_at(p + 8)?,
+                vaddr: u64_at(p + 0x10)?,
+                filesz: u64_at(p + 0x20)?,
+            })
         })
+        .collect();
+    Some(segments)
+}
+
+/// The lowest virtual address of an executable segment of an ELF file
+/// (`mm->start_code` minus it is the load bias).
+fn exec_vaddr(path: &Path) -> Option<u64> {
+    load_segments(path)?
+        .iter()
+        .filter(|s| s.executable)
+        .map(|s| s.vaddr)
         .min()
 }
 
@@ -354,23 +379,10 @@ fn unnamed(addr: u64, module: Option<&Path>) -> Frame {
 
 /// The file offset of virtual address `v` in an ELF file (its PT_LOAD).
 fn file_offset_of(path: &Path, v: u64) -> Option<u64> {
-    let data = std::fs::read(path).ok()?;
-    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?));
-    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
-    let phentsize = usize::from(u16_at(0x36)?);
-    let phnum = usize::from(u16_at(0x38)?);
-    (0..phnum).find_map(|i| {
-        let p = phoff + i * phentsize;
-        if u32_at(p)? != 1 {
-            return None;
-        }
-        let (off, vaddr, filesz) = (u64_at(p + 8)?, u64_at(p + 0x10)?, u64_at(p + 0x20)?);
-        (vaddr..vaddr + filesz)
-            .contains(&v)
-            .then(|| v - vaddr + off)
-    })
+    load_segments(path)?
+        .iter()
+        .find(|s| (s.vaddr..s.vaddr + s.filesz).contains(&v))
+        .map(|s| v - s.vaddr + s.offset)
 }
 
 #[cfg(test)]
