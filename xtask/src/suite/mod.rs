@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use self::tally::{skip_reasons, Run, Totals};
+use self::tally::{failures, skip_reasons, Run, Totals};
 use crate::cmd::{echo, euid, run, say};
 
 /// What `cargo xtask test` runs.
@@ -133,6 +133,10 @@ pub fn report(runs: &[Run]) -> Result<()> {
     }
     for s in skip_reasons(runs) {
         echo(&s);
+    }
+    // Failures last, beside the closing line: CI shows only the end.
+    for f in failures(runs) {
+        echo(&f);
     }
     let totals = Totals::of(runs);
     // One closing line over every run, so CI sees the real total.

@@ -31,7 +31,15 @@ pub struct Run {
     pub trouble: Option<String>,
     /// A test whose result line was broken by other output on the same line.
     pending: Option<String>,
+    /// The last lines libtest printed for each failed test (`---- NAME stdout ----`).
+    failure_output: BTreeMap<String, Vec<String>>,
+    /// The failed test whose output is being read.
+    reading_failure: Option<String>,
 }
+
+/// How many of a failed test's last output lines the closing report repeats:
+/// CI shows only the end of the output, where the cause must be.
+const FAILURE_TAIL: usize = 25;
 
 impl Run {
     /// A run of `expected` tests, all not run until their results are read.
@@ -44,6 +52,8 @@ impl Run {
                 .collect(),
             trouble: None,
             pending: None,
+            failure_output: BTreeMap::new(),
+            reading_failure: None,
         }
     }
 
@@ -60,6 +70,25 @@ impl Run {
     /// child processes may print between the name and the result; the
     /// result then ends a later line.
     pub fn read_line(&mut self, line: &str) {
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|rest| rest.strip_suffix(" stdout ----"))
+        {
+            self.reading_failure = Some(name.to_string());
+            return;
+        }
+        if let Some(name) = &self.reading_failure {
+            if line == "failures:" || line.starts_with("---- ") {
+                self.reading_failure = None;
+            } else {
+                let kept = self.failure_output.entry(name.clone()).or_default();
+                kept.push(line.to_string());
+                if kept.len() > FAILURE_TAIL {
+                    kept.remove(0);
+                }
+                return;
+            }
+        }
         let outcome = |result: &str| match result.trim() {
             "ok" => Some(Outcome::Passed),
             "FAILED" => Some(Outcome::Failed),
@@ -171,6 +200,34 @@ pub fn parse_list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every test that failed or did not run, with the last lines it printed,
+/// for the end of the report.
+pub fn failures(runs: &[Run]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in runs {
+        for (t, o) in &r.outcomes {
+            match o {
+                Outcome::Failed => {
+                    out.push(format!("FAILED {}: {t}", r.name));
+                    for l in r.failure_output.get(t).into_iter().flatten() {
+                        out.push(format!("    {l}"));
+                    }
+                }
+                Outcome::NotRun => out.push(format!(
+                    "NOT RUN {}: {t}{}",
+                    r.name,
+                    r.trouble
+                        .as_deref()
+                        .map(|why| format!(" ({why})"))
+                        .unwrap_or_default()
+                )),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// Every skip reason of every run, once each with its tests.
 pub fn skip_reasons(runs: &[Run]) -> Vec<String> {
     let mut out = Vec::new();
@@ -231,6 +288,35 @@ mod tests {
         );
         let refused = Run::skipped("x [fentry]", &names(&["a", "b"]), "fentry refused");
         assert_eq!(Totals::of(&[refused]).skipped, 2);
+    }
+
+    #[test]
+    fn a_failure_is_reported_last_with_its_own_output() {
+        let mut r = Run::new("guest 6.1 fentry: hostile_input", &names(&["a", "b", "c"]));
+        for l in [
+            "test a ... FAILED",
+            "test b ... ok",
+            "failures:",
+            "",
+            "---- a stdout ----",
+            "thread 'a' panicked at tests/x.rs:1:1:",
+            "the daemon said nothing",
+            "",
+            "failures:",
+            "    a",
+        ] {
+            r.read_line(l);
+        }
+        assert_eq!(
+            failures(&[r]),
+            [
+                "FAILED guest 6.1 fentry: hostile_input: a",
+                "    thread 'a' panicked at tests/x.rs:1:1:",
+                "    the daemon said nothing",
+                "    ",
+                "NOT RUN guest 6.1 fentry: hostile_input: c",
+            ]
+        );
     }
 
     #[test]
