@@ -58,17 +58,19 @@ pub struct KernelOffsets {
     pub tp_enter_args: [u32; 6],
     /// Offset of `ret` in the `sys_exit_copy_file_range` record.
     pub tp_exit_ret: u32,
-    /// Bits of [`contiguous`]: argument sets that are six consecutive u64s,
-    /// read with one helper call.
-    pub args_contiguous: u32,
+    /// Bits of [`contiguous`]: fields that sit side by side, read with one
+    /// helper call.
+    pub contiguous: u32,
 }
 
-/// Bits of [`KernelOffsets::args_contiguous`].
+/// Bits of [`KernelOffsets::contiguous`].
 pub mod contiguous {
     /// `tp_enter_args` are consecutive.
     pub const TRACEPOINT: u32 = 1 << 0;
     /// `regs_args` are consecutive.
     pub const REGS: u32 = 1 << 1;
+    /// `fdtable.fd` is the pointer right after the `u32` `max_fds`.
+    pub const FDTABLE: u32 = 1 << 2;
 }
 
 /// Load-time settings for the eBPF programs.

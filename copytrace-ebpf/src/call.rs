@@ -23,7 +23,7 @@ use crate::maps::{
     SIZE_TRUTH,
 };
 use crate::names;
-use crate::task;
+use crate::task::{self, FileSide};
 
 /// Pending ring-buffer bytes that trigger a reader wake-up for calls that
 /// are not suspicious.
@@ -35,11 +35,10 @@ pub struct Inflight {
     start_ns: u64,
     file_in: u64,
     file_out: u64,
-    inode_in: u64,
-    inode_out: u64,
-    /// Advertised sizes at entry (a copy can grow its own source).
-    size_in: i64,
-    size_out: i64,
+    /// Inodes, superblocks and advertised sizes at entry (a copy can grow
+    /// its own source).
+    side_in: FileSide,
+    side_out: FileSide,
     /// User pointers of a syscall's offsets (their values are read at exit).
     off_in_ptr: u64,
     off_out_ptr: u64,
@@ -52,7 +51,11 @@ pub struct Inflight {
     flags: u32,
     origin: u8,
     status: u8,
-    _pad: [u8; 2],
+    /// Non-zero from entry until exit. A thread's record stays in the map
+    /// between its calls (an update in place costs far less than an insert
+    /// and a delete per call) and is removed when the thread exits.
+    live: u8,
+    _pad: u8,
 }
 
 /// The six arguments of `copy_file_range(2)`.
@@ -89,13 +92,39 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Records a call's entry (every entry path ends here).
+/// Records a call's entry (every entry path ends here): in place in the
+/// thread's record when it has one, else in a new one.
 #[inline(always)]
 fn begin<C: EbpfContext>(ctx: &C, rec: &Inflight) {
-    if INFLIGHT.insert(tid(), rec, 0).is_err() {
-        add(&COUNTERS, counter::INFLIGHT_FULL, 1);
-        warn!(ctx, "in-flight map full: call of tid {} not tracked", tid());
+    let tid = tid();
+    if let Some(slot) = INFLIGHT.get_ptr_mut(tid) {
+        // SAFETY: this thread's own record: only this thread writes it,
+        // and the thread-exit program removes it only after its last call.
+        unsafe { core::ptr::copy_nonoverlapping(rec, slot, 1) };
+        return;
     }
+    if INFLIGHT.insert(tid, rec, 0).is_err() {
+        add(&COUNTERS, counter::INFLIGHT_FULL, 1);
+        warn!(ctx, "in-flight map full: call of tid {} not tracked", tid);
+    }
+}
+
+/// Forgets an exiting thread's record. Most exiting threads never copied:
+/// a lookup, which takes no lock, spares them the delete.
+#[inline(always)]
+pub fn thread_exit() {
+    let tid = tid();
+    if INFLIGHT.get_ptr(tid).is_some() {
+        let _ = INFLIGHT.remove(tid);
+    }
+}
+
+/// The current thread's call between entry and exit, if it is in one.
+#[inline(always)]
+fn live_call() -> Option<*mut Inflight> {
+    let rec = INFLIGHT.get_ptr_mut(tid())?;
+    // SAFETY: this thread's own record (see begin()).
+    (unsafe { (*rec).live } != 0).then_some(rec)
 }
 
 /// Entry of the system call (tracepoint or fentry on the syscall wrapper).
@@ -110,19 +139,13 @@ pub fn enter_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
     if cfg.backend == Backend::Fentry as u8 {
         st |= status::VFS_KNOWN;
     }
-    let sides = task::files_of(args.fd_in, args.fd_out, off).and_then(|(fi, fo)| {
-        Ok((
-            fi,
-            fo,
-            task::inode_and_size(fi, off)?,
-            task::inode_and_size(fo, off)?,
-        ))
-    });
-    let (file_in, file_out, (inode_in, size_in), (inode_out, size_out)) = match sides {
+    let sides = task::files_of(args.fd_in, args.fd_out, off)
+        .and_then(|(fi, fo)| Ok((fi, fo, task::file_side(fi, off)?, task::file_side(fo, off)?)));
+    let (file_in, file_out, side_in, side_out) = match sides {
         Ok(s) => s,
         Err(Fault) => {
             st |= status::READ_FAULT;
-            (0, 0, (0, 0), (0, 0))
+            (0, 0, FileSide::default(), FileSide::default())
         }
     };
     if args.off_in != 0 {
@@ -137,10 +160,8 @@ pub fn enter_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
             start_ns,
             file_in,
             file_out,
-            inode_in,
-            inode_out,
-            size_in,
-            size_out,
+            side_in,
+            side_out,
             off_in_ptr: args.off_in,
             off_out_ptr: args.off_out,
             pos_in: 0,
@@ -151,7 +172,8 @@ pub fn enter_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
             flags: args.flags as u32,
             origin: Origin::Syscall as u8,
             status: st,
-            _pad: [0; 2],
+            live: 1,
+            _pad: 0,
         },
     );
 }
@@ -168,8 +190,8 @@ pub fn enter_vfs<C: EbpfContext>(
     len: u64,
     flags: u32,
 ) {
-    if let Some(rec) = INFLIGHT.get_ptr_mut(tid()) {
-        // SAFETY: a map value of this thread's own in-flight call.
+    if let Some(rec) = live_call() {
+        // SAFETY: this thread's own record (see begin()).
         unsafe { (*rec).status |= status::VFS_REACHED };
         return;
     }
@@ -180,13 +202,13 @@ pub fn enter_vfs<C: EbpfContext>(
     let start_ns = now();
     let mut st =
         status::OFF_IN_GIVEN | status::OFF_OUT_GIVEN | status::VFS_KNOWN | status::VFS_REACHED;
-    let sides = task::inode_and_size(file_in, off)
-        .and_then(|i| Ok((i, task::inode_and_size(file_out, off)?)));
-    let ((inode_in, size_in), (inode_out, size_out)) = match sides {
+    let sides =
+        task::file_side(file_in, off).and_then(|i| Ok((i, task::file_side(file_out, off)?)));
+    let (side_in, side_out) = match sides {
         Ok(s) => s,
         Err(Fault) => {
             st |= status::READ_FAULT;
-            ((0, 0), (0, 0))
+            (FileSide::default(), FileSide::default())
         }
     };
     begin(
@@ -195,10 +217,8 @@ pub fn enter_vfs<C: EbpfContext>(
             start_ns,
             file_in,
             file_out,
-            inode_in,
-            inode_out,
-            size_in,
-            size_out,
+            side_in,
+            side_out,
             off_in_ptr: 0,
             off_out_ptr: 0,
             pos_in,
@@ -209,7 +229,8 @@ pub fn enter_vfs<C: EbpfContext>(
             flags,
             origin: Origin::Kernel as u8,
             status: st,
-            _pad: [0; 2],
+            live: 1,
+            _pad: 0,
         },
     );
 }
@@ -243,17 +264,13 @@ fn entry_pos(
     }
 }
 
-/// The superblock and magic of an inode (zeros for none).
+/// A superblock's magic (0 for none).
 #[inline(always)]
-fn sb_and_magic(inode: u64, off: &KernelOffsets) -> Result<(u64, u64), Fault> {
-    if inode == 0 {
-        return Ok((0, 0));
-    }
-    let sb: u64 = read(inode, off.inode_i_sb)?;
+fn magic_of(sb: u64, off: &KernelOffsets) -> Result<u64, Fault> {
     if sb == 0 {
-        return Ok((0, 0));
+        return Ok(0);
     }
-    Ok((sb, read(sb, off.sb_s_magic)?))
+    read(sb, off.sb_s_magic)
 }
 
 /// Adds a finished call to `COUNTS`.
@@ -283,13 +300,12 @@ fn count(key: &CountKey, len: u64, ret: i64) {
 /// Completes the current thread's in-flight call of `origin` with `ret`.
 #[inline(always)]
 pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
-    let tid = tid();
-    let Some(rec) = INFLIGHT.get_ptr(tid) else {
+    let Some(slot) = live_call() else {
         return;
     };
-    // SAFETY: a map value of this thread's own call; only this thread
-    // touches it until the remove below.
-    let rec = unsafe { &*rec };
+    // SAFETY: this thread's own record (see begin()); it stays unchanged
+    // until the thread's next entry.
+    let rec = unsafe { &*slot };
     if rec.origin != origin as u8 {
         return;
     }
@@ -305,29 +321,20 @@ pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
         &mut st,
         off,
     );
-    let pos_out = entry_pos(
-        rec,
-        rec.off_out_ptr,
-        rec.file_out,
-        rec.pos_out,
-        ret,
-        &mut st,
-        off,
-    );
-    let sides =
-        sb_and_magic(rec.inode_in, off).and_then(|i| Ok((i, sb_and_magic(rec.inode_out, off)?)));
-    let ((sb_in, magic_in), (sb_out, magic_out)) = match sides {
-        Ok(s) => s,
+    let (sb_in, sb_out) = (rec.side_in.sb, rec.side_out.sb);
+    let magics = magic_of(sb_in, off).and_then(|i| Ok((i, magic_of(sb_out, off)?)));
+    let (magic_in, magic_out) = match magics {
+        Ok(m) => m,
         Err(Fault) => {
             st |= status::READ_FAULT;
-            ((0, 0), (0, 0))
+            (0, 0)
         }
     };
     let facts = CallOutcome {
         len: rec.len,
         ret,
         read_pos,
-        size_in: rec.size_in,
+        size_in: rec.side_in.size,
         in_present: rec.file_in != 0,
         out_present: rec.file_out != 0,
         same_fs: sb_in == sb_out,
@@ -362,6 +369,16 @@ pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
     };
     let suspicious = policy.is_suspicious(truth, idx);
     if suspicious || want_all() {
+        // Only a reported call needs the output position (the facts do not).
+        let pos_out = entry_pos(
+            rec,
+            rec.off_out_ptr,
+            rec.file_out,
+            rec.pos_out,
+            ret,
+            &mut st,
+            off,
+        );
         let call = Finished {
             rec,
             ret,
@@ -379,7 +396,8 @@ pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
         };
         report(ctx, &call, off);
     }
-    let _ = INFLIGHT.remove(tid);
+    // SAFETY: this thread's own record (see begin()).
+    unsafe { (*slot).live = 0 };
 }
 
 /// A finished call on its way to the ring buffer.
@@ -445,20 +463,20 @@ fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
         (*ev).ppid = parent(task, ev);
         let input = Side {
             file: rec.file_in,
-            inode: rec.inode_in,
+            inode: rec.side_in.inode,
             sb: call.sb[0],
             magic: call.magic[0],
-            size: rec.size_in,
+            size: rec.side_in.size,
             pos: call.read_pos,
         };
         (*ev).files[0].f_flags =
             describe_file(&input, core::ptr::addr_of_mut!((*ev).files[0]), status);
         let output = Side {
             file: rec.file_out,
-            inode: rec.inode_out,
+            inode: rec.side_out.inode,
             sb: call.sb[1],
             magic: call.magic[1],
-            size: rec.size_out,
+            size: rec.side_out.size,
             pos: call.pos_out,
         };
         (*ev).files[1].f_flags =
@@ -732,9 +750,8 @@ unsafe fn exe(task: u64, out: *mut PathInfo, status: *mut u8) {
         } else {
             0
         };
-        let (inode, _) = task::inode_and_size(file, off)?;
-        let (sb, _) = sb_and_magic(inode, off)?;
-        Ok((file, inode, sb))
+        let side = task::file_side(file, off)?;
+        Ok((file, side.inode, side.sb))
     });
     let (file, inode, sb) = match found {
         Ok(f) => f,

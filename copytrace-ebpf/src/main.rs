@@ -20,8 +20,8 @@ mod names;
 mod task;
 
 use aya_ebpf::{
-    macros::{fentry, fexit, tracepoint},
-    programs::{FEntryContext, FExitContext, TracePointContext},
+    macros::{fentry, fexit, raw_tracepoint, tracepoint},
+    programs::{FEntryContext, FExitContext, RawTracePointContext, TracePointContext},
     EbpfContext as _,
 };
 use copytrace_common::{contiguous, Origin};
@@ -42,11 +42,27 @@ fn args_at(base: u64, offs: [u32; 6], consecutive: bool) -> [u64; 6] {
     [one(0), one(1), one(2), one(3), one(4), one(5)]
 }
 
+/// Where syscall tracepoint records have always kept their six arguments
+/// and their return value (after the 8-byte common header and the syscall
+/// number).
+const TP_STANDARD_ARGS: u32 = 16;
+
 #[tracepoint]
 pub fn cfr_sys_enter(ctx: TracePointContext) -> u32 {
     let off = offsets();
-    let consecutive = off.args_contiguous & contiguous::TRACEPOINT != 0;
-    let w = args_at(ctx.as_ptr() as u64, off.tp_enter_args, consecutive);
+    let consecutive = off.contiguous & contiguous::TRACEPOINT != 0;
+    let w = if consecutive && off.tp_enter_args[0] == TP_STANDARD_ARGS {
+        // The usual layout: plain loads from the record, which the verifier
+        // allows at constant offsets, instead of a helper call.
+        let at = |i: usize| {
+            // SAFETY: a tracepoint record holds the six u64 arguments from
+            // byte 16 (its format file said so when the program loaded).
+            unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u64).add(2 + i)) }
+        };
+        [at(0), at(1), at(2), at(3), at(4), at(5)]
+    } else {
+        args_at(ctx.as_ptr() as u64, off.tp_enter_args, consecutive)
+    };
     call::enter_syscall(&ctx, &SyscallArgs::from_words(w));
     0
 }
@@ -54,7 +70,12 @@ pub fn cfr_sys_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn cfr_sys_exit(ctx: TracePointContext) -> u32 {
     let off = offsets().tp_exit_ret;
-    let ret: i64 = read(ctx.as_ptr() as u64, off).unwrap_or(0);
+    let ret: i64 = if off == TP_STANDARD_ARGS {
+        // SAFETY: the record holds `ret` at byte 16 (its format file said so).
+        unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const i64).add(2)) }
+    } else {
+        read(ctx.as_ptr() as u64, off).unwrap_or(0)
+    };
     call::finish(&ctx, ret, Origin::Syscall);
     0
 }
@@ -64,7 +85,7 @@ pub fn cfr_sys_exit(ctx: TracePointContext) -> u32 {
 pub fn cfr_wrapper_entry(ctx: FEntryContext) -> u32 {
     let regs: u64 = ctx.arg(0);
     let off = offsets();
-    let consecutive = off.args_contiguous & contiguous::REGS != 0;
+    let consecutive = off.contiguous & contiguous::REGS != 0;
     let w = args_at(regs, off.regs_args, consecutive);
     call::enter_syscall(&ctx, &SyscallArgs::from_words(w));
     0
@@ -98,6 +119,14 @@ pub fn cfr_vfs_entry(ctx: FEntryContext) -> u32 {
 pub fn cfr_vfs_exit(ctx: FExitContext) -> u32 {
     let ret: i64 = ctx.arg(6);
     call::finish(&ctx, ret, Origin::Kernel);
+    0
+}
+
+/// `sched_process_exit` (every back-end): an exiting thread's in-flight
+/// record goes with it. A raw tracepoint: it needs no tracefs.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn cfr_thread_exit(_ctx: RawTracePointContext) -> u32 {
+    call::thread_exit();
     0
 }
 

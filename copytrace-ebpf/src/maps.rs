@@ -57,7 +57,7 @@ static mut OFFSETS: KernelOffsets = KernelOffsets {
     regs_args: [0; 6],
     tp_enter_args: [0; 6],
     tp_exit_ret: 0,
-    args_contiguous: 0,
+    contiguous: 0,
 };
 
 /// Who to follow and which back-end this object is.
@@ -108,7 +108,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
-/// Calls between entry and exit, keyed by thread id.
+/// Per-CPU landing place of kread::read_two's single reads.
+#[map]
+pub static SPAN: PerCpuArray<[u64; crate::kread::SPAN_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each thread's current or last call, keyed by thread id: written at
+/// entry, consumed at exit, removed when the thread exits.
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
 

@@ -1,9 +1,9 @@
 //! The calling task: whether it is followed, and its files.
 
 use aya_ebpf::helpers::bpf_get_current_task;
-use copytrace_common::{KernelOffsets, ProbeConfig};
+use copytrace_common::{contiguous, KernelOffsets, ProbeConfig};
 
-use crate::kread::{read, Fault};
+use crate::kread::{read, read_two, Fault};
 
 /// Parent-chain depth searched for `follow_tgid`.
 const FOLLOW_DEPTH: usize = 16;
@@ -41,6 +41,14 @@ pub fn followed(cfg: &ProbeConfig, off: &KernelOffsets) -> bool {
     false
 }
 
+/// `fdtable.max_fds` and the `fd` pointer after it, read as one.
+#[repr(C)]
+struct FdtableHead {
+    max_fds: u32,
+    _pad: u32,
+    fd: u64,
+}
+
 /// `current->files->fdt->fd[a]` and `[b]`; 0 for a descriptor that is not open.
 #[inline(always)]
 pub fn files_of(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, u64), Fault> {
@@ -52,8 +60,15 @@ pub fn files_of(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, u64), Fault
     if fdt == 0 {
         return Ok((0, 0));
     }
-    let max_fds: u32 = read(fdt, off.fdt_max_fds)?;
-    let fd_array: u64 = read(fdt, off.fdt_fd)?;
+    let (max_fds, fd_array) = if off.contiguous & contiguous::FDTABLE != 0 {
+        let head: FdtableHead = read(fdt, off.fdt_max_fds)?;
+        (head.max_fds, head.fd)
+    } else {
+        (
+            read::<u32>(fdt, off.fdt_max_fds)?,
+            read::<u64>(fdt, off.fdt_fd)?,
+        )
+    };
     let slot = |fd: i64| -> Result<u64, Fault> {
         if fd_array == 0 || !(0..i64::from(max_fds)).contains(&fd) {
             return Ok(0);
@@ -63,15 +78,29 @@ pub fn files_of(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, u64), Fault
     Ok((slot(a)?, slot(b)?))
 }
 
-/// `file->f_inode` and its `i_size`, or zeros for no file.
+/// What entry reads of a file: its inode, superblock and advertised size.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct FileSide {
+    pub inode: u64,
+    pub sb: u64,
+    pub size: i64,
+}
+
+/// `file->f_inode` with its `i_sb` and `i_size`, or zeros for no file.
 #[inline(always)]
-pub fn inode_and_size(file: u64, off: &KernelOffsets) -> Result<(u64, i64), Fault> {
+pub fn file_side(file: u64, off: &KernelOffsets) -> Result<FileSide, Fault> {
     if file == 0 {
-        return Ok((0, 0));
+        return Ok(FileSide::default());
     }
     let inode: u64 = read(file, off.file_f_inode)?;
     if inode == 0 {
-        return Ok((0, 0));
+        return Ok(FileSide::default());
     }
-    Ok((inode, read(inode, off.inode_i_size)?))
+    let (sb, size) = read_two(inode, off.inode_i_sb, off.inode_i_size)?;
+    Ok(FileSide {
+        inode,
+        sb,
+        size: size as i64,
+    })
 }

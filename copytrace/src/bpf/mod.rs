@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use aya::{
     maps::{Array, HashMap, MapData, RingBuf},
-    programs::{FEntry, FExit, ProgramError, TracePoint},
+    programs::{FEntry, FExit, ProgramError, RawTracePoint, TracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
 use copytrace_common::{setting, KernelOffsets, ProbeConfig, ReportPolicy, SizeTruth};
@@ -377,6 +377,27 @@ fn attach_tracing(
     })
 }
 
+/// Loads and attaches the thread-exit program, which drops an exiting
+/// thread's in-flight record (every back-end needs it: records stay in the
+/// map between a thread's calls).
+fn attach_thread_exit(ebpf: &mut Ebpf, backend: Backend) -> Result<(), LoadError> {
+    const PROG: &str = "cfr_thread_exit";
+    let p = ebpf
+        .program_mut(PROG)
+        .ok_or_else(|| program_error(backend, PROG, ProgramError::NotLoaded))?;
+    let p: &mut RawTracePoint = p.try_into().map_err(|e| program_error(backend, PROG, e))?;
+    p.load().map_err(|e| {
+        if is_eperm(&e) {
+            LoadError::Permission
+        } else {
+            program_error(backend, PROG, e)
+        }
+    })?;
+    p.attach("sched_process_exit")
+        .map_err(|e| program_error(backend, PROG, e))?;
+    Ok(())
+}
+
 /// Loads and attaches the two syscall tracepoint programs.
 fn attach_syscall_tracepoints(ebpf: &mut Ebpf, backend: Backend) -> Result<(), LoadError> {
     for (prog, tp) in [
@@ -437,6 +458,7 @@ fn attach_fentry(
         })
     })?;
     let mut ebpf = load_object(&offsets, &config, opts)?;
+    attach_thread_exit(&mut ebpf, Backend::Fentry)?;
     attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_entry", VFS_FUNCTION, false)?;
     attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_exit", VFS_FUNCTION, true)?;
     // The syscall side: fentry on this architecture's wrapper, when this
@@ -480,6 +502,7 @@ fn attach_tracepoints(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Ebp
         _pad: 0,
     };
     let mut ebpf = load_object(&offsets, &config, opts)?;
+    attach_thread_exit(&mut ebpf, Backend::Tracepoint)?;
     attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint)?;
     Ok(ebpf)
 }

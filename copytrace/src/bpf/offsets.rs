@@ -70,10 +70,13 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         regs_args,
         tp_enter_args: [0; 6],
         tp_exit_ret: 0,
-        args_contiguous: 0,
+        contiguous: 0,
     };
     if regs_args != [0; 6] && consecutive(&regs_args) {
-        o.args_contiguous |= contiguous::REGS;
+        o.contiguous |= contiguous::REGS;
+    }
+    if o.fdt_fd == o.fdt_max_fds + 8 {
+        o.contiguous |= contiguous::FDTABLE;
     }
     Ok(o)
 }
@@ -96,7 +99,7 @@ pub fn add_tracepoint_fields(
     )?;
     offsets.tp_enter_args.copy_from_slice(&enter);
     if consecutive(&offsets.tp_enter_args) {
-        offsets.args_contiguous |= contiguous::TRACEPOINT;
+        offsets.contiguous |= contiguous::TRACEPOINT;
     }
     let exit = tracefs::tracepoint_offsets(
         tracefs_dir,

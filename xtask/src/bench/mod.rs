@@ -57,7 +57,7 @@ pub struct Results {
     /// [workload][mode].
     pub table: Vec<Vec<Option<Stats>>>,
     /// Kernel-side cost per case: (case, [(program, ns per run)]).
-    pub costs: Vec<(String, Vec<(String, f64)>)>,
+    pub costs: Vec<(String, Vec<measure::ProgramCost>)>,
     pub ingests: Vec<measure::Ingest>,
     pub ready: Stats,
     pub idle_rss_kib: u64,

@@ -79,14 +79,30 @@ pub fn markdown(r: &Results) -> String {
     if !r.costs.is_empty() {
         let _ = writeln!(
             md,
-            "\n## Kernel programs (bpf_stats: average run time per call)\n\n| case | programs | total per call |\n|---|---|---|"
+            "\n## Kernel programs (bpf_stats: average run time per call, median of {RUNS} passes [range])\n\n| case | programs | total per call |\n|---|---|---|"
         );
         for (case, programs) in &r.costs {
+            // Programs that ran about once per call add up to the per-call
+            // cost; the thread-exit program runs once per thread.
+            let calls = programs.iter().map(|p| p.runs).fold(0.0, f64::max);
+            let per_call = |p: &&crate::bench::measure::ProgramCost| p.runs * 2.0 >= calls;
             let each: Vec<String> = programs
                 .iter()
-                .map(|(name, ns)| format!("{name} {ns:.0} ns"))
+                .map(|p| {
+                    let ns = p.ns_per_run;
+                    let spread = format!("{:.0} ns [{:.0}–{:.0}]", ns.median, ns.min, ns.max);
+                    if per_call(&p) {
+                        format!("{} {spread}", p.name)
+                    } else {
+                        format!("{} {spread} per run ({} runs)", p.name, p.runs)
+                    }
+                })
                 .collect();
-            let total: f64 = programs.iter().map(|(_, ns)| ns).sum();
+            let total: f64 = programs
+                .iter()
+                .filter(per_call)
+                .map(|p| p.ns_per_run.median)
+                .sum();
             let _ = writeln!(md, "| {case} | {} | {total:.0} ns |", each.join(", "));
         }
     }
