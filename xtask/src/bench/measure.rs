@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use copytrace_testkit::fs::Mount;
 use copytrace_testkit::net::{free_port, http_get, sum_samples};
+use copytrace_testkit::KillOnDrop;
 
 use crate::cmd::{output, run};
 
@@ -220,10 +221,14 @@ pub fn start_copytrace(root: &Path, extra: &[&str], tail: Option<&Path>) -> Resu
 pub fn start_bpftrace(root: &Path) -> Result<Child> {
     let script = root.join("copytrace.bt");
     std::fs::write(&script, include_str!("copytrace.bt"))?;
-    // bpftrace prints "Attaching N probes..." where its output goes; read
-    // (and discard) that output on stdout, as copytrace reads its events.
-    let mut child = Command::new("bpftrace")
-        .arg(&script)
+    attached_bpftrace(Command::new("bpftrace").arg(&script))
+}
+
+/// Starts bpftrace and waits until it attached. It prints "Attaching N
+/// probes..." where its output goes; read (and discard) that output on
+/// stdout, as copytrace reads its events.
+fn attached_bpftrace(cmd: &mut Command) -> Result<Child> {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -237,10 +242,68 @@ pub fn start_bpftrace(root: &Path) -> Result<Child> {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(60))
-        .context("bpftrace did not attach within 60 s")?;
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        anyhow::bail!("bpftrace did not attach within 60 s");
+    }
     std::thread::sleep(Duration::from_millis(500));
     Ok(child)
+}
+
+/// What this machine charges a tracepoint program for its building blocks:
+/// bpftrace one-liners on `sys_enter_getppid`, each timed by bpf_stats over
+/// [`RUNS`] passes of getppid calls from this process. (bpftrace's own
+/// prologue is in every figure: read them against the empty program.)
+pub fn machine_floor() -> Result<Vec<(&'static str, Stats)>> {
+    const CALLS: usize = 200_000;
+    let cases: [(&str, &str); 6] = [
+        ("empty program", "{ }"),
+        (
+            "clock read (bpf_ktime_get_ns)",
+            "{ $t = nsecs; if ($t == 1) { exit(); } }",
+        ),
+        (
+            "one kernel read (bpf_probe_read_kernel)",
+            "{ $p = curtask->real_parent; if ($p == 0) { exit(); } }",
+        ),
+        ("hash lookup by tid", "{ if (@m[tid] == 7) { exit(); } }"),
+        ("hash update by tid", "{ @m[tid] = 1; }"),
+        (
+            "hash update and delete by tid",
+            "{ @m[tid] = 1; delete(@m[tid]); }",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (what, body) in cases {
+        let script = format!("BEGIN {{ @m[0] = 0; }} tracepoint:syscalls:sys_enter_getppid {body}");
+        let _bpftrace = KillOnDrop(attached_bpftrace(
+            Command::new("bpftrace").args(["-e", &script]),
+        )?);
+        let mut ns = Vec::new();
+        for _ in 0..RUNS {
+            let before = program_totals("sys_enter_getp");
+            run(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]))?;
+            for _ in 0..CALLS {
+                // SAFETY: getppid has no preconditions.
+                unsafe { libc::getppid() };
+            }
+            run(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]))?;
+            let after = program_totals("sys_enter_getp");
+            let total = |v: &[(String, (f64, f64))]| {
+                v.iter()
+                    .fold((0.0, 0.0), |(a, b), (_, (ns, cnt))| (a + ns, b + cnt))
+            };
+            let ((ns0, c0), (ns1, c1)) = (total(&before), total(&after));
+            if c1 > c0 {
+                ns.push((ns1 - ns0) / (c1 - c0));
+            }
+        }
+        if !ns.is_empty() {
+            out.push((what, stats(ns)));
+        }
+    }
+    Ok(out)
 }
 
 /// One scrape of the daemon's metrics.
@@ -288,12 +351,12 @@ pub struct ProgramCost {
 pub fn program_costs(f: impl Fn() -> Result<()>) -> Result<Vec<ProgramCost>> {
     let mut passes: Vec<Vec<(String, f64, f64)>> = Vec::new();
     for _ in 0..RUNS {
-        let before = program_totals();
+        let before = program_totals("cfr_");
         run(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]))?;
         let r = f();
         run(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]))?;
         r?;
-        let after = program_totals();
+        let after = program_totals("cfr_");
         passes.push(
             after
                 .into_iter()
@@ -326,8 +389,8 @@ pub fn program_costs(f: impl Fn() -> Result<()>) -> Result<Vec<ProgramCost>> {
         .collect())
 }
 
-/// (run_time_ns, run_cnt) of each copytrace program.
-fn program_totals() -> Vec<(String, (f64, f64))> {
+/// (run_time_ns, run_cnt) of each loaded program whose name starts with `prefix`.
+fn program_totals(prefix: &str) -> Vec<(String, (f64, f64))> {
     let Ok(text) = output(Command::new("bpftool").args(["prog", "show"])) else {
         return Vec::new();
     };
@@ -338,7 +401,7 @@ fn program_totals() -> Vec<(String, (f64, f64))> {
             let name = at("name")?.to_string();
             let ns: f64 = at("run_time_ns")?.parse().ok()?;
             let cnt: f64 = at("run_cnt")?.parse().ok()?;
-            name.starts_with("cfr_").then_some((name, (ns, cnt)))
+            name.starts_with(prefix).then_some((name, (ns, cnt)))
         })
         .collect()
 }

@@ -62,6 +62,8 @@ pub struct Results {
     pub ready: Stats,
     pub idle_rss_kib: u64,
     pub micro: Vec<(String, String)>,
+    /// What a tracepoint program's building blocks cost on this machine.
+    pub floor: Vec<(&'static str, Stats)>,
 }
 
 /// Runs every benchmark and writes docs/benchmarks.md.
@@ -152,6 +154,7 @@ pub fn bench() -> Result<()> {
         let d = measure::start_copytrace(&root, &[], None)?;
         ready.push(d.ready.as_secs_f64() * 1000.0);
     }
+    let floor = measure::machine_floor()?;
     let micro = measure::criterion().unwrap_or_else(|e| {
         say(&format!("criterion benchmarks failed: {e:#}"));
         Vec::new()
@@ -162,6 +165,7 @@ pub fn bench() -> Result<()> {
         workloads: ws.iter().map(|w| w.name.clone()).collect(),
         table,
         costs,
+        floor,
         ingests,
         ready: stats(ready),
         idle_rss_kib,

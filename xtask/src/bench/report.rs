@@ -106,6 +106,19 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(md, "| {case} | {} | {total:.0} ns |", each.join(", "));
         }
     }
+    if !r.floor.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## This machine's floor (bpftrace one-liners on sys_enter_getppid, bpf_stats, median of {RUNS} passes [range])\n\nWhat copytrace's programs are built from costs this much here; each figure includes bpftrace's own prologue (the empty program).\n\n| program does | per run |\n|---|---|"
+        );
+        for (what, s) in &r.floor {
+            let _ = writeln!(
+                md,
+                "| {what} | {:.0} ns [{:.0}–{:.0}] |",
+                s.median, s.min, s.max
+            );
+        }
+    }
     let _ = writeln!(md, "\n## Daemon\n\n| measure | value |\n|---|---|");
     let _ = writeln!(
         md,
