@@ -429,3 +429,37 @@ fn every_event_carries_the_facts_its_count_used() {
         assert_eq!(kernel, Some(u64::from(outcome.facts())), "{ev:#}");
     }
 }
+
+#[test]
+fn more_threads_than_the_in_flight_map_holds_are_all_tracked() {
+    // A thread keeps its in-flight record between calls and the kernel side
+    // drops it when the thread exits; were it kept, the map (16384 records)
+    // would fill and later threads' calls would go untracked and unreported.
+    const THREADS: usize = 17_000;
+    if suite::in_guest() {
+        suite::skip("17,000 thread lifetimes take minutes under TCG; the host runs this test");
+        return;
+    }
+    let fs = tmpfs("1m");
+    write_file(&fs.path("a"), 10);
+    let src = open(&fs.path("a"), O_RDONLY);
+    let dst = open(&fs.path("b"), O_WRONLY_CREAT);
+    let (s, t) = (raw(&src), raw(&dst));
+    let len = 777_013usize;
+    let d = watch();
+    for _ in 0..THREADS {
+        std::thread::spawn(move || cfr(s, Some(&mut 0), t, Some(&mut 0), len, 0))
+            .join()
+            .expect("copying thread")
+            .expect("copy");
+    }
+    let events = d.stop();
+    let tids: std::collections::HashSet<u64> = events
+        .iter()
+        .filter(|e| e["len"] == len)
+        .filter_map(|e| e["tid"].as_u64())
+        .collect();
+    let mine = events.iter().filter(|e| e["len"] == len).count();
+    assert_eq!(mine, THREADS, "every thread's call is reported");
+    assert!(tids.len() > 16_384, "only {} distinct threads", tids.len());
+}
