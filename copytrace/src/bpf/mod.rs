@@ -377,23 +377,55 @@ fn attach_tracing(
     })
 }
 
+/// Program `prog` as its type `P`, loaded: EPERM is the one-line
+/// permission error, anything else names the program.
+fn loaded<'a, P>(
+    ebpf: &'a mut Ebpf,
+    backend: Backend,
+    prog: &'static str,
+) -> Result<&'a mut P, LoadError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    P: LoadPlain,
+{
+    let p = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| program_error(backend, prog, ProgramError::NotLoaded))?;
+    let p: &mut P = p.try_into().map_err(|e| program_error(backend, prog, e))?;
+    p.load_plain().map_err(|e| {
+        if is_eperm(&e) {
+            LoadError::Permission
+        } else {
+            program_error(backend, prog, e)
+        }
+    })?;
+    Ok(p)
+}
+
+/// Program types loaded without arguments.
+trait LoadPlain {
+    fn load_plain(&mut self) -> Result<(), ProgramError>;
+}
+
+impl LoadPlain for TracePoint {
+    fn load_plain(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+}
+
+impl LoadPlain for RawTracePoint {
+    fn load_plain(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+}
+
 /// Loads and attaches the thread-exit program, which drops an exiting
 /// thread's in-flight record (every back-end needs it: records stay in the
 /// map between a thread's calls).
 fn attach_thread_exit(ebpf: &mut Ebpf, backend: Backend) -> Result<(), LoadError> {
     const PROG: &str = "cfr_thread_exit";
-    let p = ebpf
-        .program_mut(PROG)
-        .ok_or_else(|| program_error(backend, PROG, ProgramError::NotLoaded))?;
-    let p: &mut RawTracePoint = p.try_into().map_err(|e| program_error(backend, PROG, e))?;
-    p.load().map_err(|e| {
-        if is_eperm(&e) {
-            LoadError::Permission
-        } else {
-            program_error(backend, PROG, e)
-        }
-    })?;
-    p.attach("sched_process_exit")
+    loaded::<RawTracePoint>(ebpf, backend, PROG)?
+        .attach("sched_process_exit")
         .map_err(|e| program_error(backend, PROG, e))?;
     Ok(())
 }
@@ -404,18 +436,8 @@ fn attach_syscall_tracepoints(ebpf: &mut Ebpf, backend: Backend) -> Result<(), L
         ("cfr_sys_enter", "sys_enter_copy_file_range"),
         ("cfr_sys_exit", "sys_exit_copy_file_range"),
     ] {
-        let p = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| program_error(backend, prog, ProgramError::NotLoaded))?;
-        let p: &mut TracePoint = p.try_into().map_err(|e| program_error(backend, prog, e))?;
-        p.load().map_err(|e| {
-            if is_eperm(&e) {
-                LoadError::Permission
-            } else {
-                program_error(backend, prog, e)
-            }
-        })?;
-        p.attach("syscalls", tp)
+        loaded::<TracePoint>(ebpf, backend, prog)?
+            .attach("syscalls", tp)
             .map_err(|e| program_error(backend, prog, e))?;
     }
     Ok(())
