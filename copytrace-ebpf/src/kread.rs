@@ -41,7 +41,11 @@ pub fn read_two(base: u64, a: u32, b: u32) -> Result<(u64, u64), Fault> {
     if gap % 8 == 0 && (gap as usize) < SPAN_WORDS * 8 {
         if let Some(buf) = SPAN.get_ptr_mut(0) {
             // SAFETY: the helper writes SPAN_WORDS * 8 bytes into this
-            // CPU's span slot, which only this program uses until it returns.
+            // CPU's span slot, read back two lines below. Nothing else uses
+            // it in between: tracepoint programs do not nest on a CPU. An
+            // fentry program runs with migration disabled, and only a fully
+            // preemptible kernel could run another on this CPU between the
+            // two lines (the SCRATCH record slot carries the same assumption).
             let r = unsafe {
                 generated::bpf_probe_read_kernel(
                     buf.cast(),
