@@ -76,6 +76,10 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
             command: String::new(),
             source: io::Error::new(io::ErrorKind::InvalidInput, "no command given"),
         })?;
+    // Every call of the command is reported, from its very first: the
+    // switch is on before the command exists (a fast command's first copy
+    // otherwise raced it and went uncounted in the output).
+    let _all = watch.report_all().map(|r| r.hold());
     let mut child = tokio::process::Command::new(program)
         .args(rest)
         .spawn()
@@ -90,8 +94,6 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
         Format::Human
     };
     let mut sink = Console::new(io::BufWriter::new(out), format, Print::All, true);
-    // Every call of the command is reported, from its very first.
-    let _all = watch.report_all().map(|r| r.hold());
     let status = loop {
         tokio::select! {
             res = watch.next_batch(&mut sink) => res?,

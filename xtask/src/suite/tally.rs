@@ -31,15 +31,16 @@ pub struct Run {
     pub trouble: Option<String>,
     /// A test whose result line was broken by other output on the same line.
     pending: Option<String>,
-    /// The last lines libtest printed for each failed test (`---- NAME stdout ----`).
+    /// What libtest printed for each failed test (`---- NAME stdout ----`), up to its backtrace.
     failure_output: BTreeMap<String, Vec<String>>,
     /// The failed test whose output is being read.
     reading_failure: Option<String>,
 }
 
-/// How many of a failed test's last output lines the closing report repeats:
-/// CI shows only the end of the output, where the cause must be.
-const FAILURE_TAIL: usize = 25;
+/// How many of a failed test's output lines (before any backtrace) the
+/// closing report repeats: CI shows only the end of the output, where the
+/// cause must be.
+const FAILURE_LINES: usize = 25;
 
 impl Run {
     /// A run of `expected` tests, all not run until their results are read.
@@ -82,9 +83,12 @@ impl Run {
                 self.reading_failure = None;
             } else {
                 let kept = self.failure_output.entry(name.clone()).or_default();
-                kept.push(line.to_string());
-                if kept.len() > FAILURE_TAIL {
-                    kept.remove(0);
+                // The panic message comes first; a backtrace after it only
+                // pushes it out of what CI keeps.
+                if line.starts_with("stack backtrace:") {
+                    self.reading_failure = None;
+                } else if kept.len() < FAILURE_LINES {
+                    kept.push(line.to_string());
                 }
                 return;
             }
@@ -301,6 +305,8 @@ mod tests {
             "---- a stdout ----",
             "thread 'a' panicked at tests/x.rs:1:1:",
             "the daemon said nothing",
+            "stack backtrace:",
+            "   0: __rustc::rust_begin_unwind",
             "",
             "failures:",
             "    a",
@@ -313,7 +319,6 @@ mod tests {
                 "FAILED guest 6.1 fentry: hostile_input: a",
                 "    thread 'a' panicked at tests/x.rs:1:1:",
                 "    the daemon said nothing",
-                "    ",
                 "NOT RUN guest 6.1 fentry: hostile_input: c",
             ]
         );
