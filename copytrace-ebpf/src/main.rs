@@ -46,6 +46,8 @@ fn args_at(base: u64, offs: [u32; 6], consecutive: bool) -> [u64; 6] {
 /// and their return value (after the 8-byte common header and the syscall
 /// number).
 const TP_STANDARD_ARGS: u32 = 16;
+/// [`TP_STANDARD_ARGS`] in u64 words.
+const TP_STANDARD_WORD: usize = TP_STANDARD_ARGS as usize / 8;
 
 #[tracepoint]
 pub fn cfr_sys_enter(ctx: TracePointContext) -> u32 {
@@ -57,7 +59,9 @@ pub fn cfr_sys_enter(ctx: TracePointContext) -> u32 {
         let at = |i: usize| {
             // SAFETY: a tracepoint record holds the six u64 arguments from
             // byte 16 (its format file said so when the program loaded).
-            unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u64).add(2 + i)) }
+            unsafe {
+                core::ptr::read_volatile((ctx.as_ptr() as *const u64).add(TP_STANDARD_WORD + i))
+            }
         };
         [at(0), at(1), at(2), at(3), at(4), at(5)]
     } else {
@@ -72,7 +76,7 @@ pub fn cfr_sys_exit(ctx: TracePointContext) -> u32 {
     let off = offsets().tp_exit_ret;
     let ret: i64 = if off == TP_STANDARD_ARGS {
         // SAFETY: the record holds `ret` at byte 16 (its format file said so).
-        unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const i64).add(2)) }
+        unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const i64).add(TP_STANDARD_WORD)) }
     } else {
         read(ctx.as_ptr() as u64, off).unwrap_or(0)
     };
