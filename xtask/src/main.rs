@@ -71,8 +71,13 @@ enum Cmd {
         arch: Option<arch::Arch>,
     },
     /// Benchmarks: per-call cost next to bpftrace and strace, ingest, daemon
-    /// resources; writes docs/benchmarks.md (root; not part of `test`).
-    Bench,
+    /// resources, and the per-call ratios of both back-ends in the 6.12
+    /// guest; writes docs/benchmarks.md (root; not part of `test`).
+    Bench {
+        /// Skip the guest (its boot and runs take about 5 minutes under TCG).
+        #[arg(long)]
+        no_guest: bool,
+    },
     /// Soak: copies at full speed from every core, 20 tail clients (stuck
     /// and reconnecting) and a scrape every 100 ms against one daemon;
     /// reports RSS slope, exact counts, failed scrapes, CPU per 100k calls.
@@ -138,9 +143,9 @@ fn main() -> Result<()> {
             anyhow::ensure!(totals.green(), "kernel matrix: {}", totals.line());
             Ok(())
         }
-        Cmd::Bench => {
+        Cmd::Bench { no_guest } => {
             provision::provision()?;
-            bench::bench()
+            bench::bench(!no_guest)
         }
         Cmd::Soak { seconds } => {
             provision::provision()?;

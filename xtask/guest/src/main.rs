@@ -4,12 +4,14 @@
 //! per probe back-end, and reports on the serial console in `CT-` lines
 //! that the host parses (see [`report`]). Then it powers the guest off.
 //!
-//! The plan comes from `/plan.json` ([`Plan`]), written by the host.
+//! The plan comes from `/plan.json` ([`Plan`]), written by the host. A
+//! plan may ask for the per-call benchmark ([`bench`]) instead of tests.
 #![allow(
     clippy::print_stdout,
     reason = "the serial console is the guest's only output"
 )]
 
+mod bench;
 mod report;
 mod setup;
 
@@ -28,6 +30,9 @@ struct Plan {
     backends: Vec<String>,
     /// Extra environment for every test run.
     env: Vec<(String, String)>,
+    /// Run the per-call benchmark instead of the tests.
+    #[serde(default)]
+    bench: bool,
 }
 
 /// Whether copytrace can attach `backend` here; the reason when it cannot.
@@ -94,6 +99,22 @@ fn run() -> Result<()> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     report::line("CT-KERNEL", "", release.trim());
     let plan: Plan = serde_json::from_slice(&std::fs::read("/plan.json")?)?;
+    if plan.bench {
+        for (k, v) in &plan.env {
+            std::env::set_var(k, v);
+        }
+        // The loops and mounts panic on what they cannot do; PID 1 must
+        // report that and power off, not take the kernel down with it.
+        return std::panic::catch_unwind(|| bench::run(&plan.backends, backend_refusal))
+            .unwrap_or_else(|p| {
+                let what = p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("panic");
+                Err(anyhow::anyhow!("benchmark panicked: {what}"))
+            });
+    }
     for backend in &plan.backends {
         if let Some(why) = backend_refusal(backend) {
             report::line("CT-REFUSED", backend, &why);

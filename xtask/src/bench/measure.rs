@@ -173,10 +173,25 @@ impl Drop for Daemon {
     }
 }
 
-/// Starts `copytrace run` following only this process and its children
-/// (the loops, so counts can be checked exactly) and waits for READY=1;
-/// the tail socket is served at `tail` when given.
-pub fn start_copytrace(root: &Path, extra: &[&str], tail: Option<&Path>) -> Result<Daemon> {
+/// Which processes a benchmark's daemon watches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Every process: the daemon's default, whose cost the per-call
+    /// figures report.
+    Machine,
+    /// Only this process and its children (`--pid`), so counts can be
+    /// checked exactly; each entry then also checks the caller's parents.
+    OnlyUs,
+}
+
+/// Starts `copytrace run` watching `watch` and waits for READY=1; the tail
+/// socket is served at `tail` when given.
+pub fn start_copytrace(
+    root: &Path,
+    watch: Watch,
+    extra: &[&str],
+    tail: Option<&Path>,
+) -> Result<Daemon> {
     let sock = root.join("notify.sock");
     let _ = std::fs::remove_file(&sock);
     let notify = UnixDatagram::bind(&sock)?;
@@ -195,7 +210,10 @@ pub fn start_copytrace(root: &Path, extra: &[&str], tail: Option<&Path>) -> Resu
             Some(socket) => vec!["--socket".into(), socket.as_os_str().to_owned()],
             None => vec!["--no-tail".into()],
         })
-        .args(["--pid", &std::process::id().to_string()])
+        .args(match watch {
+            Watch::OnlyUs => vec!["--pid".to_string(), std::process::id().to_string()],
+            Watch::Machine => Vec::new(),
+        })
         .args(extra)
         .env("NOTIFY_SOCKET", &sock)
         .stdout(Stdio::null())

@@ -16,7 +16,8 @@ use std::time::Duration;
 use anyhow::Result;
 use copytrace_testkit::KillOnDrop;
 
-use self::measure::{stats, Fixture, Stats};
+use self::measure::{stats, Fixture, Stats, Watch};
+use crate::arch::Arch;
 use crate::cmd::{run, say};
 use crate::provision::ensure_debs;
 
@@ -64,12 +65,26 @@ pub struct Results {
     pub micro: Vec<(String, String)>,
     /// What a tracepoint program's building blocks cost on this machine.
     pub floor: Vec<(&'static str, Stats)>,
+    /// The per-call loops in a qemu guest whose kernel allows fentry.
+    pub guest: Option<crate::matrix::GuestResult>,
 }
 
-/// Runs every benchmark and writes docs/benchmarks.md.
-pub fn bench() -> Result<()> {
+/// The guest the per-call loops also run in: a stock kernel that allows
+/// fentry, which this machine refuses.
+pub const GUEST_KERNEL: (&str, Arch) = ("6.12", Arch::X86_64);
+
+/// Runs every benchmark (the guest's too when `guest`) and writes
+/// docs/benchmarks.md.
+pub fn bench(guest: bool) -> Result<()> {
     ensure_debs(&["bpftrace", "bpftool", "strace"])?;
-    run(Command::new("cargo").args(["build", "--release", "-p", "copytrace", "-p", "xtask"]))?;
+    run(Command::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "copytrace",
+        "-p",
+        "copytrace-guest",
+    ]))?;
     let root = PathBuf::from("target/bench");
     let fx = Fixture::new(&root)?;
     let ws = measure::workloads(&fx);
@@ -85,7 +100,7 @@ pub fn bench() -> Result<()> {
         let mut _bpftrace = None;
         match mode {
             Mode::Copytrace => {
-                let d = measure::start_copytrace(&root, &[], None)?;
+                let d = measure::start_copytrace(&root, Watch::Machine, &[], None)?;
                 std::thread::sleep(Duration::from_secs(2));
                 idle_rss_kib = measure::proc_status_kib(d.child.id(), "VmRSS:");
                 backend = measure::scrape(&d.metrics)?
@@ -105,7 +120,7 @@ pub fn bench() -> Result<()> {
             }
             table[wi][mi] = Some(measure::measure(*mode == Mode::Strace, w)?);
         }
-        if let Some(d) = &daemon {
+        if daemon.is_some() {
             costs.push((
                 "ok 4 KiB tmpfs copy (metrics and suspicious calls only)".to_string(),
                 measure::program_costs(|| measure::run_loop(false, &ws[0], ws[0].iters).map(drop))?,
@@ -116,14 +131,18 @@ pub fn bench() -> Result<()> {
                     measure::run_loop(false, &silent, silent.iters).map(drop)
                 })?,
             ));
-            for threads in [1, 2] {
-                ingests.push(measure::ingest(
-                    d,
-                    "metrics and suspicious calls (default)",
-                    &fx,
-                    threads,
-                )?);
-            }
+        }
+    }
+    // Ingest checks exact counts, so its daemons watch only the loops.
+    {
+        let d = measure::start_copytrace(&root, Watch::OnlyUs, &[], None)?;
+        for threads in [1, 2] {
+            ingests.push(measure::ingest(
+                &d,
+                "metrics and suspicious calls (default)",
+                &fx,
+                threads,
+            )?);
         }
     }
     // The same programs, loaded for other consumers.
@@ -139,19 +158,19 @@ pub fn bench() -> Result<()> {
             &silent,
         ),
     ] {
-        let _d = measure::start_copytrace(&root, extra, None)?;
+        let _d = measure::start_copytrace(&root, Watch::Machine, extra, None)?;
         costs.push((
             case.to_string(),
             measure::program_costs(|| measure::run_loop(false, w, w.iters).map(drop))?,
         ));
     }
     {
-        let d = measure::start_copytrace(&root, &["--print", "all"], None)?;
+        let d = measure::start_copytrace(&root, Watch::OnlyUs, &["--print", "all"], None)?;
         ingests.push(measure::ingest(&d, "every call (--print all)", &fx, 2)?);
     }
     let mut ready = Vec::new();
     for _ in 0..measure::RUNS {
-        let d = measure::start_copytrace(&root, &[], None)?;
+        let d = measure::start_copytrace(&root, Watch::Machine, &[], None)?;
         ready.push(d.ready.as_secs_f64() * 1000.0);
     }
     let floor = measure::machine_floor()?;
@@ -159,6 +178,13 @@ pub fn bench() -> Result<()> {
         say(&format!("criterion benchmarks failed: {e:#}"));
         Vec::new()
     });
+    // Last, with the host otherwise idle: the guest's TCG vCPU takes a core.
+    let guest = if guest {
+        say("bench: the per-call loops in the guest");
+        Some(crate::matrix::bench_guest(GUEST_KERNEL.0, GUEST_KERNEL.1)?)
+    } else {
+        None
+    };
     let results = Results {
         machine: machine::Machine::detect(),
         backend,
@@ -170,6 +196,7 @@ pub fn bench() -> Result<()> {
         ready: stats(ready),
         idle_rss_kib,
         micro,
+        guest,
     };
     report::write(&results)
 }

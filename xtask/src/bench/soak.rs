@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use copytrace_testkit::net::{http_get, sum_samples};
 
-use super::measure::{cpu_seconds, loop_bin, proc_status_kib, start_copytrace, Fixture};
+use super::measure::{cpu_seconds, loop_bin, proc_status_kib, start_copytrace, Fixture, Watch};
 use crate::cmd::{echo, run, say};
 
 /// Tail clients that say hello and then never read.
@@ -49,11 +49,18 @@ struct Report {
 /// Runs the soak for `seconds` and prints its figures; fails when counts
 /// are not exact or a scrape failed.
 pub fn soak(seconds: u64) -> Result<()> {
-    run(Command::new("cargo").args(["build", "--release", "-p", "copytrace", "-p", "xtask"]))?;
+    run(Command::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "copytrace",
+        "-p",
+        "copytrace-guest",
+    ]))?;
     let root = PathBuf::from("target/soak");
     let fx = Fixture::new(&root)?;
     let socket = root.join("tail.sock");
-    let daemon = start_copytrace(&root, &[], Some(&socket))?;
+    let daemon = start_copytrace(&root, Watch::OnlyUs, &[], Some(&socket))?;
     let pid = daemon.child.id();
     let stop = Arc::new(AtomicBool::new(false));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;

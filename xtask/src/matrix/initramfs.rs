@@ -121,6 +121,8 @@ pub struct Contents<'a> {
     pub init: &'a Path,
     /// The static copytrace.
     pub copytrace: &'a Path,
+    /// The static benchmark loop.
+    pub bench_loop: &'a Path,
     /// Kernel test binaries (static), by name.
     pub tests: &'a [(String, PathBuf)],
     /// The plan, as JSON.
@@ -135,6 +137,7 @@ pub fn build(stage: &Path, tree: &Path, contents: &Contents, out: &Path) -> Resu
     }
     std::fs::copy(contents.init, stage.join("init"))?;
     std::fs::copy(contents.copytrace, stage.join("bin/copytrace"))?;
+    std::fs::copy(contents.bench_loop, stage.join("bin/bench-loop"))?;
     for (name, path) in contents.tests {
         std::fs::copy(path, stage.join("tests").join(name))?;
     }

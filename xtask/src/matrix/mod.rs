@@ -153,6 +153,7 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 struct GuestBuild {
     init: PathBuf,
     copytrace: PathBuf,
+    bench_loop: PathBuf,
     tests: Vec<(String, PathBuf)>,
 }
 
@@ -166,8 +167,55 @@ fn guest_build(arch: Arch) -> Result<GuestBuild> {
     Ok(GuestBuild {
         init: dir.join("copytrace-guest-init"),
         copytrace: dir.join("copytrace"),
+        bench_loop: dir.join("bench-loop"),
         tests,
     })
+}
+
+/// What a guest is booted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestWork {
+    /// The kernel test binaries its suite includes, on both back-ends.
+    Tests,
+    /// No tests: only which back-ends load.
+    LoadOnly,
+    /// The per-call benchmark (see the guest's `bench` module).
+    Bench,
+}
+
+/// One `CT-BENCH` result: nanoseconds per operation under one mode.
+#[derive(Debug, Clone)]
+pub struct BenchLine {
+    /// `untraced`, `fentry` or `tracepoint`.
+    pub mode: String,
+    /// `4k-tmpfs`, `1m-ext4`, `unrelated`…
+    pub workload: String,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// The daemon's BPF programs' run time per operation.
+    pub programs: f64,
+}
+
+impl BenchLine {
+    fn parse(mode: &str, workload: &str, text: &str) -> Option<Self> {
+        let v: Vec<f64> = text
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let [median, min, max, programs] = v[..] else {
+            return None;
+        };
+        Some(BenchLine {
+            mode: mode.to_string(),
+            workload: workload.to_string(),
+            median,
+            min,
+            max,
+            programs,
+        })
+    }
 }
 
 /// What one guest reported.
@@ -180,6 +228,12 @@ pub struct GuestResult {
     pub elapsed: Duration,
     /// One run per back-end and test binary.
     pub runs: Vec<Run>,
+    /// Benchmark results, when it was booted for them.
+    pub bench: Vec<BenchLine>,
+    /// Back-ends the guest's kernel refused, with why.
+    pub refused: Vec<(String, String)>,
+    /// What went wrong with the guest itself, if anything.
+    pub trouble: Option<String>,
 }
 
 /// Turns a guest's console into runs.
@@ -189,6 +243,8 @@ struct ConsoleReader {
     lists: BTreeMap<String, Vec<String>>,
     release: String,
     errors: Vec<String>,
+    bench: Vec<BenchLine>,
+    refused: Vec<(String, String)>,
     done: bool,
     /// When the guest was started: each test line says how far in it ran.
     started: Instant,
@@ -210,6 +266,8 @@ impl ConsoleReader {
             lists: lists.clone(),
             release: String::new(),
             errors: Vec::new(),
+            bench: Vec::new(),
+            refused: Vec::new(),
             done: false,
             started: Instant::now(),
         }
@@ -263,7 +321,18 @@ impl ConsoleReader {
                     r.trouble = Some(format!("exited with {text}"));
                 }
             }
+            "CT-BENCH" => match BenchLine::parse(backend, bin, text) {
+                Some(b) => {
+                    echo(&format!(
+                        "guest {} bench {backend} {bin}: {text}",
+                        self.label
+                    ));
+                    self.bench.push(b);
+                }
+                None => self.errors.push(format!("unreadable bench line {line:?}")),
+            },
             "CT-REFUSED" => {
+                self.refused.push((backend.to_string(), text.to_string()));
                 let reason = format!("this kernel refuses the {backend} back-end: {text}");
                 for (bin, tests) in &self.lists {
                     let name = format!("guest {} {backend}: {bin}", self.label);
@@ -291,7 +360,7 @@ impl ConsoleReader {
         } else {
             None
         };
-        if let Some(t) = trouble {
+        if let Some(t) = &trouble {
             for r in self.runs.values_mut() {
                 r.trouble.get_or_insert_with(|| t.clone());
             }
@@ -301,6 +370,9 @@ impl ConsoleReader {
             release: self.release,
             elapsed,
             runs: self.runs.into_values().collect(),
+            bench: self.bench,
+            refused: self.refused,
+            trouble,
         }
     }
 }
@@ -311,7 +383,7 @@ fn run_guest(
     kernel: Kernel,
     build: &GuestBuild,
     lists: &BTreeMap<String, Vec<String>>,
-    load_only: bool,
+    work: GuestWork,
 ) -> Result<GuestResult> {
     let tree = fetch::kernel_tree(root, kernel.arch, kernel.package)?;
     let image = fetch::boot_image(
@@ -319,7 +391,7 @@ fn run_guest(
         kernel.arch,
         &root.join(format!("kernel-{}-{}", kernel.line, kernel.arch)),
     )?;
-    let tests: Vec<&String> = if load_only {
+    let tests: Vec<&String> = if work != GuestWork::Tests {
         Vec::new()
     } else {
         build
@@ -336,6 +408,7 @@ fn run_guest(
         .collect();
     let plan = serde_json::json!({
         "tests": tests,
+        "bench": work == GuestWork::Bench,
         "backends": BACKENDS,
         "env": [
             ["COPYTRACE_TEST_GUEST", "1"],
@@ -354,6 +427,7 @@ fn run_guest(
         &initramfs::Contents {
             init: &build.init,
             copytrace: &build.copytrace,
+            bench_loop: &build.bench_loop,
             tests: &build.tests,
             plan: &plan,
         },
@@ -385,6 +459,31 @@ fn run_guest(
 
 /// Boots every selected guest (two at a time) and returns what each reported.
 pub fn run_guests(sel: &Selection) -> Result<Vec<GuestResult>> {
+    let work = if sel.load_only {
+        GuestWork::LoadOnly
+    } else {
+        GuestWork::Tests
+    };
+    boot_guests(sel, work)
+}
+
+/// Boots the guest of kernel `line` on `arch` for the per-call benchmark.
+pub fn bench_guest(line: &str, arch: Arch) -> Result<GuestResult> {
+    let sel = Selection {
+        line: Some(line.to_string()),
+        arch: Some(arch),
+        load_only: false,
+    };
+    let g = boot_guests(&sel, GuestWork::Bench)?
+        .pop()
+        .context("the benchmark guest reported nothing")?;
+    if let Some(t) = &g.trouble {
+        anyhow::bail!("the benchmark guest {}: {t}", g.kernel.label());
+    }
+    Ok(g)
+}
+
+fn boot_guests(sel: &Selection, work: GuestWork) -> Result<Vec<GuestResult>> {
     ensure_debs(&[
         "qemu-system-x86",
         "qemu-system-arm",
@@ -396,7 +495,7 @@ pub fn run_guests(sel: &Selection) -> Result<Vec<GuestResult>> {
     anyhow::ensure!(!kernels.is_empty(), "no kernel matches the selection");
     // Test names come from the host's own build of the same tests.
     let mut lists = BTreeMap::new();
-    if !sel.load_only {
+    if work == GuestWork::Tests {
         for b in build::test_binaries(None, &["copytrace"])?
             .iter()
             .filter(|b| host::is_kernel(b))
@@ -427,7 +526,7 @@ pub fn run_guests(sel: &Selection) -> Result<Vec<GuestResult>> {
                 let r = builds
                     .get(&k.arch.to_string())
                     .context("no build for this architecture")
-                    .and_then(|b| run_guest(&root, k, b, &lists, sel.load_only))
+                    .and_then(|b| run_guest(&root, k, b, &lists, work))
                     .with_context(|| format!("guest {}", k.label()));
                 if let Ok(mut all) = results.lock() {
                     all.push(r);
