@@ -307,19 +307,12 @@ fn raise_memlock() {
     }
 }
 
-///
-/// `vmlinux` is aya's parse of the kernel BTF when the caller already has
-/// one, else none: the object carries no CO-RE relocations, so the loader
-/// needs no BTF of its own, and parsing vmlinux again would cost more than
-/// the rest of the load (about 0.25 s here, several seconds under TCG).
 fn load_object(
     offsets: &KernelOffsets,
     config: &ProbeConfig,
     opts: &LoadOptions,
-    vmlinux: Option<&aya::Btf>,
 ) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
-        .btf(vmlinux)
         .map_max_entries("COUNTS", counts_capacity(opts.count_by_cgroup))
         .override_global("OFFSETS", offsets, true)
         .override_global("CONFIG", config, true)
@@ -459,7 +452,6 @@ fn attach_fentry(
     offsets: &KernelOffsets,
     opts: &LoadOptions,
     btf: &Btf,
-    aya_btf: &aya::Btf,
 ) -> Result<(Ebpf, Option<String>), LoadError> {
     if !btf.has_function(VFS_FUNCTION) {
         return Err(LoadError::NoFunction(VFS_FUNCTION));
@@ -477,10 +469,20 @@ fn attach_fentry(
         stacks: u8::from(opts.stacks),
         _pad: 0,
     };
-    let mut ebpf = load_object(&offsets, &config, opts, Some(aya_btf))?;
+    // Parsed before the maps are created: it is the load's largest heap
+    // allocation, and under a tight memory limit a map that cannot be
+    // created is a clear error, while running out after the maps exist
+    // gets the process killed.
+    let aya_btf = aya::Btf::from_sys_fs().map_err(|e| {
+        LoadError::Btf(BtfError::Read {
+            path: btf::VMLINUX_BTF.to_string(),
+            source: std::io::Error::other(e),
+        })
+    })?;
+    let mut ebpf = load_object(&offsets, &config, opts)?;
     attach_thread_exit(&mut ebpf, Backend::Fentry)?;
-    attach_tracing(&mut ebpf, aya_btf, "cfr_vfs_entry", VFS_FUNCTION, false)?;
-    attach_tracing(&mut ebpf, aya_btf, "cfr_vfs_exit", VFS_FUNCTION, true)?;
+    attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_entry", VFS_FUNCTION, false)?;
+    attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_exit", VFS_FUNCTION, true)?;
     // The syscall side: fentry on this architecture's wrapper, when this
     // build knows the architecture and the kernel lets us trace it.
     let wrapper = match syscall_wrapper() {
@@ -488,8 +490,8 @@ fn attach_fentry(
         Some(_) if !offsets::regs_known(&offsets) => {
             Err("this kernel's pt_regs lacks the syscall argument registers".to_string())
         }
-        Some(w) => attach_tracing(&mut ebpf, aya_btf, "cfr_wrapper_entry", w, false)
-            .and_then(|()| attach_tracing(&mut ebpf, aya_btf, "cfr_wrapper_exit", w, true))
+        Some(w) => attach_tracing(&mut ebpf, &aya_btf, "cfr_wrapper_entry", w, false)
+            .and_then(|()| attach_tracing(&mut ebpf, &aya_btf, "cfr_wrapper_exit", w, true))
             .map_err(|e| match e {
                 e @ (LoadError::FentryDenied(_) | LoadError::Permission) => crate::error_chain(&e),
                 e => format!("{w} is not traceable here ({})", crate::error_chain(&e)),
@@ -510,11 +512,7 @@ fn attach_fentry(
     }
 }
 
-fn attach_tracepoints(
-    offsets: &KernelOffsets,
-    opts: &LoadOptions,
-    aya_btf: Option<&aya::Btf>,
-) -> Result<Ebpf, LoadError> {
+fn attach_tracepoints(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let dir = tracefs::ensure_mounted()?;
     let mut offsets = *offsets;
     offsets::add_tracepoint_fields(&mut offsets, &dir)?;
@@ -525,24 +523,10 @@ fn attach_tracepoints(
         stacks: u8::from(opts.stacks),
         _pad: 0,
     };
-    let mut ebpf = load_object(&offsets, &config, opts, aya_btf)?;
+    let mut ebpf = load_object(&offsets, &config, opts)?;
     attach_thread_exit(&mut ebpf, Backend::Tracepoint)?;
     attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint)?;
     Ok(ebpf)
-}
-
-/// aya's parse of the kernel BTF, made on first use.
-fn aya_btf_of(slot: &mut Option<aya::Btf>) -> Result<&aya::Btf, LoadError> {
-    if let Some(parsed) = slot {
-        return Ok(parsed);
-    }
-    let parsed = aya::Btf::from_sys_fs().map_err(|e| {
-        LoadError::Btf(BtfError::Read {
-            path: btf::VMLINUX_BTF.to_string(),
-            source: std::io::Error::other(e),
-        })
-    })?;
-    Ok(slot.insert(parsed))
 }
 
 /// Loads the programs and attaches the chosen (or first working) back-end.
@@ -552,21 +536,10 @@ pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
     let offsets = offsets::from_btf(&btf)?;
     log::debug!("kernel offsets from BTF: {offsets:?}");
     let mut fallback = None;
-    // aya's own parse of vmlinux, which fentry needs to name its targets:
-    // made once, before any map exists (it is the load's largest heap
-    // allocation, and under a tight memory limit a map that cannot be
-    // created is a clear error, while running out after the maps exist
-    // gets the process killed), and reused by a fallback's loader.
-    let mut aya_btf: Option<aya::Btf> = None;
     for &backend in opts.probe.candidates() {
         let attached = match backend {
-            Backend::Fentry => match aya_btf_of(&mut aya_btf) {
-                Ok(aya_btf) => attach_fentry(&offsets, &opts, &btf, aya_btf),
-                Err(e) => Err(e),
-            },
-            Backend::Tracepoint => {
-                attach_tracepoints(&offsets, &opts, aya_btf.as_ref()).map(|e| (e, None))
-            }
+            Backend::Fentry => attach_fentry(&offsets, &opts, &btf),
+            Backend::Tracepoint => attach_tracepoints(&offsets, &opts).map(|e| (e, None)),
         };
         match attached {
             Ok((ebpf, note)) => {
