@@ -6,6 +6,7 @@
 //! pointer copytrace records can name, and the daemon should stay small.
 
 use std::collections::HashMap;
+use std::io::BufRead;
 
 /// Address → symbol name for copy/remap/clone functions.
 #[derive(Debug, Default)]
@@ -19,16 +20,32 @@ fn wanted(name: &str) -> bool {
 
 impl OpNames {
     /// Reads /proc/kallsyms; empty when unreadable or addresses are hidden (kptr_restrict).
+    ///
+    /// Line by line: the whole text is 10 MiB and more on a distribution
+    /// kernel, and holding it at once after the maps exist would make it
+    /// the daemon's peak, where a memory limit kills the process instead
+    /// of refusing a map with a clear error.
     pub fn load() -> Self {
-        std::fs::read_to_string("/proc/kallsyms")
-            .map(|t| Self::parse(&t))
+        std::fs::File::open("/proc/kallsyms")
+            .map(|f| Self::read(std::io::BufReader::new(f)))
             .unwrap_or_default()
     }
 
     /// Parses kallsyms text.
     pub fn parse(text: &str) -> Self {
+        Self::read(text.as_bytes())
+    }
+
+    /// Parses kallsyms lines from `input` until its end or a read error.
+    fn read(mut input: impl BufRead) -> Self {
         let mut names = HashMap::new();
-        for line in text.lines() {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match input.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
             let mut f = line.split_whitespace();
             let (Some(addr), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else {
                 continue;
