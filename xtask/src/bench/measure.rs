@@ -110,6 +110,19 @@ pub fn silent_workload() -> Workload {
     }
 }
 
+/// The release builds `bench` and `soak` run: copytrace, and the loop child
+/// (in the guest crate, whose static build the benchmark guest runs too).
+pub fn build_release() -> Result<()> {
+    run(Command::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "copytrace",
+        "-p",
+        "copytrace-guest",
+    ]))
+}
+
 /// The loop child's path: the release build `bench` and `soak` make
 /// (`cargo xtask` itself builds only the xtask binary, so a bench-loop next
 /// to it may be stale).

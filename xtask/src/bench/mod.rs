@@ -10,7 +10,6 @@ mod soak;
 pub use soak::soak;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -18,7 +17,7 @@ use copytrace_testkit::KillOnDrop;
 
 use self::measure::{stats, Fixture, Stats, Watch};
 use crate::arch::Arch;
-use crate::cmd::{run, say};
+use crate::cmd::say;
 use crate::provision::ensure_debs;
 
 /// What runs around the measured loop.
@@ -77,14 +76,7 @@ pub const GUEST_KERNEL: (&str, Arch) = ("6.12", Arch::X86_64);
 /// docs/benchmarks.md.
 pub fn bench(guest: bool) -> Result<()> {
     ensure_debs(&["bpftrace", "bpftool", "strace"])?;
-    run(Command::new("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "copytrace",
-        "-p",
-        "copytrace-guest",
-    ]))?;
+    measure::build_release()?;
     let root = PathBuf::from("target/bench");
     let fx = Fixture::new(&root)?;
     let ws = measure::workloads(&fx);

@@ -170,26 +170,41 @@ pub fn guest_section(md: &mut String, g: &crate::matrix::GuestResult) {
         g.kernel.label()
     );
     let find = |mode: &str, w: &str| g.bench.iter().find(|b| b.mode == mode && b.workload == w);
-    let modes: Vec<(usize, &str)> = ["fentry", "tracepoint"]
-        .into_iter()
+    // Blocks in the order the guest ran them: a back-end's neighbours are
+    // the untraced blocks just before and after it (a refused back-end
+    // has no block, and its neighbours merge).
+    let mut order: Vec<&str> = Vec::new();
+    for b in &g.bench {
+        if !order.contains(&b.mode.as_str()) {
+            order.push(&b.mode);
+        }
+    }
+    let untraced = |m: &str| m.starts_with("untraced");
+    let modes: Vec<(&str, Option<&str>, Option<&str>)> = order
+        .iter()
         .enumerate()
-        .filter(|(_, m)| g.bench.iter().any(|b| b.mode == *m))
+        .filter(|(_, m)| !untraced(m))
+        .map(|(i, m)| {
+            let before = order[..i].iter().rev().find(|u| untraced(u)).copied();
+            let after = order[i + 1..].iter().find(|u| untraced(u)).copied();
+            (*m, before, after)
+        })
         .collect();
     let _ = writeln!(
         md,
         "| workload | {} |\n|---|{}",
         modes
             .iter()
-            .map(|(_, m)| format!("untraced around {m} | copytrace {m} | programs ({m})"))
+            .map(|(m, _, _)| format!("untraced around {m} | copytrace {m} | programs ({m})"))
             .collect::<Vec<_>>()
             .join(" | "),
         "---|---|---|".repeat(modes.len())
     );
     for (key, name) in GUEST_WORKLOADS {
         let mut cells = Vec::new();
-        for (i, m) in &modes {
-            let before = find(&format!("untraced-{i}"), key);
-            let after = find(&format!("untraced-{}", i + 1), key);
+        for (m, before, after) in &modes {
+            let before = before.and_then(|u| find(u, key));
+            let after = after.and_then(|u| find(u, key));
             let (Some(b), Some(before), Some(after)) = (find(m, key), before, after) else {
                 cells.extend(["—".to_string(), "—".to_string(), "—".to_string()]);
                 continue;
@@ -223,4 +238,50 @@ pub fn write(r: &Results) -> Result<()> {
     std::fs::write("docs/benchmarks.md", &md).context("writing docs/benchmarks.md")?;
     crate::cmd::say("wrote docs/benchmarks.md");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::{BenchLine, GuestResult, KERNELS};
+
+    fn line(mode: &str, workload: &str, min: f64) -> BenchLine {
+        BenchLine {
+            mode: mode.into(),
+            workload: workload.into(),
+            median: min * 1.5,
+            min,
+            max: min * 2.0,
+            programs: 7.0,
+        }
+    }
+
+    #[test]
+    fn a_back_end_is_compared_with_the_untraced_blocks_around_it() {
+        // fentry refused: the tracepoint block sits between untraced-0 and
+        // untraced-1, whatever their numbers.
+        let g = GuestResult {
+            kernel: KERNELS[0],
+            release: "6.12.0-test".into(),
+            elapsed: std::time::Duration::ZERO,
+            runs: Vec::new(),
+            bench: vec![
+                line("untraced-0", "4k-tmpfs", 900.0),
+                line("tracepoint", "4k-tmpfs", 2000.0),
+                line("untraced-1", "4k-tmpfs", 1100.0),
+            ],
+            refused: vec![("fentry".into(), "no trampoline".into())],
+            trouble: None,
+        };
+        let mut md = String::new();
+        guest_section(&mut md, &g);
+        assert!(md.contains("untraced around tracepoint"), "{md}");
+        assert!(!md.contains("copytrace fentry"), "{md}");
+        assert!(md.contains("fastest 1000 ns [900, 1100]"), "{md}");
+        assert!(md.contains("fastest 2000 ns (**2.00×**)"), "{md}");
+        assert!(
+            md.contains("refused the fentry back-end: no trampoline"),
+            "{md}"
+        );
+    }
 }

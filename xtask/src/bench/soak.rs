@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use copytrace_testkit::net::{http_get, sum_samples};
 
-use super::measure::{cpu_seconds, loop_bin, proc_status_kib, start_copytrace, Fixture, Watch};
-use crate::cmd::{echo, run, say};
+use super::measure::{
+    build_release, cpu_seconds, loop_bin, proc_status_kib, start_copytrace, Fixture, Watch,
+};
+use crate::cmd::{echo, say};
 
 /// Tail clients that say hello and then never read.
 const STUCK_CLIENTS: usize = 10;
@@ -49,14 +51,7 @@ struct Report {
 /// Runs the soak for `seconds` and prints its figures; fails when counts
 /// are not exact or a scrape failed.
 pub fn soak(seconds: u64) -> Result<()> {
-    run(Command::new("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "copytrace",
-        "-p",
-        "copytrace-guest",
-    ]))?;
+    build_release()?;
     let root = PathBuf::from("target/soak");
     let fx = Fixture::new(&root)?;
     let socket = root.join("tail.sock");

@@ -186,7 +186,7 @@ pub enum GuestWork {
 /// One `CT-BENCH` result: nanoseconds per operation under one mode.
 #[derive(Debug, Clone)]
 pub struct BenchLine {
-    /// `untraced`, `fentry` or `tracepoint`.
+    /// `fentry`, `tracepoint`, or an untraced block (`untraced-0`, …).
     pub mode: String,
     /// `4k-tmpfs`, `1m-ext4`, `unrelated`…
     pub workload: String,
@@ -557,4 +557,25 @@ pub fn guest_runs(sel: &Selection) -> Result<Vec<Run>> {
         ));
     }
     Ok(results.into_iter().flat_map(|r| r.runs).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bench_line_is_four_numbers_or_nothing() {
+        let b = BenchLine::parse("fentry", "4k-tmpfs", "20290.5 19000.0 36339.1 7331.2")
+            .expect("four numbers");
+        assert_eq!(
+            (b.mode.as_str(), b.workload.as_str()),
+            ("fentry", "4k-tmpfs")
+        );
+        assert_eq!(
+            (b.median, b.min, b.max, b.programs),
+            (20290.5, 19000.0, 36339.1, 7331.2)
+        );
+        assert!(BenchLine::parse("fentry", "4k-tmpfs", "1 2 3").is_none());
+        assert!(BenchLine::parse("fentry", "4k-tmpfs", "1 2 3 x").is_none());
+    }
 }
