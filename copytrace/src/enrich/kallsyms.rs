@@ -22,9 +22,7 @@ impl OpNames {
     /// Reads /proc/kallsyms; empty when unreadable or addresses are hidden (kptr_restrict).
     ///
     /// Line by line: the whole text is 10 MiB and more on a distribution
-    /// kernel, and holding it at once after the maps exist would make it
-    /// the daemon's peak, where a memory limit kills the process instead
-    /// of refusing a map with a clear error.
+    /// kernel, of which the daemon keeps a few hundred names.
     pub fn load() -> Self {
         std::fs::File::open("/proc/kallsyms")
             .map(|f| Self::read(std::io::BufReader::new(f)))

@@ -1,7 +1,8 @@
 //! The per-call benchmark inside a guest: the same loops as the host's
 //! `cargo xtask bench` (`/bin/bench-loop`), untraced and under copytrace on
 //! each back-end the guest's kernel allows. TCG stretches every absolute
-//! time, so the host reports ratios to the untraced run.
+//! time, so the host reports each back-end as a ratio to the untraced
+//! blocks measured just before and after it.
 //!
 //! Each result is one `CT-BENCH mode workload: median min max prog` line:
 //! nanoseconds per operation over [`PASSES`] passes after a warm-up, and
@@ -83,10 +84,10 @@ fn pass(w: &Workload) -> Result<f64> {
         .with_context(|| format!("bench-loop printed {text:?}"))
 }
 
-/// Total run time and runs of every BPF program process `pid` holds,
-/// from its fds' fdinfo (kernel.bpf_stats_enabled must be on).
-fn program_totals(pid: u32) -> (f64, f64) {
-    let mut total = (0.0, 0.0);
+/// Total run time, in ns, of every BPF program process `pid` holds, from
+/// its fds' fdinfo (kernel.bpf_stats_enabled must be on).
+fn program_run_time(pid: u32) -> f64 {
+    let mut total = 0.0;
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return total;
     };
@@ -97,14 +98,11 @@ fn program_totals(pid: u32) -> (f64, f64) {
         if !info.contains("prog_tag:") {
             continue;
         }
-        let field = |k: &str| -> f64 {
-            info.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0.0)
-        };
-        total.0 += field("run_time_ns:");
-        total.1 += field("run_cnt:");
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_time_ns:"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
     }
     total
 }
@@ -123,17 +121,17 @@ fn measure(mode: &str, ws: &[Workload], daemon: Option<u32>) -> Result<()> {
         pass(w)?;
         let mut ns: Vec<f64> = (0..PASSES).map(|_| pass(w)).collect::<Result<_>>()?;
         ns.sort_by(f64::total_cmp);
-        // Program time, in passes of its own: bpf_stats adds two clock
+        // Program time, in a pass of its own: bpf_stats adds two clock
         // reads per program run, which the timed passes above must not pay.
         let prog = match daemon {
             Some(pid) => {
-                let before = program_totals(pid);
+                let before = program_run_time(pid);
                 bpf_stats(true)?;
                 let r = pass(w);
                 bpf_stats(false)?;
                 r?;
-                let after = program_totals(pid);
-                (after.0 - before.0) / w.iters as f64
+                let after = program_run_time(pid);
+                (after - before) / w.iters as f64
             }
             None => 0.0,
         };
