@@ -454,12 +454,9 @@ fn more_threads_than_the_in_flight_map_holds_are_all_tracked() {
             .expect("copy");
     }
     let events = d.stop();
-    let tids: std::collections::HashSet<u64> = events
-        .iter()
-        .filter(|e| e["len"] == len)
-        .filter_map(|e| e["tid"].as_u64())
-        .collect();
-    let mine = events.iter().filter(|e| e["len"] == len).count();
-    assert_eq!(mine, THREADS, "every thread's call is reported");
+    let mine: Vec<_> = events.iter().filter(|e| e["len"] == len).collect();
+    let tids: std::collections::HashSet<u64> =
+        mine.iter().filter_map(|e| e["tid"].as_u64()).collect();
+    assert_eq!(mine.len(), THREADS, "every thread's call is reported");
     assert!(tids.len() > 16_384, "only {} distinct threads", tids.len());
 }

@@ -74,7 +74,7 @@ enum Cmd {
     /// resources, and the per-call ratios of both back-ends in the 6.12
     /// guest; writes docs/benchmarks.md (root; not part of `test`).
     Bench {
-        /// Skip the guest (its boot and runs take about 5 minutes under TCG).
+        /// Skip the guest (its boot and runs take about 2 minutes under TCG).
         #[arg(long)]
         no_guest: bool,
     },

@@ -123,9 +123,7 @@ pub fn build_release() -> Result<()> {
     ]))
 }
 
-/// The loop child's path: the release build `bench` and `soak` make
-/// (`cargo xtask` itself builds only the xtask binary, so a bench-loop next
-/// to it may be stale).
+/// The loop child's path, in the release build [`build_release`] makes.
 pub fn loop_bin() -> Result<PathBuf> {
     let bin = PathBuf::from("target/release/bench-loop");
     anyhow::ensure!(bin.exists(), "{} is not built", bin.display());
