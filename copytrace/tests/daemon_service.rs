@@ -105,6 +105,9 @@ fn notifies_ready_after_binding_then_watchdog_then_stopping() {
     let mut buf = [0u8; 512];
     let n = notify.recv(&mut buf).expect("a notification");
     let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // The daemon wrote its "attached" line to stderr before READY=1; the
+    // test's pipe reader thread may not have taken it in yet.
+    svc.wait_log("attached ", 5);
     let backend = svc
         .backend()
         .expect("the log names the back-end before READY");
