@@ -22,7 +22,9 @@ pub use event::{
     NAME_BUF, NAME_READ, PATH_DEPTH, STACK_DEPTH,
 };
 pub use facts::{fact, CallOutcome};
-pub use offsets::{contiguous, setting, KernelOffsets, ProbeConfig};
+pub use offsets::{
+    contiguous, setting, KernelOffsets, KernelTypes, ProbeConfig, RDONLY_CAST_PLACEHOLDER,
+};
 pub use policy::{ReportPolicy, SizeTruth};
 
 /// `v & mask`, with `v` hidden from the optimiser so that the mask stays in
@@ -45,6 +47,8 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProbeConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelTypes {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ReportPolicy {}
     // SAFETY: as above.

@@ -73,6 +73,32 @@ pub mod contiguous {
     pub const FDTABLE: u32 = 1 << 2;
 }
 
+/// What the programs need to load kernel memory directly instead of
+/// through `bpf_probe_read_kernel` (Linux 6.2+): the BTF id of the
+/// `bpf_rdonly_cast` kfunc and of the structs its results are viewed as,
+/// all from the running kernel's BTF. `rdonly_cast == 0` means the kernel
+/// lacks the kfunc and every read goes through the helper.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct KernelTypes {
+    /// BTF id of the `bpf_rdonly_cast` function (0: not available).
+    pub rdonly_cast: u32,
+    pub task_struct: u32,
+    pub file: u32,
+    pub inode: u32,
+    pub super_block: u32,
+    pub mount: u32,
+    pub dentry: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// The helper id the programs call where they mean `bpf_rdonly_cast`:
+/// userspace rewrites each such call into a kfunc call before loading
+/// (aya has no kfunc relocations), or leaves it where the kernel lacks the
+/// kfunc, in code the verifier then never reaches. No helper has this id.
+pub const RDONLY_CAST_PLACEHOLDER: u32 = 0x7ea5_0c57;
+
 /// Load-time settings for the eBPF programs.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -100,3 +126,4 @@ pub mod setting {
 
 const _: () = assert!(size_of::<KernelOffsets>() == (36 + 6 + 6 + 2) * 4);
 const _: () = assert!(size_of::<ProbeConfig>() == 8);
+const _: () = assert!(size_of::<KernelTypes>() == 8 * 4);

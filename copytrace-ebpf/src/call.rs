@@ -17,10 +17,10 @@ use copytrace_common::{
     KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, COMM_LEN, FSTYPE_LEN, STACK_DEPTH,
 };
 
-use crate::kread::{read, read_user, Fault};
+use crate::kread::{read, read_user, Fault, Memory};
 use crate::maps::{
-    add, config, offsets, policy, want_all, COUNTERS, COUNTS, EVENTS, INFLIGHT, LATENCY, SCRATCH,
-    SIZE_TRUTH,
+    add, config, offsets, policy, types, want_all, COUNTERS, COUNTS, EVENTS, INFLIGHT, LATENCY,
+    SCRATCH, SIZE_TRUTH,
 };
 use crate::names;
 use crate::task::{self, FileSide};
@@ -129,9 +129,9 @@ fn live_call() -> Option<*mut Inflight> {
 
 /// Entry of the system call (tracepoint or fentry on the syscall wrapper).
 #[inline(always)]
-pub fn enter_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
+pub fn enter_syscall<C: EbpfContext, M: Memory>(ctx: &C, args: &SyscallArgs) {
     let (cfg, off) = (config(), offsets());
-    if !task::followed(cfg, off) {
+    if !task::followed::<M>(cfg, off) {
         return;
     }
     let start_ns = now();
@@ -139,8 +139,14 @@ pub fn enter_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
     if cfg.backend == Backend::Fentry as u8 {
         st |= status::VFS_KNOWN;
     }
-    let sides = task::files_of(args.fd_in, args.fd_out, off)
-        .and_then(|(fi, fo)| Ok((fi, fo, task::file_side(fi, off)?, task::file_side(fo, off)?)));
+    let sides = task::files_of::<M>(args.fd_in, args.fd_out, off).and_then(|(fi, fo)| {
+        Ok((
+            fi,
+            fo,
+            task::file_side::<M>(fi, off)?,
+            task::file_side::<M>(fo, off)?,
+        ))
+    });
     let (file_in, file_out, side_in, side_out) = match sides {
         Ok(s) => s,
         Err(Fault) => {
@@ -181,7 +187,7 @@ pub fn enter_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
 /// Entry of `vfs_copy_file_range`: notes that a tracked syscall reached the
 /// VFS, or records a call from an in-kernel caller (nfsd, overlayfs…).
 #[inline(always)]
-pub fn enter_vfs<C: EbpfContext>(
+pub fn enter_vfs<C: EbpfContext, M: Memory>(
     ctx: &C,
     file_in: u64,
     pos_in: i64,
@@ -196,14 +202,14 @@ pub fn enter_vfs<C: EbpfContext>(
         return;
     }
     let (cfg, off) = (config(), offsets());
-    if !task::followed(cfg, off) {
+    if !task::followed::<M>(cfg, off) {
         return;
     }
     let start_ns = now();
     let mut st =
         status::OFF_IN_GIVEN | status::OFF_OUT_GIVEN | status::VFS_KNOWN | status::VFS_REACHED;
-    let sides =
-        task::file_side(file_in, off).and_then(|i| Ok((i, task::file_side(file_out, off)?)));
+    let sides = task::file_side::<M>(file_in, off)
+        .and_then(|i| Ok((i, task::file_side::<M>(file_out, off)?)));
     let (side_in, side_out) = match sides {
         Ok(s) => s,
         Err(Fault) => {
@@ -238,7 +244,7 @@ pub fn enter_vfs<C: EbpfContext>(
 /// A position at entry, from its state at exit: the syscall advances
 /// `*off` (when given) or `f_pos` by what it copied, and only then.
 #[inline(always)]
-fn entry_pos(
+fn entry_pos<M: Memory>(
     rec: &Inflight,
     ptr: u64,
     file: u64,
@@ -254,7 +260,7 @@ fn entry_pos(
     let now = if ptr != 0 {
         read_user::<i64>(ptr).inspect_err(|_| *st |= status::OFF_FAULT)
     } else if file != 0 {
-        read::<i64>(file, off.file_f_pos)
+        M::read::<i64>(M::view(file, types().file), off.file_f_pos)
     } else {
         Ok(0)
     };
@@ -266,11 +272,11 @@ fn entry_pos(
 
 /// A superblock's magic (0 for none).
 #[inline(always)]
-fn magic_of(sb: u64, off: &KernelOffsets) -> Result<u64, Fault> {
+fn magic_of<M: Memory>(sb: u64, off: &KernelOffsets) -> Result<u64, Fault> {
     if sb == 0 {
         return Ok(0);
     }
-    read(sb, off.sb_s_magic)
+    M::read(M::view(sb, types().super_block), off.sb_s_magic)
 }
 
 /// Adds a finished call to `COUNTS`.
@@ -299,7 +305,7 @@ fn count(key: &CountKey, len: u64, ret: i64) {
 
 /// Completes the current thread's in-flight call of `origin` with `ret`.
 #[inline(always)]
-pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
+pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
     let Some(slot) = live_call() else {
         return;
     };
@@ -312,7 +318,7 @@ pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
     let end_ns = now();
     let off = offsets();
     let mut st = rec.status;
-    let read_pos = entry_pos(
+    let read_pos = entry_pos::<M>(
         rec,
         rec.off_in_ptr,
         rec.file_in,
@@ -322,7 +328,7 @@ pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
         off,
     );
     let (sb_in, sb_out) = (rec.side_in.sb, rec.side_out.sb);
-    let magics = magic_of(sb_in, off).and_then(|i| Ok((i, magic_of(sb_out, off)?)));
+    let magics = magic_of::<M>(sb_in, off).and_then(|i| Ok((i, magic_of::<M>(sb_out, off)?)));
     let (magic_in, magic_out) = match magics {
         Ok(m) => m,
         Err(Fault) => {
@@ -370,7 +376,7 @@ pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
     let suspicious = policy.is_suspicious(truth, idx);
     if suspicious || want_all() {
         // Only a reported call needs the output position (the facts do not).
-        let pos_out = entry_pos(
+        let pos_out = entry_pos::<M>(
             rec,
             rec.off_out_ptr,
             rec.file_out,
@@ -394,7 +400,7 @@ pub fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
                 (false, _) => st,
             },
         };
-        report(ctx, &call, off);
+        report::<C, M>(ctx, &call, off);
     }
     // SAFETY: this thread's own record (see begin()).
     unsafe { (*slot).live = 0 };
@@ -422,14 +428,14 @@ struct Finished<'a> {
 /// below has too many paths for 5.10 and 6.1 to verify that way. The copy
 /// costs only reported calls.
 #[inline(always)]
-fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
+fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffsets) {
     let Some(ev) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     let rec = call.rec;
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    let task = task::current();
+    let task = task::current::<M>();
     let suspicious = call.status & status::SUSPICIOUS != 0;
     let stack = call.status & status::STACK != 0;
     // SAFETY: `ev` points to this CPU's slot of size_of::<Event>() bytes,
@@ -459,8 +465,8 @@ fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
         (*ev)._pad = 0;
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
         let status = core::ptr::addr_of_mut!((*ev).status);
-        (*ev).mnt_ns = mnt_ns_of_task(task, off).unwrap_or(0);
-        (*ev).ppid = parent(task, ev);
+        (*ev).mnt_ns = mnt_ns_of_task::<M>(task, off).unwrap_or(0);
+        (*ev).ppid = parent::<M>(task, ev);
         let input = Side {
             file: rec.file_in,
             inode: rec.side_in.inode,
@@ -470,7 +476,7 @@ fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
             pos: call.read_pos,
         };
         (*ev).files[0].f_flags =
-            describe_file(&input, core::ptr::addr_of_mut!((*ev).files[0]), status);
+            describe_file::<M>(&input, core::ptr::addr_of_mut!((*ev).files[0]), status);
         let output = Side {
             file: rec.file_out,
             inode: rec.side_out.inode,
@@ -480,9 +486,13 @@ fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
             pos: call.pos_out,
         };
         (*ev).files[1].f_flags =
-            describe_file(&output, core::ptr::addr_of_mut!((*ev).files[1]), status);
-        exe(task, core::ptr::addr_of_mut!((*ev).exe), status);
-        let code = if stack { code_range(task, off) } else { (0, 0) };
+            describe_file::<M>(&output, core::ptr::addr_of_mut!((*ev).files[1]), status);
+        exe::<M>(task, core::ptr::addr_of_mut!((*ev).exe), status);
+        let code = if stack {
+            code_range::<M>(task, off)
+        } else {
+            (0, 0)
+        };
         (*ev).code_start = code.0;
         (*ev).code_end = code.1;
         (*ev).stack_bytes = if stack {
@@ -519,15 +529,15 @@ fn report<C: EbpfContext>(ctx: &C, call: &Finished, off: &KernelOffsets) {
 
 /// Where the task's executable code is mapped (zeros when unknown).
 #[inline(always)]
-fn code_range(task: u64, off: &KernelOffsets) -> (u64, u64) {
-    let Ok(mm) = read::<u64>(task, off.task_mm) else {
+fn code_range<M: Memory>(task: u64, off: &KernelOffsets) -> (u64, u64) {
+    let Ok(mm) = M::read::<u64>(task, off.task_mm) else {
         return (0, 0);
     };
     if mm == 0 {
         return (0, 0);
     }
-    let start = read::<u64>(mm, off.mm_start_code).unwrap_or(0);
-    let end = read::<u64>(mm, off.mm_end_code).unwrap_or(0);
+    let start = M::read::<u64>(mm, off.mm_start_code).unwrap_or(0);
+    let end = M::read::<u64>(mm, off.mm_end_code).unwrap_or(0);
     (start, end)
 }
 
@@ -543,11 +553,12 @@ unsafe fn mark_fault(status: *mut u8) {
 /// return register may still point into the subprogram's stack, which the
 /// verifier refuses).
 #[inline(never)]
-unsafe fn parent(task: u64, ev: *mut Event) -> u32 {
+unsafe fn parent<M: Memory>(task: u64, ev: *mut Event) -> u32 {
     let off = offsets();
-    let got = read::<u64>(task, off.task_real_parent).and_then(|p| {
+    let got = M::read::<u64>(task, off.task_real_parent).and_then(|p| {
         Ok((
-            read::<i32>(p, off.task_tgid)?,
+            M::read::<i32>(p, off.task_tgid)?,
+            // An array: read with the helper whatever `M` is.
             read::<[u8; COMM_LEN]>(p, off.task_comm)?,
         ))
     });
@@ -569,40 +580,47 @@ unsafe fn parent(task: u64, ev: *mut Event) -> u32 {
 
 /// Inode number of a task's mount namespace.
 #[inline(always)]
-fn mnt_ns_of_task(task: u64, off: &KernelOffsets) -> Result<u32, Fault> {
-    let nsproxy: u64 = read(task, off.task_nsproxy)?;
+fn mnt_ns_of_task<M: Memory>(task: u64, off: &KernelOffsets) -> Result<u32, Fault> {
+    let nsproxy: u64 = M::read(task, off.task_nsproxy)?;
     if nsproxy == 0 {
         return Ok(0);
     }
-    let ns: u64 = read(nsproxy, off.nsproxy_mnt_ns)?;
+    let ns: u64 = M::read(nsproxy, off.nsproxy_mnt_ns)?;
     if ns == 0 {
         return Ok(0);
     }
-    read(ns, off.mnt_ns_inum)
+    M::read(ns, off.mnt_ns_inum)
 }
 
 /// Where a file lives: (ino, dev, mount id, mount namespace), and its dentry.
 #[inline(always)]
-fn location(
+fn location<M: Memory>(
     file: u64,
     inode: u64,
     sb: u64,
     off: &KernelOffsets,
 ) -> Result<([u64; 2], [u32; 2], u64), Fault> {
-    let vfsmnt: u64 = read(file, off.file_f_path_mnt)?;
-    let dentry: u64 = read(file, off.file_f_path_dentry)?;
+    let ty = types();
+    let file = M::view(file, ty.file);
+    let vfsmnt: u64 = M::read(file, off.file_f_path_mnt)?;
+    let dentry: u64 = M::read(file, off.file_f_path_dentry)?;
     let ino: u64 = if inode != 0 {
-        read(inode, off.inode_i_ino)?
+        M::read(M::view(inode, ty.inode), off.inode_i_ino)?
     } else {
         0
     };
-    let dev: u32 = if sb != 0 { read(sb, off.sb_s_dev)? } else { 0 };
+    let dev: u32 = if sb != 0 {
+        M::read(M::view(sb, ty.super_block), off.sb_s_dev)?
+    } else {
+        0
+    };
     let (mnt_id, mnt_ns) = if vfsmnt != 0 {
-        let mount = vfsmnt - u64::from(off.mount_mnt);
-        let id: i32 = read(mount, off.mount_mnt_id)?;
-        let ns: u64 = read(mount, off.mount_mnt_ns)?;
+        // container_of: the vfsmount is a member of its struct mount.
+        let mount = M::view(vfsmnt - u64::from(off.mount_mnt), ty.mount);
+        let id: i32 = M::read(mount, off.mount_mnt_id)?;
+        let ns: u64 = M::read(mount, off.mount_mnt_ns)?;
         let inum: u32 = if ns != 0 {
-            read(ns, off.mnt_ns_inum)?
+            M::read(ns, off.mnt_ns_inum)?
         } else {
             0
         };
@@ -615,12 +633,18 @@ fn location(
 
 /// Fills `out` with where `file` lives: inode, device, mount, namespace, path.
 #[inline(always)]
-unsafe fn describe_path(file: u64, inode: u64, sb: u64, out: *mut PathInfo, status: *mut u8) {
+unsafe fn describe_path<M: Memory>(
+    file: u64,
+    inode: u64,
+    sb: u64,
+    out: *mut PathInfo,
+    status: *mut u8,
+) {
     let names = core::ptr::addr_of_mut!((*out).names);
     let found = if file == 0 {
         Ok(([0, 0], [0, 0], 0))
     } else {
-        location(file, inode, sb, offsets())
+        location::<M>(file, inode, sb, offsets())
     };
     let ([ino, dev], [mnt_id, mnt_ns], dentry) = match found {
         Ok(l) => l,
@@ -640,7 +664,7 @@ unsafe fn describe_path(file: u64, inode: u64, sb: u64, out: *mut PathInfo, stat
     }
     // SAFETY: a field write into the record's slot; see walk() for why it
     // returns the count.
-    unsafe { (*names).count = names::walk(dentry, names) };
+    unsafe { (*names).count = names::walk::<M>(dentry, names) };
 }
 
 /// What the call already knows of one side of the copy.
@@ -656,30 +680,32 @@ struct Side {
 
 /// The file's open flags, ops, mode and filesystem type name.
 #[inline(always)]
-fn file_details(
+fn file_details<M: Memory>(
     side: &Side,
     fstype: *mut u8,
     off: &KernelOffsets,
 ) -> Result<(u32, u64, u64, u16), Fault> {
-    let f_flags: u32 = read(side.file, off.file_f_flags)?;
-    let fop: u64 = read(side.file, off.file_f_op)?;
+    let ty = types();
+    let file = M::view(side.file, ty.file);
+    let f_flags: u32 = M::read(file, off.file_f_flags)?;
+    let fop: u64 = M::read(file, off.file_f_op)?;
     let (copy_op, remap_op) = if fop != 0 {
         (
-            read(fop, off.fop_copy_file_range)?,
-            read(fop, off.fop_remap_file_range)?,
+            M::read(fop, off.fop_copy_file_range)?,
+            M::read(fop, off.fop_remap_file_range)?,
         )
     } else {
         (0, 0)
     };
     let mode: u16 = if side.inode != 0 {
-        read(side.inode, off.inode_i_mode)?
+        M::read(M::view(side.inode, ty.inode), off.inode_i_mode)?
     } else {
         0
     };
     if side.sb != 0 {
-        let fstype_ptr: u64 = read(side.sb, off.sb_s_type)?;
+        let fstype_ptr: u64 = M::read(M::view(side.sb, ty.super_block), off.sb_s_type)?;
         if fstype_ptr != 0 {
-            let name: u64 = read(fstype_ptr, off.fstype_name)?;
+            let name: u64 = M::read(fstype_ptr, off.fstype_name)?;
             // SAFETY: the helper writes at most FSTYPE_LEN bytes at `fstype`.
             unsafe {
                 aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
@@ -697,7 +723,7 @@ fn file_details(
 /// returns for the caller to store (see parent() for why). A subprogram:
 /// BPF passes at most five arguments, hence `Side`.
 #[inline(never)]
-unsafe fn describe_file(side: &Side, fi: *mut FileInfo, status: *mut u8) -> u32 {
+unsafe fn describe_file<M: Memory>(side: &Side, fi: *mut FileInfo, status: *mut u8) -> u32 {
     // SAFETY: plain field writes into the record's slot (see report()).
     unsafe {
         (*fi).present = u8::from(side.file != 0);
@@ -710,7 +736,7 @@ unsafe fn describe_file(side: &Side, fi: *mut FileInfo, status: *mut u8) -> u32 
     let details = if side.file == 0 {
         Ok((0, 0, 0, 0))
     } else {
-        file_details(
+        file_details::<M>(
             side,
             core::ptr::addr_of_mut!((*fi).fstype).cast(),
             offsets(),
@@ -730,7 +756,7 @@ unsafe fn describe_file(side: &Side, fi: *mut FileInfo, status: *mut u8) -> u32 
         (*fi).remap_op = remap_op;
         (*fi).mode = mode;
     }
-    describe_path(
+    describe_path::<M>(
         side.file,
         side.inode,
         side.sb,
@@ -742,15 +768,15 @@ unsafe fn describe_file(side: &Side, fi: *mut FileInfo, status: *mut u8) -> u32 
 
 /// Fills `out` with the task's executable (`mm->exe_file`).
 #[inline(always)]
-unsafe fn exe(task: u64, out: *mut PathInfo, status: *mut u8) {
+unsafe fn exe<M: Memory>(task: u64, out: *mut PathInfo, status: *mut u8) {
     let off = offsets();
-    let found = read::<u64>(task, off.task_mm).and_then(|mm| {
+    let found = M::read::<u64>(task, off.task_mm).and_then(|mm| {
         let file: u64 = if mm != 0 {
-            read(mm, off.mm_exe_file)?
+            M::read(mm, off.mm_exe_file)?
         } else {
             0
         };
-        let side = task::file_side(file, off)?;
+        let side = task::file_side::<M>(file, off)?;
         Ok((file, side.inode, side.sb))
     });
     let (file, inode, sb) = match found {
@@ -761,5 +787,5 @@ unsafe fn exe(task: u64, out: *mut PathInfo, status: *mut u8) {
             (0, 0, 0)
         }
     };
-    describe_path(file, inode, sb, out, status);
+    describe_path::<M>(file, inode, sb, out, status);
 }

@@ -3,8 +3,9 @@
 //! that would look like a real value.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
+use copytrace_common::RDONLY_CAST_PLACEHOLDER;
 
-use crate::maps::SPAN;
+use crate::maps::{types, SPAN};
 
 /// A kernel or user read failed.
 pub struct Fault;
@@ -61,4 +62,74 @@ pub fn read_two(base: u64, a: u32, b: u32) -> Result<(u64, u64), Fault> {
         }
     }
     Ok((read(base, a)?, read(base, b)?))
+}
+
+/// How a program reads kernel structs. Every walk is written once, generic
+/// over this, and each program runs the one its kernel allows (see
+/// [`typed`]): the verifier drops the other as dead code.
+pub trait Memory {
+    /// Whether neighbouring fields are worth one combined read.
+    const COALESCE: bool;
+    /// `ptr`, made readable as the struct of BTF id `ty` (a `KernelTypes`
+    /// field). Pointers read through this memory are readable already.
+    fn view(ptr: u64, ty: u32) -> u64;
+    /// Reads a `T` at `base + off` of a readable pointer (see [`Memory::view`]).
+    fn read<T>(base: u64, off: u32) -> Result<T, Fault>;
+}
+
+/// Reads through `bpf_probe_read_kernel`: one helper call each, any kernel.
+pub enum Helper {}
+
+impl Memory for Helper {
+    const COALESCE: bool = true;
+
+    #[inline(always)]
+    fn view(ptr: u64, _ty: u32) -> u64 {
+        ptr
+    }
+
+    #[inline(always)]
+    fn read<T>(base: u64, off: u32) -> Result<T, Fault> {
+        read(base, off)
+    }
+}
+
+/// Plain loads through pointers the verifier knows by their BTF type
+/// (Linux 6.2+): it checks each against the struct's layout and turns it
+/// into a fault-tolerant load that costs what a load costs. A faulting
+/// load reads as zero, which every walk treats as "no such object".
+pub enum Typed {}
+
+impl Memory for Typed {
+    const COALESCE: bool = false;
+
+    #[inline(always)]
+    fn view(ptr: u64, ty: u32) -> u64 {
+        // SAFETY: the placeholder is rewritten to the bpf_rdonly_cast kfunc
+        // call before loading (see RDONLY_CAST_PLACEHOLDER), whose result
+        // is `ptr` itself as a read-only pointer to struct `ty`, and which
+        // the verifier turns into a register move.
+        unsafe {
+            let cast: unsafe extern "C" fn(u64, u32) -> u64 =
+                core::mem::transmute(RDONLY_CAST_PLACEHOLDER as usize);
+            cast(ptr, ty)
+        }
+    }
+
+    #[inline(always)]
+    fn read<T>(base: u64, off: u32) -> Result<T, Fault> {
+        // SAFETY: `base` came from view() or from a load through such a
+        // pointer: the verifier checks this load against the BTF layout
+        // and makes it fault-tolerant.
+        Ok(unsafe { core::ptr::read_volatile((base + u64::from(off)) as *const T) })
+    }
+}
+
+/// Whether this kernel has `bpf_rdonly_cast`, so programs read through
+/// [`Typed`]. A load from a frozen read-only global: the verifier knows the
+/// value and explores only the branch it selects.
+#[inline(always)]
+pub fn typed() -> bool {
+    // SAFETY: a read of a load-time global (see maps::types()).
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(types().rdonly_cast)) != 0 }
 }

@@ -22,12 +22,12 @@ mod task;
 use aya_ebpf::{
     macros::{fentry, fexit, raw_tracepoint, tracepoint},
     programs::{FEntryContext, FExitContext, RawTracePointContext, TracePointContext},
-    EbpfContext as _,
+    EbpfContext,
 };
 use copytrace_common::{contiguous, Origin};
 
 use crate::call::SyscallArgs;
-use crate::kread::read;
+use crate::kread::{read, typed, Helper, Typed};
 use crate::maps::offsets;
 
 /// The six argument words at `offs` of `base` (one read when they are consecutive).
@@ -67,8 +67,28 @@ pub fn cfr_sys_enter(ctx: TracePointContext) -> u32 {
     } else {
         args_at(ctx.as_ptr() as u64, off.tp_enter_args, consecutive)
     };
-    call::enter_syscall(&ctx, &SyscallArgs::from_words(w));
+    enter_syscall(&ctx, &SyscallArgs::from_words(w));
     0
+}
+
+/// A syscall's entry, read the way this kernel allows.
+#[inline(always)]
+fn enter_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
+    if typed() {
+        call::enter_syscall::<C, Typed>(ctx, args);
+    } else {
+        call::enter_syscall::<C, Helper>(ctx, args);
+    }
+}
+
+/// A call's exit, read the way this kernel allows.
+#[inline(always)]
+fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
+    if typed() {
+        call::finish::<C, Typed>(ctx, ret, origin);
+    } else {
+        call::finish::<C, Helper>(ctx, ret, origin);
+    }
 }
 
 #[tracepoint]
@@ -80,7 +100,7 @@ pub fn cfr_sys_exit(ctx: TracePointContext) -> u32 {
     } else {
         read(ctx.as_ptr() as u64, off).unwrap_or(0)
     };
-    call::finish(&ctx, ret, Origin::Syscall);
+    finish(&ctx, ret, Origin::Syscall);
     0
 }
 
@@ -91,7 +111,7 @@ pub fn cfr_wrapper_entry(ctx: FEntryContext) -> u32 {
     let off = offsets();
     let consecutive = off.contiguous & contiguous::REGS != 0;
     let w = args_at(regs, off.regs_args, consecutive);
-    call::enter_syscall(&ctx, &SyscallArgs::from_words(w));
+    enter_syscall(&ctx, &SyscallArgs::from_words(w));
     0
 }
 
@@ -100,29 +120,27 @@ pub fn cfr_wrapper_exit(ctx: FExitContext) -> u32 {
     // The return value follows the function's single argument in the fexit
     // context; reading it as arg 1 also works before bpf_get_func_ret (5.17).
     let ret: i64 = ctx.arg(1);
-    call::finish(&ctx, ret, Origin::Syscall);
+    finish(&ctx, ret, Origin::Syscall);
     0
 }
 
 /// fentry on `vfs_copy_file_range(file_in, pos_in, file_out, pos_out, len, flags)`.
 #[fentry]
 pub fn cfr_vfs_entry(ctx: FEntryContext) -> u32 {
-    call::enter_vfs(
-        &ctx,
-        ctx.arg(0),
-        ctx.arg(1),
-        ctx.arg(2),
-        ctx.arg(3),
-        ctx.arg(4),
-        ctx.arg(5),
-    );
+    let (file_in, pos_in, file_out) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    let (pos_out, len, flags) = (ctx.arg(3), ctx.arg(4), ctx.arg(5));
+    if typed() {
+        call::enter_vfs::<_, Typed>(&ctx, file_in, pos_in, file_out, pos_out, len, flags);
+    } else {
+        call::enter_vfs::<_, Helper>(&ctx, file_in, pos_in, file_out, pos_out, len, flags);
+    }
     0
 }
 
 #[fexit]
 pub fn cfr_vfs_exit(ctx: FExitContext) -> u32 {
     let ret: i64 = ctx.arg(6);
-    call::finish(&ctx, ret, Origin::Kernel);
+    finish(&ctx, ret, Origin::Kernel);
     0
 }
 

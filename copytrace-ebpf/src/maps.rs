@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use copytrace_common::{
-    counter, latency, setting, CountKey, CountVal, Event, KernelOffsets, ProbeConfig, ReportPolicy,
+    counter, latency, setting, CountKey, CountVal, Event, KernelOffsets, KernelTypes, ProbeConfig,
+    ReportPolicy,
 };
 
 use crate::call::Inflight;
@@ -14,9 +15,13 @@ use crate::call::Inflight;
 // data section: userspace sets them when the object loads, and the programs
 // read them in place (aya's Global::load copies the whole struct onto the
 // 512-byte stack; a read-only static would be folded to its zero initialiser).
+// The kernel's layout lives in a `.rodata` section all the same: aya freezes
+// it, and the verifier then knows each value, as typed loads need
+// (kread::Typed adds offsets to pointers it checks against BTF).
 
 /// Kernel struct offsets, from the running kernel's BTF.
 #[unsafe(no_mangle)]
+#[unsafe(link_section = ".rodata.kernel")]
 static mut OFFSETS: KernelOffsets = KernelOffsets {
     task_files: 0,
     task_tgid: 0,
@@ -60,6 +65,20 @@ static mut OFFSETS: KernelOffsets = KernelOffsets {
     contiguous: 0,
 };
 
+/// BTF ids for typed loads, from the running kernel's BTF.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".rodata.kernel")]
+static mut TYPES: KernelTypes = KernelTypes {
+    rdonly_cast: 0,
+    task_struct: 0,
+    file: 0,
+    inode: 0,
+    super_block: 0,
+    mount: 0,
+    dentry: 0,
+    _pad: 0,
+};
+
 /// Who to follow and which back-end this object is.
 #[unsafe(no_mangle)]
 static mut CONFIG: ProbeConfig = ProbeConfig {
@@ -83,6 +102,13 @@ pub fn offsets() -> &'static KernelOffsets {
     // SAFETY: userspace writes the global before the programs load and
     // never after; programs only read it.
     unsafe { &*core::ptr::addr_of!(OFFSETS) }
+}
+
+/// The BTF ids global, read in place.
+#[inline(always)]
+pub fn types() -> &'static KernelTypes {
+    // SAFETY: as for offsets().
+    unsafe { &*core::ptr::addr_of!(TYPES) }
 }
 
 /// The load-time configuration, read in place.

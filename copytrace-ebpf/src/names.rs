@@ -6,8 +6,8 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
 use copytrace_common::{bound, name_flag, NameBuf, NAME_AREA, NAME_READ, PATH_DEPTH};
 
-use crate::kread::read;
-use crate::maps::offsets;
+use crate::kread::Memory;
+use crate::maps::{offsets, types};
 
 /// Fills `out` (a record being built) with the path of `dentry` inside its
 /// filesystem; a failed read marks the path as cut. Returns the number of
@@ -20,7 +20,7 @@ use crate::maps::offsets;
 /// whose running length lives in the record rather than in a register, so
 /// each iteration has one verifier state instead of one per length.
 #[inline(never)]
-pub fn walk(dentry: u64, out: *mut NameBuf) -> u8 {
+pub fn walk<M: Memory>(dentry: u64, out: *mut NameBuf) -> u8 {
     let off = offsets();
     // SAFETY: `out` points into a record being built (a per-CPU map slot) holding a
     // NameBuf; every access below goes through raw pointers into it.
@@ -32,12 +32,13 @@ pub fn walk(dentry: u64, out: *mut NameBuf) -> u8 {
     if dentry == 0 {
         return 0;
     }
+    let dentry = M::view(dentry, types().dentry);
     let mut count = 0u8;
     let mut flags = 0u8;
     // Unlinked while open: unhashed but not a root (d_unlinked()). A failed
     // read counts as neither.
-    let pprev = read::<u64>(dentry, off.dentry_d_hash_pprev).unwrap_or(1);
-    let parent = read::<u64>(dentry, off.dentry_d_parent).unwrap_or(dentry);
+    let pprev = M::read::<u64>(dentry, off.dentry_d_hash_pprev).unwrap_or(1);
+    let parent = M::read::<u64>(dentry, off.dentry_d_parent).unwrap_or(dentry);
     if pprev == 0 && parent != dentry {
         flags |= name_flag::DELETED;
     }
@@ -46,7 +47,7 @@ pub fn walk(dentry: u64, out: *mut NameBuf) -> u8 {
     let mut d = dentry;
     let mut done = false;
     for _ in 0..PATH_DEPTH {
-        let Ok(parent) = read::<u64>(d, off.dentry_d_parent) else {
+        let Ok(parent) = M::read::<u64>(d, off.dentry_d_parent) else {
             break;
         };
         // The root of a filesystem is its own parent; its name is not a component.
@@ -60,7 +61,7 @@ pub fn walk(dentry: u64, out: *mut NameBuf) -> u8 {
         if used >= NAME_AREA {
             break;
         }
-        let Ok(name) = read::<u64>(d, off.dentry_d_name_name) else {
+        let Ok(name) = M::read::<u64>(d, off.dentry_d_name_name) else {
             break;
         };
         let at = bound(used, NAME_AREA - 1);

@@ -3,33 +3,34 @@
 use aya_ebpf::helpers::bpf_get_current_task;
 use copytrace_common::{contiguous, KernelOffsets, ProbeConfig};
 
-use crate::kread::{read, read_two, Fault};
+use crate::kread::{read, read_two, Fault, Memory};
+use crate::maps::types;
 
 /// Parent-chain depth searched for `follow_tgid`.
 const FOLLOW_DEPTH: usize = 16;
 
-/// The current `task_struct`.
+/// The current `task_struct`, readable through `M`.
 #[inline(always)]
-pub fn current() -> u64 {
+pub fn current<M: Memory>() -> u64 {
     // SAFETY: returns the current task pointer; never null in task context.
-    unsafe { bpf_get_current_task() }
+    M::view(unsafe { bpf_get_current_task() }, types().task_struct)
 }
 
 /// True when the current task is `follow_tgid` or one of its descendants.
 #[inline(always)]
-pub fn followed(cfg: &ProbeConfig, off: &KernelOffsets) -> bool {
+pub fn followed<M: Memory>(cfg: &ProbeConfig, off: &KernelOffsets) -> bool {
     if cfg.follow_tgid == 0 {
         return true;
     }
-    let mut task = current();
+    let mut task = current::<M>();
     for _ in 0..FOLLOW_DEPTH {
-        let Ok(tgid) = read::<i32>(task, off.task_tgid) else {
+        let Ok(tgid) = M::read::<i32>(task, off.task_tgid) else {
             return false;
         };
         if tgid as u32 == cfg.follow_tgid {
             return true;
         }
-        let Ok(parent) = read::<u64>(task, off.task_real_parent) else {
+        let Ok(parent) = M::read::<u64>(task, off.task_real_parent) else {
             return false;
         };
         // init is its own parent.
@@ -49,14 +50,17 @@ struct FdtableHead {
     fd: u64,
 }
 
-/// `current->files->fdt->fd[a]` and `[b]`; 0 for a descriptor that is not open.
+/// `current->files->fdt->fd[a]` and `[b]`; 0 for a descriptor that is not
+/// open. The descriptor table and its slots are always read with the
+/// helper: the verifier types `fd` as a pointer to pointers, through which
+/// it allows no indexed load.
 #[inline(always)]
-pub fn files_of(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, u64), Fault> {
-    let files: u64 = read(current(), off.task_files)?;
+pub fn files_of<M: Memory>(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, u64), Fault> {
+    let files: u64 = M::read(current::<M>(), off.task_files)?;
     if files == 0 {
         return Ok((0, 0));
     }
-    let fdt: u64 = read(files, off.files_fdt)?;
+    let fdt: u64 = M::read(files, off.files_fdt)?;
     if fdt == 0 {
         return Ok((0, 0));
     }
@@ -89,15 +93,22 @@ pub struct FileSide {
 
 /// `file->f_inode` with its `i_sb` and `i_size`, or zeros for no file.
 #[inline(always)]
-pub fn file_side(file: u64, off: &KernelOffsets) -> Result<FileSide, Fault> {
+pub fn file_side<M: Memory>(file: u64, off: &KernelOffsets) -> Result<FileSide, Fault> {
     if file == 0 {
         return Ok(FileSide::default());
     }
-    let inode: u64 = read(file, off.file_f_inode)?;
+    let inode: u64 = M::read(M::view(file, types().file), off.file_f_inode)?;
     if inode == 0 {
         return Ok(FileSide::default());
     }
-    let (sb, size) = read_two(inode, off.inode_i_sb, off.inode_i_size)?;
+    let (sb, size) = if M::COALESCE {
+        read_two(inode, off.inode_i_sb, off.inode_i_size)?
+    } else {
+        (
+            M::read(inode, off.inode_i_sb)?,
+            M::read(inode, off.inode_i_size)?,
+        )
+    };
     Ok(FileSide {
         inode,
         sb,

@@ -261,6 +261,21 @@ impl Btf {
     pub fn has_function(&self, name: &str) -> bool {
         self.funcs.contains_key(name)
     }
+
+    /// The type id of a function (what a kfunc call names).
+    pub fn function_id(&self, name: &str) -> Option<u32> {
+        self.funcs.get(name).copied()
+    }
+
+    /// The type id of `struct name`'s definition (not of a union, nor of a
+    /// forward declaration).
+    pub fn struct_id(&self, name: &str) -> Option<u32> {
+        self.structs.get(name)?.iter().copied().find(|&id| {
+            self.types
+                .get(id as usize)
+                .is_some_and(|t| t.kind == KIND_STRUCT && !t.members.is_empty())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -340,6 +355,9 @@ mod tests {
         ));
         assert!(btf.has_function("f"));
         assert!(!btf.has_function("g"));
+        assert_eq!(btf.function_id("f"), Some(5));
+        assert_eq!(btf.struct_id("outer"), Some(4));
+        assert_eq!(btf.struct_id("nope"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod arch;
 pub mod btf;
 pub mod counters;
+pub mod kfunc;
 pub mod offsets;
 pub mod privileges;
 pub mod ringbuf;
@@ -18,7 +19,7 @@ use aya::{
     programs::{FEntry, FExit, ProgramError, RawTracePoint, TracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
-use copytrace_common::{setting, KernelOffsets, ProbeConfig, ReportPolicy, SizeTruth};
+use copytrace_common::{setting, KernelOffsets, KernelTypes, ProbeConfig, ReportPolicy, SizeTruth};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use self::btf::{Btf, BtfError};
@@ -50,6 +51,9 @@ pub enum LoadError {
     /// The caller lacks the capabilities to load BPF programs.
     #[error("permission denied loading eBPF programs: run as root (or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)")]
     Permission,
+    /// The object's code could not be prepared for this kernel.
+    #[error(transparent)]
+    Elf(#[from] kfunc::ElfError),
     /// Creating maps or parsing the object failed.
     #[error("loading the eBPF object failed")]
     Object(#[source] EbpfError),
@@ -307,17 +311,32 @@ fn raise_memlock() {
     }
 }
 
+/// What the kernel is told about itself when the object loads.
+struct KernelLayout<'a> {
+    offsets: &'a KernelOffsets,
+    types: &'a KernelTypes,
+}
+
 fn load_object(
-    offsets: &KernelOffsets,
+    kernel: KernelLayout<'_>,
     config: &ProbeConfig,
     opts: &LoadOptions,
 ) -> Result<Ebpf, LoadError> {
+    // Where the kernel has bpf_rdonly_cast, the programs load kernel memory
+    // directly; elsewhere the placeholder calls stay in code the verifier
+    // never reaches (kread::typed() is false there).
+    let patched = match kernel.types.rdonly_cast {
+        0 => None,
+        id => Some(kfunc::with_rdonly_cast(EBPF_OBJECT, id)?.0),
+    };
+    let object = patched.as_ref().map_or(EBPF_OBJECT, kfunc::Object::bytes);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("COUNTS", counts_capacity(opts.count_by_cgroup))
-        .override_global("OFFSETS", offsets, true)
+        .override_global("OFFSETS", kernel.offsets, true)
+        .override_global("TYPES", kernel.types, true)
         .override_global("CONFIG", config, true)
         .override_global("POLICY", &opts.policy, true)
-        .load(EBPF_OBJECT)
+        .load(object)
         .map_err(|e| match e {
             EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
                 if !is_eperm(&io_error) =>
@@ -450,6 +469,7 @@ fn attach_syscall_tracepoints(ebpf: &mut Ebpf, backend: Backend) -> Result<(), L
 /// the syscall tracepoints; the returned string says so.
 fn attach_fentry(
     offsets: &KernelOffsets,
+    types: &KernelTypes,
     opts: &LoadOptions,
     btf: &Btf,
 ) -> Result<(Ebpf, Option<String>), LoadError> {
@@ -479,7 +499,11 @@ fn attach_fentry(
             source: std::io::Error::other(e),
         })
     })?;
-    let mut ebpf = load_object(&offsets, &config, opts)?;
+    let kernel = KernelLayout {
+        offsets: &offsets,
+        types,
+    };
+    let mut ebpf = load_object(kernel, &config, opts)?;
     attach_thread_exit(&mut ebpf, Backend::Fentry)?;
     attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_entry", VFS_FUNCTION, false)?;
     attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_exit", VFS_FUNCTION, true)?;
@@ -512,7 +536,11 @@ fn attach_fentry(
     }
 }
 
-fn attach_tracepoints(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Ebpf, LoadError> {
+fn attach_tracepoints(
+    offsets: &KernelOffsets,
+    types: &KernelTypes,
+    opts: &LoadOptions,
+) -> Result<Ebpf, LoadError> {
     let dir = tracefs::ensure_mounted()?;
     let mut offsets = *offsets;
     offsets::add_tracepoint_fields(&mut offsets, &dir)?;
@@ -523,10 +551,42 @@ fn attach_tracepoints(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Ebp
         stacks: u8::from(opts.stacks),
         _pad: 0,
     };
-    let mut ebpf = load_object(&offsets, &config, opts)?;
+    let kernel = KernelLayout {
+        offsets: &offsets,
+        types,
+    };
+    let mut ebpf = load_object(kernel, &config, opts)?;
     attach_thread_exit(&mut ebpf, Backend::Tracepoint)?;
     attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint)?;
     Ok(ebpf)
+}
+
+/// Loads and attaches one back-end, with typed loads where the kernel has
+/// them, and once more reading through the helper if the verifier refuses
+/// the typed programs: kernels since 6.2 differ in which BTF-typed loads
+/// they accept, and a slower copytrace beats none.
+fn attach(
+    backend: Backend,
+    offsets: &KernelOffsets,
+    types: &KernelTypes,
+    opts: &LoadOptions,
+    btf: &Btf,
+) -> Result<(Ebpf, Option<String>), LoadError> {
+    let once = |types: &KernelTypes| match backend {
+        Backend::Fentry => attach_fentry(offsets, types, opts, btf),
+        Backend::Tracepoint => attach_tracepoints(offsets, types, opts).map(|e| (e, None)),
+    };
+    match once(types) {
+        Err(e @ LoadError::Program { .. }) if types.rdonly_cast != 0 => {
+            log::info!(
+                "{} back-end: typed loads refused, reading through bpf_probe_read_kernel instead ({})",
+                backend.as_str(),
+                crate::error_chain(&e).lines().next().unwrap_or_default()
+            );
+            once(&KernelTypes::default())
+        }
+        attached => attached,
+    }
 }
 
 /// Loads the programs and attaches the chosen (or first working) back-end.
@@ -535,12 +595,11 @@ pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
     let btf = Btf::from_sys_fs()?;
     let offsets = offsets::from_btf(&btf)?;
     log::debug!("kernel offsets from BTF: {offsets:?}");
+    let types = offsets::types_from_btf(&btf);
+    log::debug!("kernel BTF ids for typed loads: {types:?}");
     let mut fallback = None;
     for &backend in opts.probe.candidates() {
-        let attached = match backend {
-            Backend::Fentry => attach_fentry(&offsets, &opts, &btf),
-            Backend::Tracepoint => attach_tracepoints(&offsets, &opts).map(|e| (e, None)),
-        };
+        let attached = attach(backend, &offsets, &types, &opts, &btf);
         match attached {
             Ok((ebpf, note)) => {
                 if let Some(n) = &note {

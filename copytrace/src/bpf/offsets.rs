@@ -1,9 +1,10 @@
 //! Resolves every kernel struct offset the eBPF programs use, from the running
-//! kernel's BTF and tracepoint formats, into one [`KernelOffsets`] global.
+//! kernel's BTF and tracepoint formats, into one [`KernelOffsets`] global,
+//! and the BTF ids their typed loads need into a [`KernelTypes`] one.
 
 use std::path::Path;
 
-use copytrace_common::{contiguous, KernelOffsets};
+use copytrace_common::{contiguous, KernelOffsets, KernelTypes};
 
 use super::arch;
 use super::btf::{Btf, BtfError};
@@ -79,6 +80,28 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         o.contiguous |= contiguous::FDTABLE;
     }
     Ok(o)
+}
+
+/// The kfunc that lets programs load kernel memory directly (Linux 6.2+).
+pub const RDONLY_CAST: &str = "bpf_rdonly_cast";
+
+/// The BTF ids for typed loads, or `rdonly_cast: 0` (every read through
+/// the helper) when the kernel lacks the kfunc or one of the structs.
+pub fn types_from_btf(btf: &Btf) -> KernelTypes {
+    let s = |name: &str| btf.struct_id(name);
+    let found = (|| {
+        Some(KernelTypes {
+            rdonly_cast: btf.function_id(RDONLY_CAST)?,
+            task_struct: s("task_struct")?,
+            file: s("file")?,
+            inode: s("inode")?,
+            super_block: s("super_block")?,
+            mount: s("mount")?,
+            dentry: s("dentry")?,
+            _pad: 0,
+        })
+    })();
+    found.unwrap_or_default()
 }
 
 /// Whether the fentry back-end's syscall side has its registers here.
