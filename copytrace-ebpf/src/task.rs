@@ -73,8 +73,15 @@ pub fn files_of<M: Memory>(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, 
             read::<u64>(fdt, off.fdt_fd)?,
         )
     };
+    let open = |fd: i64| fd_array != 0 && (0..i64::from(max_fds)).contains(&fd);
+    // Most copies use neighbouring descriptors: read_two reads both slots
+    // at once (its byte offsets are u32, hence the bound).
+    const NEAR: i64 = 1 << 28;
+    if open(a) && open(b) && a < NEAR && b < NEAR {
+        return read_two(fd_array, (a as u32) * 8, (b as u32) * 8);
+    }
     let slot = |fd: i64| -> Result<u64, Fault> {
-        if fd_array == 0 || !(0..i64::from(max_fds)).contains(&fd) {
+        if !open(fd) {
             return Ok(0);
         }
         read(fd_array + (fd as u64) * 8, 0)

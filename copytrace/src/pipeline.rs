@@ -98,6 +98,11 @@ impl Watch {
         self.probes.backend()
     }
 
+    /// How the attached programs read kernel structs.
+    pub fn kernel_reads(&self) -> crate::bpf::KernelReads {
+        self.probes.kernel_reads()
+    }
+
     /// Why `auto` did not use fentry, if it fell back.
     pub fn fallback_reason(&self) -> Option<&str> {
         self.probes.fallback_reason()

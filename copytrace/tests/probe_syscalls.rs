@@ -74,6 +74,26 @@ fn ext4_to_ext4_full_copy() {
     assert_eq!(ev["path_out"], fs.path("dst").to_str().expect("utf8"));
 }
 
+/// Where the kernel has the `bpf_rdonly_cast` kfunc (Linux 6.2+), the
+/// programs read kernel structs with typed loads instead of one helper
+/// call per read, and the daemon says which it uses. The kernel's BTF names
+/// the kfunc among its strings when it has it.
+#[test]
+fn typed_kernel_reads_where_the_kernel_has_rdonly_cast() {
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF");
+    let name = b"\0bpf_rdonly_cast\0";
+    let has_kfunc = btf.windows(name.len()).any(|w| w == name);
+    let d = watch();
+    let log = d.log();
+    drop(d.stop());
+    let want = if has_kfunc {
+        "typed kernel reads"
+    } else {
+        "helper kernel reads"
+    };
+    assert!(log.contains(want), "expected {want:?}: {log}");
+}
+
 #[test]
 fn tmpfs_to_tmpfs_uses_file_position() {
     let fs = tmpfs("4m");

@@ -141,10 +141,30 @@ fn program_error(backend: Backend, program: &'static str, source: ProgramError) 
     }
 }
 
+/// How the loaded programs read kernel structs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelReads {
+    /// Direct loads the verifier checks against BTF (`bpf_rdonly_cast`, 6.2+).
+    Typed,
+    /// One `bpf_probe_read_kernel` call per read.
+    Helper,
+}
+
+impl KernelReads {
+    /// How logs and `doctor` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelReads::Typed => "typed kernel reads",
+            KernelReads::Helper => "helper kernel reads",
+        }
+    }
+}
+
 /// Loaded, attached probes. Dropping this detaches them.
 pub struct Probes {
     ebpf: Ebpf,
     backend: Backend,
+    reads: KernelReads,
     fallback: Option<String>,
 }
 
@@ -152,6 +172,11 @@ impl Probes {
     /// Which back-end is attached.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// How its programs read kernel structs.
+    pub fn kernel_reads(&self) -> KernelReads {
+        self.reads
     }
 
     /// Why the fentry back-end was not used (or only in part), when it fell back.
@@ -561,6 +586,10 @@ fn attach_tracepoints(
     Ok(ebpf)
 }
 
+/// An attached back-end: its object, how it reads the kernel, and a note
+/// when part of it fell back.
+type Attached = (Ebpf, KernelReads, Option<String>);
+
 /// Loads and attaches one back-end, with typed loads where the kernel has
 /// them, and once more reading through the helper if the verifier refuses
 /// the typed programs: kernels since 6.2 differ in which BTF-typed loads
@@ -571,21 +600,26 @@ fn attach(
     types: &KernelTypes,
     opts: &LoadOptions,
     btf: &Btf,
-) -> Result<(Ebpf, Option<String>), LoadError> {
+) -> Result<Attached, LoadError> {
     let once = |types: &KernelTypes| match backend {
         Backend::Fentry => attach_fentry(offsets, types, opts, btf),
         Backend::Tracepoint => attach_tracepoints(offsets, types, opts).map(|e| (e, None)),
     };
+    let helper = |(ebpf, note)| (ebpf, KernelReads::Helper, note);
+    if types.rdonly_cast == 0 {
+        return once(types).map(helper);
+    }
     match once(types) {
-        Err(e @ LoadError::Program { .. }) if types.rdonly_cast != 0 => {
+        Ok((ebpf, note)) => Ok((ebpf, KernelReads::Typed, note)),
+        Err(e @ LoadError::Program { .. }) => {
             log::info!(
                 "{} back-end: typed loads refused, reading through bpf_probe_read_kernel instead ({})",
                 backend.as_str(),
                 crate::error_chain(&e).lines().next().unwrap_or_default()
             );
-            once(&KernelTypes::default())
+            once(&KernelTypes::default()).map(helper)
         }
-        attached => attached,
+        Err(e) => Err(e),
     }
 }
 
@@ -601,13 +635,14 @@ pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
     for &backend in opts.probe.candidates() {
         let attached = attach(backend, &offsets, &types, &opts, &btf);
         match attached {
-            Ok((ebpf, note)) => {
+            Ok((ebpf, reads, note)) => {
                 if let Some(n) = &note {
                     log::info!("{} back-end: {n}", backend.as_str());
                 }
                 return Ok(Probes {
                     ebpf,
                     backend,
+                    reads,
                     fallback: note.or(fallback),
                 });
             }

@@ -167,7 +167,10 @@ pub fn checks() -> Report {
                     .unwrap_or_default();
                 out.push(check(
                     Status::Ok,
-                    format!("{name} back-end loads and attaches{shown}"),
+                    format!(
+                        "{name} back-end loads and attaches, {}{shown}",
+                        p.kernel_reads().as_str()
+                    ),
                 ));
                 usable.get_or_insert(backend);
                 BackendCheck {

@@ -283,7 +283,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         t
     });
     log::info!(
-        "attached {} back-end{}; watching copy_file_range{}{}{}",
+        "attached {} back-end{}, {}; watching copy_file_range{}{}{}",
         backend.as_str(),
         watch
             .fallback_reason()
@@ -292,6 +292,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
                 Backend::Tracepoint => format!(" (fentry unavailable: {r})"),
             })
             .unwrap_or_default(),
+        watch.kernel_reads().as_str(),
         if config.pid != 0 {
             format!(" of pid {} and its descendants", config.pid)
         } else {

@@ -128,6 +128,11 @@ pub fn watch() -> Watch {
 }
 
 impl Watch {
+    /// Everything the shared daemon logged so far.
+    pub fn log(&self) -> String {
+        self.daemon.log()
+    }
+
     /// Every call made since [`watch`], once the daemon has reported them all.
     pub fn stop(mut self) -> Vec<Value> {
         barrier(&mut self.daemon)
