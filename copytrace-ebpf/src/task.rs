@@ -51,9 +51,8 @@ struct FdtableHead {
 }
 
 /// `current->files->fdt->fd[a]` and `[b]`; 0 for a descriptor that is not
-/// open. The descriptor table and its slots are always read with the
-/// helper: the verifier types `fd` as a pointer to pointers, through which
-/// it allows no indexed load.
+/// open. The slots are always read with the helper: the verifier types
+/// `fd` as a pointer to pointers, through which it allows no indexed load.
 #[inline(always)]
 pub fn files_of<M: Memory>(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, u64), Fault> {
     let files: u64 = M::read(current::<M>(), off.task_files)?;
@@ -64,13 +63,13 @@ pub fn files_of<M: Memory>(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, 
     if fdt == 0 {
         return Ok((0, 0));
     }
-    let (max_fds, fd_array) = if off.contiguous & contiguous::FDTABLE != 0 {
+    let (max_fds, fd_array) = if M::COALESCE && off.contiguous & contiguous::FDTABLE != 0 {
         let head: FdtableHead = read(fdt, off.fdt_max_fds)?;
         (head.max_fds, head.fd)
     } else {
         (
-            read::<u32>(fdt, off.fdt_max_fds)?,
-            read::<u64>(fdt, off.fdt_fd)?,
+            M::read::<u32>(fdt, off.fdt_max_fds)?,
+            M::read::<u64>(fdt, off.fdt_fd)?,
         )
     };
     let open = |fd: i64| fd_array != 0 && (0..i64::from(max_fds)).contains(&fd);

@@ -18,7 +18,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         md,
-        "copytrace used the **{}** back-end (the one `--probe auto` chose on this kernel), watching every process as the daemon does by default (the ingest rows watch only the loops, `--pid`, to check counts exactly). Median of {RUNS} runs after a warm-up; range in brackets.\n",
+        "copytrace used the **{}** back-end (the one `--probe auto` chose on this kernel), watching every process as the daemon does by default (the ingest rows watch only the loops, `--pid`, to check counts exactly). Median of {RUNS} runs after a warm-up; range in brackets. The untraced and copytrace runs alternate (a fresh daemon for each copytrace run), so the machine's drift falls on both columns alike.\n",
         r.backend
     );
     let _ = writeln!(
