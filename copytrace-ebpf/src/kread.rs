@@ -1,6 +1,8 @@
 //! Reading kernel and user memory. Every read can fail (a bad pointer, a
 //! page not present): the helpers say so instead of handing back a zero
-//! that would look like a real value.
+//! that would look like a real value. Typed loads ([`Typed`], where the
+//! kernel allows them) cannot say so: a fault reads as zero, which the
+//! walks treat as "no such object".
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
 use copytrace_common::RDONLY_CAST_PLACEHOLDER;
