@@ -336,32 +336,29 @@ fn raise_memlock() {
     }
 }
 
-/// What the kernel is told about itself when the object loads.
-struct KernelLayout<'a> {
-    offsets: &'a KernelOffsets,
+/// The object to load, and the BTF ids its typed reads name: the object
+/// with its kfunc calls rewritten and the kernel's ids, or the object as
+/// built and no ids (its placeholder calls then sit in code the verifier
+/// never reaches, as kread::typed() is false).
+#[derive(Clone, Copy)]
+struct Image<'a> {
+    bytes: &'a [u8],
     types: &'a KernelTypes,
 }
 
 fn load_object(
-    kernel: KernelLayout<'_>,
+    offsets: &KernelOffsets,
+    image: Image<'_>,
     config: &ProbeConfig,
     opts: &LoadOptions,
 ) -> Result<Ebpf, LoadError> {
-    // Where the kernel has bpf_rdonly_cast, the programs load kernel memory
-    // directly; elsewhere the placeholder calls stay in code the verifier
-    // never reaches (kread::typed() is false there).
-    let patched = match kernel.types.rdonly_cast {
-        0 => None,
-        id => Some(kfunc::with_rdonly_cast(EBPF_OBJECT, id)?.0),
-    };
-    let object = patched.as_ref().map_or(EBPF_OBJECT, kfunc::Object::bytes);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("COUNTS", counts_capacity(opts.count_by_cgroup))
-        .override_global("OFFSETS", kernel.offsets, true)
-        .override_global("TYPES", kernel.types, true)
+        .override_global("OFFSETS", offsets, true)
+        .override_global("TYPES", image.types, true)
         .override_global("CONFIG", config, true)
         .override_global("POLICY", &opts.policy, true)
-        .load(object)
+        .load(image.bytes)
         .map_err(|e| match e {
             EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error })
                 if !is_eperm(&io_error) =>
@@ -494,7 +491,7 @@ fn attach_syscall_tracepoints(ebpf: &mut Ebpf, backend: Backend) -> Result<(), L
 /// the syscall tracepoints; the returned string says so.
 fn attach_fentry(
     offsets: &KernelOffsets,
-    types: &KernelTypes,
+    image: Image<'_>,
     opts: &LoadOptions,
     btf: &Btf,
 ) -> Result<(Ebpf, Option<String>), LoadError> {
@@ -524,11 +521,7 @@ fn attach_fentry(
             source: std::io::Error::other(e),
         })
     })?;
-    let kernel = KernelLayout {
-        offsets: &offsets,
-        types,
-    };
-    let mut ebpf = load_object(kernel, &config, opts)?;
+    let mut ebpf = load_object(&offsets, image, &config, opts)?;
     attach_thread_exit(&mut ebpf, Backend::Fentry)?;
     attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_entry", VFS_FUNCTION, false)?;
     attach_tracing(&mut ebpf, &aya_btf, "cfr_vfs_exit", VFS_FUNCTION, true)?;
@@ -563,7 +556,7 @@ fn attach_fentry(
 
 fn attach_tracepoints(
     offsets: &KernelOffsets,
-    types: &KernelTypes,
+    image: Image<'_>,
     opts: &LoadOptions,
 ) -> Result<Ebpf, LoadError> {
     let dir = tracefs::ensure_mounted()?;
@@ -576,11 +569,7 @@ fn attach_tracepoints(
         stacks: u8::from(opts.stacks),
         _pad: 0,
     };
-    let kernel = KernelLayout {
-        offsets: &offsets,
-        types,
-    };
-    let mut ebpf = load_object(kernel, &config, opts)?;
+    let mut ebpf = load_object(&offsets, image, &config, opts)?;
     attach_thread_exit(&mut ebpf, Backend::Tracepoint)?;
     attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint)?;
     Ok(ebpf)
@@ -597,19 +586,24 @@ type Attached = (Ebpf, KernelReads, Option<String>);
 fn attach(
     backend: Backend,
     offsets: &KernelOffsets,
-    types: &KernelTypes,
+    typed: Option<Image<'_>>,
     opts: &LoadOptions,
     btf: &Btf,
 ) -> Result<Attached, LoadError> {
-    let once = |types: &KernelTypes| match backend {
-        Backend::Fentry => attach_fentry(offsets, types, opts, btf),
-        Backend::Tracepoint => attach_tracepoints(offsets, types, opts).map(|e| (e, None)),
+    let once = |image: Image<'_>| match backend {
+        Backend::Fentry => attach_fentry(offsets, image, opts, btf),
+        Backend::Tracepoint => attach_tracepoints(offsets, image, opts).map(|e| (e, None)),
+    };
+    let no_types = KernelTypes::default();
+    let helper_image = Image {
+        bytes: EBPF_OBJECT,
+        types: &no_types,
     };
     let helper = |(ebpf, note)| (ebpf, KernelReads::Helper, note);
-    if types.rdonly_cast == 0 {
-        return once(types).map(helper);
-    }
-    match once(types) {
+    let Some(typed) = typed else {
+        return once(helper_image).map(helper);
+    };
+    match once(typed) {
         Ok((ebpf, note)) => Ok((ebpf, KernelReads::Typed, note)),
         Err(e @ LoadError::Program { .. }) => {
             log::info!(
@@ -617,7 +611,7 @@ fn attach(
                 backend.as_str(),
                 crate::error_chain(&e).lines().next().unwrap_or_default()
             );
-            once(&KernelTypes::default()).map(helper)
+            once(helper_image).map(helper)
         }
         Err(e) => Err(e),
     }
@@ -631,9 +625,18 @@ pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
     log::debug!("kernel offsets from BTF: {offsets:?}");
     let types = offsets::types_from_btf(&btf);
     log::debug!("kernel BTF ids for typed loads: {types:?}");
+    // Rewritten once for every back-end tried (a copy of the whole object).
+    let rewritten = match types.rdonly_cast {
+        0 => None,
+        id => Some(kfunc::with_rdonly_cast(EBPF_OBJECT, id)?.0),
+    };
+    let typed = rewritten.as_ref().map(|o| Image {
+        bytes: o.bytes(),
+        types: &types,
+    });
     let mut fallback = None;
     for &backend in opts.probe.candidates() {
-        let attached = attach(backend, &offsets, &types, &opts, &btf);
+        let attached = attach(backend, &offsets, typed, &opts, &btf);
         match attached {
             Ok((ebpf, reads, note)) => {
                 if let Some(n) = &note {
