@@ -27,7 +27,10 @@ use crate::task::{self, FileSide};
 
 /// Pending ring-buffer bytes that trigger a reader wake-up for calls that
 /// are not suspicious.
-const WAKEUP_BYTES: u64 = 64 * 1024;
+const WAKEUP_BYTES: u64 = 512 * 1024;
+
+/// What one record adds to the ring buffer's backlog.
+const EVENT_BYTES: u64 = core::mem::size_of::<Event>() as u64;
 
 /// What entry leaves for exit: what only entry can know, and nothing more.
 #[repr(C)]
@@ -421,26 +424,74 @@ struct Finished<'a> {
 
 /// Writes the full record of `call` and sends it to the ring buffer.
 ///
-/// The record is built in a per-CPU slot and copied into the ring buffer
-/// with bpf_ringbuf_output, not written into a bpf_ringbuf_reserve'd slot:
-/// before 6.2 the verifier cannot prune states that hold a ring-buffer
-/// reservation (each path gets its own reference id), and the description
-/// below has too many paths for 5.10 and 6.1 to verify that way. The copy
+/// Where the memory allows it ([`Memory::IN_PLACE`]), the record is written
+/// straight into a bpf_ringbuf_reserve'd slot. Elsewhere it is built in a
+/// per-CPU slot and copied with bpf_ringbuf_output: before 6.2 the verifier
+/// cannot prune states that hold a ring-buffer reservation (each path gets
+/// its own reference id), and the description has too many paths for 5.10
+/// and 6.1 to verify that way. The copy (the whole record, some 3 KiB)
 /// costs only reported calls.
 #[inline(always)]
 fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffsets) {
-    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
+    let wake = wake_flags(call.status & status::SUSPICIOUS != 0);
+    if M::IN_PLACE {
+        let Some(mut slot) = EVENTS.reserve::<Event>(0) else {
+            add(&COUNTERS, counter::LOST, 1);
+            return;
+        };
+        describe::<C, M>(ctx, call, off, slot.as_mut_ptr());
+        slot.submit(u64::from(wake));
+    } else {
+        let Some(ev) = SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        describe::<C, M>(ctx, call, off, ev);
+        // SAFETY: the slot is fully written and stays this CPU's.
+        let event = unsafe { &*ev };
+        if EVENTS.output::<Event>(event, u64::from(wake)).is_err() {
+            add(&COUNTERS, counter::LOST, 1);
+        }
+    }
+}
+
+/// How a record wakes the reader.
+///
+/// A suspicious call wakes it when it has read everything else (the ring
+/// buffer's adaptive wake-up: flags 0), so a lone one is shown at once and
+/// a flood costs no wake-up per call. Other calls wake it only as the
+/// record that makes a batch pile up: past the mark the reader is awake
+/// already, and a wake-up per record would cost a self-IPI each (a VM exit
+/// under virtualization) for nothing. The daemon also drains on a timer.
+#[inline(always)]
+fn wake_flags(suspicious: bool) -> u32 {
+    if suspicious {
+        return 0;
+    }
+    let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    if pending < WAKEUP_BYTES && pending + EVENT_BYTES >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// Writes every field of the record at `ev` that userspace reads.
+#[inline(always)]
+fn describe<C: EbpfContext, M: Memory>(
+    ctx: &C,
+    call: &Finished,
+    off: &KernelOffsets,
+    ev: *mut Event,
+) {
     let rec = call.rec;
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let task = task::current::<M>();
-    let suspicious = call.status & status::SUSPICIOUS != 0;
     let stack = call.status & status::STACK != 0;
-    // SAFETY: `ev` points to this CPU's slot of size_of::<Event>() bytes,
-    // which no other program touches until it is sent below; every field
-    // userspace reads is written through raw pointers. The describing
+    // SAFETY: `ev` points to size_of::<Event>() bytes that only this
+    // program touches until they are sent (a reserved ring-buffer slot, or
+    // this CPU's scratch slot); every field userspace reads is written
+    // through raw pointers. The describing
     // subprograms mark read faults in the record's status, so their exits
     // all look alike to the verifier.
     unsafe {
@@ -508,22 +559,6 @@ fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffse
         if *status & status::READ_FAULT != 0 {
             add(&COUNTERS, counter::READ_FAULTS, 1);
         }
-    }
-    // A suspicious call wakes the reader when it has read everything else
-    // (the ring buffer's adaptive wake-up: flags 0), so a lone one is shown
-    // at once and a flood costs no wake-up per call. Other calls wake it
-    // only once a batch has piled up (the daemon also drains on a timer).
-    let wake = if suspicious {
-        0
-    } else if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    // SAFETY: the slot is fully written above and stays this CPU's.
-    let event = unsafe { &*ev };
-    if EVENTS.output::<Event>(event, u64::from(wake)).is_err() {
-        add(&COUNTERS, counter::LOST, 1);
     }
 }
 
