@@ -46,6 +46,13 @@ pub struct KernelOffsets {
     pub dentry_d_parent: u32,
     /// `dentry.d_hash` + `hlist_bl_node.pprev` (NULL once unhashed, e.g. unlinked).
     pub dentry_d_hash_pprev: u32,
+    /// `dentry.d_name` + `qstr.len`.
+    pub dentry_d_name_len: u32,
+    /// The dentry's own name storage, which `d_name.name` points to for
+    /// short names: `d_iname`, or `d_shortname` from Linux 6.14.
+    pub dentry_inline_name: u32,
+    /// Its size in bytes (0: not found, names are never read from it).
+    pub dentry_inline_len: u32,
     /// Where `struct vfsmount mnt` sits inside `struct mount`.
     pub mount_mnt: u32,
     pub mount_mnt_id: u32,
@@ -124,6 +131,6 @@ pub mod setting {
     pub const COUNT: u32 = 1;
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == (36 + 6 + 6 + 2) * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == (39 + 6 + 6 + 2) * 4);
 const _: () = assert!(size_of::<ProbeConfig>() == 8);
 const _: () = assert!(size_of::<KernelTypes>() == 8 * 4);

@@ -4,7 +4,9 @@
 //! leaf was deleted.
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
-use copytrace_common::{bound, name_flag, NameBuf, NAME_AREA, NAME_READ, PATH_DEPTH};
+use copytrace_common::{
+    bound, name_flag, KernelOffsets, NameBuf, NAME_AREA, NAME_READ, PATH_DEPTH,
+};
 
 use crate::kread::Memory;
 use crate::maps::{offsets, types};
@@ -65,15 +67,19 @@ pub fn walk<M: Memory>(dentry: u64, out: *mut NameBuf) -> u8 {
             break;
         };
         let at = bound(used, NAME_AREA - 1);
-        // SAFETY: `at` < NAME_AREA and NAME_READ more bytes fit in
-        // NAME_BUF; the helper writes at most NAME_READ bytes (NUL
-        // included) and faults harmlessly on a bad `name`.
-        let n = unsafe {
-            bpf_probe_read_kernel_str(
-                bytes.add(at).cast(),
-                NAME_READ as u32,
-                name as *const core::ffi::c_void,
-            )
+        // SAFETY: `at` < NAME_AREA and NAME_READ more bytes fit in NAME_BUF.
+        let dst = unsafe { bytes.add(at) };
+        let n = match inline_name::<M>(d, name, dst, off) {
+            Some(n) => n as i64,
+            // SAFETY: the helper writes at most NAME_READ bytes (NUL
+            // included) at `dst` and faults harmlessly on a bad `name`.
+            None => unsafe {
+                bpf_probe_read_kernel_str(
+                    dst.cast(),
+                    NAME_READ as u32,
+                    name as *const core::ffi::c_void,
+                )
+            },
         };
         if n <= 0 {
             break;
@@ -98,4 +104,38 @@ pub fn walk<M: Memory>(dentry: u64, out: *mut NameBuf) -> u8 {
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*out).count), count);
         core::ptr::read_volatile(core::ptr::addr_of!((*out).count))
     }
+}
+
+/// Words of the largest inline name storage (`d_shortname`, 40 bytes).
+const INLINE_WORDS: u32 = 5;
+
+/// Copies `d`'s name, NUL-terminated, to `dst` when it lives inside the
+/// dentry (names shorter than the inline storage, most of them), and
+/// returns the bytes written. Only where reads are plain loads: a few word
+/// loads then cost less than one helper call. Longer names, and every name
+/// read through the helper, return None for the string read.
+#[inline(always)]
+fn inline_name<M: Memory>(d: u64, name: u64, dst: *mut u8, off: &KernelOffsets) -> Option<usize> {
+    let words = (off.dentry_inline_len / 8).min(INLINE_WORDS);
+    if M::COALESCE || words == 0 || name != d + u64::from(off.dentry_inline_name) {
+        return None;
+    }
+    let len = M::read::<u32>(d, off.dentry_d_name_len).ok()?;
+    if len >= words * 8 {
+        return None;
+    }
+    for i in 0..INLINE_WORDS {
+        if i < words {
+            let w = M::read::<u64>(d, off.dentry_inline_name + i * 8).ok()?;
+            // SAFETY: at most INLINE_WORDS * 8 bytes at `dst`, which has
+            // NAME_READ bytes of room (see walk()).
+            unsafe { core::ptr::write_unaligned(dst.add(i as usize * 8).cast::<u64>(), w) };
+        }
+    }
+    // A mask the verifier can follow; len is below 40 already.
+    let len = bound(len as usize, 63);
+    // SAFETY: as above; the bytes past the name are the storage's leftovers,
+    // cut off here.
+    unsafe { *dst.add(len) = 0 };
+    Some(len + 1)
 }

@@ -66,9 +66,12 @@ struct Member {
 struct Type {
     kind: u32,
     name: u32,
-    /// Referenced type for modifiers and typedefs.
+    /// Referenced type for modifiers and typedefs; the size in bytes of
+    /// ints, structs and unions.
     ref_type: u32,
     members: Vec<Member>,
+    /// An array's element type and length.
+    array: Option<(u32, u32)>,
 }
 
 /// Parsed BTF: the type table and the string section.
@@ -135,6 +138,7 @@ impl Btf {
             name: 0,
             ref_type: 0,
             members: Vec::new(),
+            array: None,
         }];
         let mut pos = 0usize;
         while pos < tb.len() {
@@ -146,11 +150,15 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
             let mut members = Vec::new();
+            let mut array = None;
             let extra = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
                 | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
-                KIND_ARRAY => 12,
+                KIND_ARRAY => {
+                    array = Some((u32_at(tb, pos)?, u32_at(tb, pos + 8)?));
+                    12
+                }
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen {
                         let m = pos + i * 12;
@@ -173,6 +181,7 @@ impl Btf {
                 name,
                 ref_type: size_or_type,
                 members,
+                array,
             });
         }
 
@@ -240,6 +249,52 @@ impl Btf {
             }
         }
         None
+    }
+
+    /// Size in bytes of type `id` (ints, structs, unions, arrays of them).
+    fn size_of(&self, id: u32, depth: u32) -> Option<u32> {
+        if depth > 8 {
+            return None;
+        }
+        let t = self.types.get(self.resolve(id) as usize)?;
+        match t.kind {
+            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 => Some(t.ref_type),
+            KIND_PTR => Some(8),
+            KIND_ARRAY => {
+                let (elem, n) = t.array?;
+                self.size_of(elem, depth + 1)?.checked_mul(n)
+            }
+            _ => None,
+        }
+    }
+
+    /// Type id of `member` inside type `id` (anonymous members looked through).
+    fn member_type(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
+        if depth > 8 {
+            return None;
+        }
+        let t = self.types.get(id as usize)?;
+        t.members.iter().find_map(|m| {
+            if m.name == 0 {
+                self.member_type(self.resolve(m.type_id), member, depth + 1)
+            } else {
+                (self.str_at(m.name) == member).then_some(m.type_id)
+            }
+        })
+    }
+
+    /// Size in bytes of `member` in `struct strukt`.
+    pub fn member_size(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
+        let ids = self
+            .structs
+            .get(strukt)
+            .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))?;
+        ids.iter()
+            .find_map(|&id| self.size_of(self.member_type(id, member, 0)?, 0))
+            .ok_or_else(|| BtfError::NoMember {
+                strukt: strukt.to_string(),
+                member: member.to_string(),
+            })
     }
 
     /// Byte offset of `member` in `struct strukt` (anonymous unions included).
@@ -345,6 +400,9 @@ mod tests {
         assert_eq!(btf.member_offset("outer", "a").ok(), Some(0));
         assert_eq!(btf.member_offset("outer", "b").ok(), Some(8));
         assert_eq!(btf.member_offset("outer", "c").ok(), Some(8));
+        assert_eq!(btf.member_size("outer", "a").ok(), Some(4));
+        assert_eq!(btf.member_size("outer", "b").ok(), Some(8));
+        assert_eq!(btf.member_size("outer", "c").ok(), Some(4));
         assert!(matches!(
             btf.member_offset("outer", "zz"),
             Err(BtfError::NoMember { .. })
@@ -378,5 +436,7 @@ mod tests {
         assert!(btf.member_offset("file", "f_inode").is_ok());
         assert!(btf.member_offset("task_struct", "files").is_ok());
         assert!(btf.has_function("vfs_copy_file_range"));
+        // An array member: comm is TASK_COMM_LEN chars.
+        assert_eq!(btf.member_size("task_struct", "comm").ok(), Some(16));
     }
 }

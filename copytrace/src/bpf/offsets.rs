@@ -31,6 +31,11 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         }
         None => [0; 6],
     };
+    // Optional: without it every name is read with the helper.
+    let inline = ["d_shortname", "d_iname"]
+        .iter()
+        .find_map(|f| Some((m("dentry", f).ok()?, btf.member_size("dentry", f).ok()?)))
+        .unwrap_or((0, 0));
     let mut o = KernelOffsets {
         task_files: m("task_struct", "files")?,
         task_tgid: m("task_struct", "tgid")?,
@@ -65,6 +70,9 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         dentry_d_name_name: m("dentry", "d_name")? + m("qstr", "name")?,
         dentry_d_parent: m("dentry", "d_parent")?,
         dentry_d_hash_pprev: m("dentry", "d_hash")? + m("hlist_bl_node", "pprev")?,
+        dentry_d_name_len: m("dentry", "d_name")? + m("qstr", "len")?,
+        dentry_inline_name: inline.0,
+        dentry_inline_len: inline.1,
         mount_mnt: m("mount", "mnt")?,
         mount_mnt_id: m("mount", "mnt_id")?,
         mount_mnt_ns: m("mount", "mnt_ns")?,
@@ -152,6 +160,16 @@ mod tests {
         assert_eq!(off.file_f_path_dentry, off.file_f_path_mnt + 8);
         assert!(regs_known(&off), "this architecture's syscall registers");
         assert!(off.regs_args.iter().all(|o| o % 8 == 0));
+        // d_name holds the hash (4 bytes) and len before the name pointer;
+        // short names live inside the dentry, 32 bytes (40 from 6.14) on
+        // 64-bit kernels.
+        assert_eq!(off.dentry_d_name_len + 4, off.dentry_d_name_name);
+        assert!(
+            [32, 40].contains(&off.dentry_inline_len),
+            "inline name size {}",
+            off.dentry_inline_len
+        );
+        assert!(off.dentry_inline_name > off.dentry_d_name_name);
     }
 
     #[test]
