@@ -13,7 +13,10 @@ pub mod fact {
     pub const COPIED_ALL: u32 = 1 << 1;
     /// Returned 0.
     pub const COPIED_ZERO: u32 = 1 << 2;
-    /// The source is open and its read position + returned reached its advertised size.
+    /// A short copy (fewer bytes than asked, no error) whose source is open
+    /// and whose read position + returned reached its advertised size. Never
+    /// set on a full copy: no verdict needs it there, and the position can
+    /// cost the kernel side a user-memory read (see [`CallOutcome::needs_read_pos`]).
     pub const AT_SIZE: u32 = 1 << 3;
     /// Source and destination are open on different superblocks.
     pub const CROSS_DEV: u32 = 1 << 4;
@@ -45,6 +48,13 @@ pub struct CallOutcome {
 }
 
 impl CallOutcome {
+    /// Whether [`CallOutcome::facts`] reads `read_pos`: only for a short
+    /// copy from an open source. Other calls may leave it 0.
+    #[inline(always)]
+    pub fn needs_read_pos(&self) -> bool {
+        self.in_present && self.ret >= 0 && self.ret as u64 != self.len
+    }
+
     /// The facts word (bits of [`fact`]).
     #[inline(always)]
     pub fn facts(&self) -> u32 {
@@ -59,9 +69,9 @@ impl CallOutcome {
             if self.ret == 0 {
                 f |= fact::COPIED_ZERO;
             }
-            if self.in_present && self.read_pos.saturating_add(self.ret) >= self.size_in {
-                f |= fact::AT_SIZE;
-            }
+        }
+        if self.needs_read_pos() && self.read_pos.saturating_add(self.ret) >= self.size_in {
+            f |= fact::AT_SIZE;
         }
         if self.in_present {
             f |= fact::IN_PRESENT;
@@ -90,6 +100,24 @@ mod tests {
         }
         .facts();
         assert_eq!(f, fact::OUT_PRESENT);
+    }
+
+    #[test]
+    fn a_full_copy_does_not_depend_on_its_position() {
+        let at = |read_pos| {
+            CallOutcome {
+                len: 100,
+                ret: 100,
+                read_pos,
+                size_in: 100,
+                in_present: true,
+                out_present: true,
+                same_fs: true,
+            }
+            .facts()
+        };
+        assert_eq!(at(0), at(5000));
+        assert_eq!(at(0) & fact::AT_SIZE, 0);
     }
 
     #[test]

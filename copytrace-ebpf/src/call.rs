@@ -6,8 +6,8 @@
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_stack, bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_get_stack, bpf_ktime_get_ns, generated,
     },
     EbpfContext,
 };
@@ -17,7 +17,7 @@ use copytrace_common::{
     KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, COMM_LEN, FSTYPE_LEN, STACK_DEPTH,
 };
 
-use crate::kread::{read, read_user, Fault, Memory};
+use crate::kread::{read_user, Fault, Memory};
 use crate::maps::{
     add, config, offsets, policy, types, want_all, COUNTERS, COUNTS, EVENTS, INFLIGHT, LATENCY,
     SCRATCH, SIZE_TRUTH,
@@ -93,6 +93,16 @@ fn tid() -> u32 {
 fn now() -> u64 {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// Zero, in a form the compiler cannot see through: it merges neighbouring
+/// zero stores into a call to a byte-at-a-time memset subprogram (a
+/// 16-byte one cost entry some 20 ns).
+#[inline(always)]
+fn unseen_zero() -> i64 {
+    let zero = 0i64;
+    // SAFETY: a volatile read of a local variable.
+    unsafe { core::ptr::read_volatile(&zero) }
 }
 
 /// Records a call's entry (every entry path ends here): in place in the
@@ -173,8 +183,8 @@ pub fn enter_syscall<C: EbpfContext, M: Memory>(ctx: &C, args: &SyscallArgs) {
             side_out,
             off_in_ptr: args.off_in,
             off_out_ptr: args.off_out,
-            pos_in: 0,
-            pos_out: 0,
+            pos_in: unseen_zero(),
+            pos_out: unseen_zero(),
             len: args.len,
             fd_in: args.fd_in as i32,
             fd_out: args.fd_out as i32,
@@ -321,15 +331,31 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
     let end_ns = now();
     let off = offsets();
     let mut st = rec.status;
-    let read_pos = entry_pos::<M>(
-        rec,
-        rec.off_in_ptr,
-        rec.file_in,
-        rec.pos_in,
+    let mut outcome = CallOutcome {
+        len: rec.len,
         ret,
-        &mut st,
-        off,
-    );
+        read_pos: 0,
+        size_in: rec.side_in.size,
+        in_present: rec.file_in != 0,
+        out_present: rec.file_out != 0,
+        same_fs: rec.side_in.sb == rec.side_out.sb,
+    };
+    // The source position costs a user-memory read when the caller passed
+    // `off_in` (most do): only short copies need it for their facts, and
+    // only reported calls for their record.
+    let mut read_pos = None;
+    if outcome.needs_read_pos() {
+        outcome.read_pos = entry_pos::<M>(
+            rec,
+            rec.off_in_ptr,
+            rec.file_in,
+            rec.pos_in,
+            ret,
+            &mut st,
+            off,
+        );
+        read_pos = Some(outcome.read_pos);
+    }
     let (sb_in, sb_out) = (rec.side_in.sb, rec.side_out.sb);
     let magics = magic_of::<M>(sb_in, off).and_then(|i| Ok((i, magic_of::<M>(sb_out, off)?)));
     let (magic_in, magic_out) = match magics {
@@ -339,16 +365,7 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
             (0, 0)
         }
     };
-    let facts = CallOutcome {
-        len: rec.len,
-        ret,
-        read_pos,
-        size_in: rec.side_in.size,
-        in_present: rec.file_in != 0,
-        out_present: rec.file_out != 0,
-        same_fs: sb_in == sb_out,
-    }
-    .facts();
+    let facts = outcome.facts();
     let key = CountKey {
         magic_in,
         magic_out,
@@ -378,6 +395,18 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
     };
     let suspicious = policy.is_suspicious(truth, idx);
     if suspicious || want_all() {
+        let read_pos = match read_pos {
+            Some(p) => p,
+            None => entry_pos::<M>(
+                rec,
+                rec.off_in_ptr,
+                rec.file_in,
+                rec.pos_in,
+                ret,
+                &mut st,
+                off,
+            ),
+        };
         // Only a reported call needs the output position (the facts do not).
         let pos_out = entry_pos::<M>(
             rec,
@@ -514,7 +543,13 @@ fn describe<C: EbpfContext, M: Memory>(
         (*ev).origin = rec.origin;
         (*ev).status = call.status;
         (*ev)._pad = 0;
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        // Straight into the record: the helper writes all COMM_LEN bytes,
+        // NUL-padded (zeros on failure). A byte array has alignment 1, so
+        // a copy through the stack costs a load and a store per byte.
+        generated::bpf_get_current_comm(
+            core::ptr::addr_of_mut!((*ev).comm).cast(),
+            COMM_LEN as u32,
+        );
         let status = core::ptr::addr_of_mut!((*ev).status);
         (*ev).mnt_ns = mnt_ns_of_task::<M>(task, off).unwrap_or(0);
         (*ev).ppid = parent::<M>(task, ev);
@@ -544,8 +579,9 @@ fn describe<C: EbpfContext, M: Memory>(
         } else {
             (0, 0)
         };
-        (*ev).code_start = code.0;
-        (*ev).code_end = code.1;
+        // Volatile: (0, 0) would otherwise become a memset call.
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).code_start), code.0);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).code_end), code.1);
         (*ev).stack_bytes = if stack {
             bpf_get_stack(
                 ctx.as_ptr(),
@@ -590,25 +626,34 @@ unsafe fn mark_fault(status: *mut u8) {
 #[inline(never)]
 unsafe fn parent<M: Memory>(task: u64, ev: *mut Event) -> u32 {
     let off = offsets();
+    // SAFETY: the record's slot (see report()).
+    let comm = unsafe { core::ptr::addr_of_mut!((*ev).parent_comm) };
     let got = M::read::<u64>(task, off.task_real_parent).and_then(|p| {
-        Ok((
-            M::read::<i32>(p, off.task_tgid)?,
-            // An array: read with the helper whatever `M` is.
-            read::<[u8; COMM_LEN]>(p, off.task_comm)?,
-        ))
+        let ppid = M::read::<i32>(p, off.task_tgid)?;
+        // An array: read with the helper whatever `M` is, straight into
+        // the record (see describe() for why); a failed read zeroes it.
+        // SAFETY: the helper writes COMM_LEN bytes at `comm`.
+        let r = unsafe {
+            generated::bpf_probe_read_kernel(
+                comm.cast(),
+                COMM_LEN as u32,
+                (p + u64::from(off.task_comm)) as *const core::ffi::c_void,
+            )
+        };
+        if r != 0 {
+            return Err(Fault);
+        }
+        Ok(ppid)
     });
-    // SAFETY: plain field writes into the record's slot (see report()).
-    unsafe {
-        match got {
-            Ok((ppid, comm)) => {
-                (*ev).parent_comm = comm;
-                ppid as u32
-            }
-            Err(Fault) => {
-                (*ev).parent_comm = [0; COMM_LEN];
+    match got {
+        Ok(ppid) => ppid as u32,
+        Err(Fault) => {
+            // SAFETY: plain field writes into the record's slot (see report()).
+            unsafe {
+                *comm.cast::<u8>() = 0;
                 mark_fault(core::ptr::addr_of_mut!((*ev).status));
-                0
             }
+            0
         }
     }
 }
@@ -766,7 +811,8 @@ unsafe fn describe_file<M: Memory>(side: &Side, fi: *mut FileInfo, status: *mut 
         (*fi).pos = side.pos;
         (*fi).magic = side.magic;
         (*fi)._pad = 0;
-        (*fi).fstype = [0; FSTYPE_LEN];
+        // Read up to its NUL; an empty name when there is none.
+        (*fi).fstype[0] = 0;
     }
     let details = if side.file == 0 {
         Ok((0, 0, 0, 0))

@@ -613,7 +613,7 @@ mod tests {
             }
         }
         // A plain full copy needs no lookup of the source's kind.
-        let full = fact::COPIED_ALL | fact::IN_PRESENT | fact::OUT_PRESENT | fact::AT_SIZE;
+        let full = fact::COPIED_ALL | fact::IN_PRESENT | fact::OUT_PRESENT;
         assert!(table.is_uniform(ReportPolicy::index(full, false)));
     }
 
