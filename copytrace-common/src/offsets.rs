@@ -96,8 +96,9 @@ pub struct KernelTypes {
     pub super_block: u32,
     pub mount: u32,
     pub dentry: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `struct fd`, whose first 8 bytes hold a `struct file *` (its `file`
+    /// before 6.12, its `word` since): what an fd-table slot is viewed as.
+    pub fd: u32,
 }
 
 /// The helper id the programs call where they mean `bpf_rdonly_cast`:

@@ -79,7 +79,7 @@ static mut TYPES: KernelTypes = KernelTypes {
     super_block: 0,
     mount: 0,
     dentry: 0,
-    _pad: 0,
+    fd: 0,
 };
 
 /// Who to follow and which back-end this object is.

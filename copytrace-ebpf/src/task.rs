@@ -51,8 +51,9 @@ struct FdtableHead {
 }
 
 /// `current->files->fdt->fd[a]` and `[b]`; 0 for a descriptor that is not
-/// open. The slots are always read with the helper: the verifier types
-/// `fd` as a pointer to pointers, through which it allows no indexed load.
+/// open. The verifier types `fd` as a pointer to pointers, through which
+/// it allows no indexed load: a slot is viewed on its own, as a `struct fd`
+/// (see `KernelTypes::fd`).
 #[inline(always)]
 pub fn files_of<M: Memory>(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, u64), Fault> {
     let files: u64 = M::read(current::<M>(), off.task_files)?;
@@ -76,14 +77,14 @@ pub fn files_of<M: Memory>(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, 
     // Most copies use neighbouring descriptors: read_two reads both slots
     // at once (its byte offsets are u32, hence the bound).
     const NEAR: i64 = 1 << 28;
-    if open(a) && open(b) && a < NEAR && b < NEAR {
+    if M::COALESCE && open(a) && open(b) && a < NEAR && b < NEAR {
         return read_two(fd_array, (a as u32) * 8, (b as u32) * 8);
     }
     let slot = |fd: i64| -> Result<u64, Fault> {
         if !open(fd) {
             return Ok(0);
         }
-        read(fd_array + (fd as u64) * 8, 0)
+        M::read(M::view(fd_array + (fd as u64) * 8, types().fd), 0)
     };
     Ok((slot(a)?, slot(b)?))
 }

@@ -106,7 +106,7 @@ pub fn types_from_btf(btf: &Btf) -> KernelTypes {
             super_block: s("super_block")?,
             mount: s("mount")?,
             dentry: s("dentry")?,
-            _pad: 0,
+            fd: s("fd")?,
         })
     })();
     found.unwrap_or_default()
