@@ -453,33 +453,24 @@ struct Finished<'a> {
 
 /// Writes the full record of `call` and sends it to the ring buffer.
 ///
-/// Where the memory allows it ([`Memory::IN_PLACE`]), the record is written
-/// straight into a bpf_ringbuf_reserve'd slot. Elsewhere it is built in a
-/// per-CPU slot and copied with bpf_ringbuf_output: before 6.2 the verifier
-/// cannot prune states that hold a ring-buffer reservation (each path gets
-/// its own reference id), and the description has too many paths for 5.10
-/// and 6.1 to verify that way. The copy (the whole record, some 3 KiB)
-/// costs only reported calls.
+/// The record is built in a per-CPU slot and copied into the ring buffer
+/// with bpf_ringbuf_output, not written into a bpf_ringbuf_reserve'd slot:
+/// before 6.2 the verifier cannot prune states that hold a ring-buffer
+/// reservation (each path gets its own reference id), and the description
+/// has too many paths for 5.10 and 6.1 to verify that way. Where it could
+/// (6.2+), writing in place measured no faster here: the cost is in
+/// touching the ring's cold cache lines, which the copy does once either way.
 #[inline(always)]
 fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffsets) {
+    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    describe::<C, M>(ctx, call, off, ev);
     let wake = wake_flags(call.status & status::SUSPICIOUS != 0);
-    if M::IN_PLACE {
-        let Some(mut slot) = EVENTS.reserve::<Event>(0) else {
-            add(&COUNTERS, counter::LOST, 1);
-            return;
-        };
-        describe::<C, M>(ctx, call, off, slot.as_mut_ptr());
-        slot.submit(u64::from(wake));
-    } else {
-        let Some(ev) = SCRATCH.get_ptr_mut(0) else {
-            return;
-        };
-        describe::<C, M>(ctx, call, off, ev);
-        // SAFETY: the slot is fully written and stays this CPU's.
-        let event = unsafe { &*ev };
-        if EVENTS.output::<Event>(event, u64::from(wake)).is_err() {
-            add(&COUNTERS, counter::LOST, 1);
-        }
+    // SAFETY: the slot is fully written and stays this CPU's.
+    let event = unsafe { &*ev };
+    if EVENTS.output::<Event>(event, u64::from(wake)).is_err() {
+        add(&COUNTERS, counter::LOST, 1);
     }
 }
 
@@ -517,10 +508,9 @@ fn describe<C: EbpfContext, M: Memory>(
     let uid_gid = bpf_get_current_uid_gid();
     let task = task::current::<M>();
     let stack = call.status & status::STACK != 0;
-    // SAFETY: `ev` points to size_of::<Event>() bytes that only this
-    // program touches until they are sent (a reserved ring-buffer slot, or
-    // this CPU's scratch slot); every field userspace reads is written
-    // through raw pointers. The describing
+    // SAFETY: `ev` points to this CPU's slot of size_of::<Event>() bytes,
+    // which no other program touches until it is sent; every field
+    // userspace reads is written through raw pointers. The describing
     // subprograms mark read faults in the record's status, so their exits
     // all look alike to the verifier.
     unsafe {

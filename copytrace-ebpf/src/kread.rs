@@ -72,10 +72,6 @@ pub fn read_two(base: u64, a: u32, b: u32) -> Result<(u64, u64), Fault> {
 pub trait Memory {
     /// Whether neighbouring fields are worth one combined read.
     const COALESCE: bool;
-    /// Whether a record can be written in place in a reserved ring-buffer
-    /// slot: the verifier prunes states that hold a reservation from 6.2,
-    /// as every kernel with typed loads is.
-    const IN_PLACE: bool;
     /// `ptr`, made readable as the struct of BTF id `ty` (a `KernelTypes`
     /// field). Pointers read through this memory are readable already.
     fn view(ptr: u64, ty: u32) -> u64;
@@ -88,7 +84,6 @@ pub enum Helper {}
 
 impl Memory for Helper {
     const COALESCE: bool = true;
-    const IN_PLACE: bool = false;
 
     #[inline(always)]
     fn view(ptr: u64, _ty: u32) -> u64 {
@@ -109,7 +104,6 @@ pub enum Typed {}
 
 impl Memory for Typed {
     const COALESCE: bool = false;
-    const IN_PLACE: bool = true;
 
     #[inline(always)]
     fn view(ptr: u64, ty: u32) -> u64 {
