@@ -17,7 +17,7 @@ use copytrace_common::{
     KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, COMM_LEN, FSTYPE_LEN, STACK_DEPTH,
 };
 
-use crate::kread::{read_user, Fault, Memory};
+use crate::kread::{read_user, read_user_two, Fault, Memory};
 use crate::maps::{
     add, config, offsets, policy, types, want_all, COUNTERS, COUNTS, EVENTS, INFLIGHT, LATENCY,
     SCRATCH, SIZE_TRUTH,
@@ -269,7 +269,7 @@ fn entry_pos<M: Memory>(
     if rec.origin == Origin::Kernel as u8 {
         return by_value;
     }
-    let moved = if ret > 0 { ret } else { 0 };
+    let moved = moved(ret);
     let now = if ptr != 0 {
         read_user::<i64>(ptr).inspect_err(|_| *st |= status::OFF_FAULT)
     } else if file != 0 {
@@ -280,6 +280,53 @@ fn entry_pos<M: Memory>(
     match now {
         Ok(p) => p.saturating_sub(moved),
         Err(Fault) => 0,
+    }
+}
+
+/// Both positions at entry, for a reported call (the facts need at most
+/// the source's, passed as `known_in` when they did): with one user-memory
+/// read when the caller keeps both offsets side by side.
+#[inline(always)]
+fn reported_positions<M: Memory>(
+    rec: &Inflight,
+    known_in: Option<i64>,
+    ret: i64,
+    st: &mut u8,
+    off: &KernelOffsets,
+) -> (i64, i64) {
+    if known_in.is_none()
+        && rec.origin == Origin::Syscall as u8
+        && rec.off_in_ptr != 0
+        && rec.off_out_ptr != 0
+    {
+        if let Some((now_in, now_out)) = read_user_two(rec.off_in_ptr, rec.off_out_ptr) {
+            let moved = moved(ret);
+            return (now_in.saturating_sub(moved), now_out.saturating_sub(moved));
+        }
+    }
+    let read_pos = match known_in {
+        Some(p) => p,
+        None => entry_pos::<M>(rec, rec.off_in_ptr, rec.file_in, rec.pos_in, ret, st, off),
+    };
+    let pos_out = entry_pos::<M>(
+        rec,
+        rec.off_out_ptr,
+        rec.file_out,
+        rec.pos_out,
+        ret,
+        st,
+        off,
+    );
+    (read_pos, pos_out)
+}
+
+/// What a call moved its positions by.
+#[inline(always)]
+fn moved(ret: i64) -> i64 {
+    if ret > 0 {
+        ret
+    } else {
+        0
     }
 }
 
@@ -395,28 +442,7 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
     };
     let suspicious = policy.is_suspicious(truth, idx);
     if suspicious || want_all() {
-        let read_pos = match read_pos {
-            Some(p) => p,
-            None => entry_pos::<M>(
-                rec,
-                rec.off_in_ptr,
-                rec.file_in,
-                rec.pos_in,
-                ret,
-                &mut st,
-                off,
-            ),
-        };
-        // Only a reported call needs the output position (the facts do not).
-        let pos_out = entry_pos::<M>(
-            rec,
-            rec.off_out_ptr,
-            rec.file_out,
-            rec.pos_out,
-            ret,
-            &mut st,
-            off,
-        );
+        let (read_pos, pos_out) = reported_positions::<M>(rec, read_pos, ret, &mut st, off);
         let call = Finished {
             rec,
             ret,

@@ -5,7 +5,7 @@
 //! walks treat as "no such object".
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
-use copytrace_common::RDONLY_CAST_PLACEHOLDER;
+use copytrace_common::{bound, RDONLY_CAST_PLACEHOLDER};
 
 use crate::maps::{types, SPAN};
 
@@ -64,6 +64,35 @@ pub fn read_two(base: u64, a: u32, b: u32) -> Result<(u64, u64), Fault> {
         }
     }
     Ok((read(base, a)?, read(base, b)?))
+}
+
+/// Reads the `i64`s at user addresses `a` and `b` with one helper call
+/// when they lie within [`SPAN_WORDS`] words of each other and a whole
+/// number of words apart (callers often keep both copy offsets side by
+/// side), reading only the span between them. None otherwise, or on a
+/// fault: the caller then reads them one by one.
+#[inline(always)]
+pub fn read_user_two(a: u64, b: u64) -> Option<(i64, i64)> {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let gap = hi - lo;
+    if gap % 8 != 0 || gap >= (SPAN_WORDS * 8) as u64 {
+        return None;
+    }
+    let buf = SPAN.get_ptr_mut(0)?;
+    // A bound the verifier can follow, 8..=64 bytes (bound() keeps the
+    // compiler from dropping a mask the check above makes redundant).
+    let len = bound(gap as usize, 0x38) as u32 + 8;
+    // SAFETY: the helper writes `len` <= SPAN_WORDS * 8 bytes into this
+    // CPU's span slot (see read_two for why nothing else uses it here)
+    // and faults harmlessly on a bad address.
+    let r =
+        unsafe { generated::bpf_probe_read_user(buf.cast(), len, lo as *const core::ffi::c_void) };
+    if r != 0 {
+        return None;
+    }
+    let word = |p: u64| ((p - lo) / 8) as usize & (SPAN_WORDS - 1);
+    // SAFETY: indices are masked into the slot, and both words were read.
+    Some(unsafe { ((*buf)[word(a)] as i64, (*buf)[word(b)] as i64) })
 }
 
 /// How a program reads kernel structs. Every walk is written once, generic

@@ -124,8 +124,9 @@ fn inline_name<M: Memory>(d: u64, name: u64, dst: *mut u8, off: &KernelOffsets) 
     if len >= words * 8 {
         return None;
     }
+    // Only the words the name reaches: most are one or two.
     for i in 0..INLINE_WORDS {
-        if i < words {
+        if i < words && i * 8 <= len {
             let w = M::read::<u64>(d, off.dentry_inline_name + i * 8).ok()?;
             // SAFETY: at most INLINE_WORDS * 8 bytes at `dst`, which has
             // NAME_READ bytes of room (see walk()).
