@@ -231,9 +231,9 @@ impl Btf {
         id
     }
 
-    /// Bit offset of `member` inside type `id`, looking through anonymous
-    /// struct and union members the way C does.
-    fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
+    /// Bit offset and type id of `member` inside type `id`, looking through
+    /// anonymous struct and union members the way C does.
+    fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32)> {
         if depth > 8 {
             return None;
         }
@@ -241,11 +241,11 @@ impl Btf {
         for m in &t.members {
             if m.name == 0 {
                 let inner = self.resolve(m.type_id);
-                if let Some(off) = self.find_member(inner, member, depth + 1) {
-                    return Some(m.bit_offset + off);
+                if let Some((off, ty)) = self.find_member(inner, member, depth + 1) {
+                    return Some((m.bit_offset + off, ty));
                 }
             } else if self.str_at(m.name) == member {
-                return Some(m.bit_offset);
+                return Some((m.bit_offset, m.type_id));
             }
         }
         None
@@ -268,48 +268,37 @@ impl Btf {
         }
     }
 
-    /// Type id of `member` inside type `id` (anonymous members looked through).
-    fn member_type(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
-        if depth > 8 {
-            return None;
-        }
-        let t = self.types.get(id as usize)?;
-        t.members.iter().find_map(|m| {
-            if m.name == 0 {
-                self.member_type(self.resolve(m.type_id), member, depth + 1)
-            } else {
-                (self.str_at(m.name) == member).then_some(m.type_id)
-            }
-        })
+    /// What `what` makes of `member` (bit offset, type id) in the first
+    /// `struct strukt` that has it and for which `what` has an answer.
+    fn in_struct(
+        &self,
+        strukt: &str,
+        member: &str,
+        what: impl Fn(u32, u32) -> Option<u32>,
+    ) -> Result<u32, BtfError> {
+        let ids = self
+            .structs
+            .get(strukt)
+            .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))?;
+        ids.iter()
+            .find_map(|&id| {
+                let (bits, ty) = self.find_member(id, member, 0)?;
+                what(bits, ty)
+            })
+            .ok_or_else(|| BtfError::NoMember {
+                strukt: strukt.to_string(),
+                member: member.to_string(),
+            })
     }
 
     /// Size in bytes of `member` in `struct strukt`.
     pub fn member_size(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
-        let ids = self
-            .structs
-            .get(strukt)
-            .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))?;
-        ids.iter()
-            .find_map(|&id| self.size_of(self.member_type(id, member, 0)?, 0))
-            .ok_or_else(|| BtfError::NoMember {
-                strukt: strukt.to_string(),
-                member: member.to_string(),
-            })
+        self.in_struct(strukt, member, |_, ty| self.size_of(ty, 0))
     }
 
     /// Byte offset of `member` in `struct strukt` (anonymous unions included).
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
-        let ids = self
-            .structs
-            .get(strukt)
-            .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))?;
-        ids.iter()
-            .find_map(|&id| self.find_member(id, member, 0))
-            .map(|bits| bits / 8)
-            .ok_or_else(|| BtfError::NoMember {
-                strukt: strukt.to_string(),
-                member: member.to_string(),
-            })
+        self.in_struct(strukt, member, |bits, _| Some(bits / 8))
     }
 
     /// True when the kernel has a function of that name (a possible fentry target).
