@@ -206,8 +206,14 @@ impl MountTable {
     }
 
     /// The host mount a file was opened through, if the table has it: the
-    /// same id and the same device (ids are reused after an unmount).
+    /// same id and the same device (ids are reused after an unmount). A
+    /// mount the kernel reports detached (namespace 0) is in no table, even
+    /// when a table read before its unmount still lists its id: the daemon
+    /// may resolve an event after the mount went away.
     fn host_mount(&self, loc: &Location) -> Option<&Mount> {
+        if loc.mnt_ns == 0 {
+            return None;
+        }
         self.by_id.get(&loc.mnt_id).filter(|m| m.dev == loc.dev)
     }
 
@@ -218,7 +224,13 @@ impl MountTable {
             // A path cut short cannot be joined to a mount point.
             return Resolved::default();
         }
-        if self.host_mount(loc).is_none() {
+        if loc.mnt_ns == 0 {
+            // Detached: a table that still lists its id was read before
+            // the unmount, and may list other mounts gone since.
+            if self.by_id.contains_key(&loc.mnt_id) {
+                self.refresh(REFRESH_FLOOR);
+            }
+        } else if self.host_mount(loc).is_none() {
             // A mount id not seen before is likely a new mount, and one seen
             // with another device was unmounted and its id reused by the
             // kernel for a new mount: re-read soon.
@@ -245,7 +257,13 @@ impl MountTable {
         // the caller's own view by mount id when it is another namespace.
         let foreign = loc.mnt_ns != 0 && self.host_ns != Some(loc.mnt_ns);
         let mut found: Vec<Untrusted> = Vec::new();
-        for m in self.all.iter().filter(|m| m.dev == loc.dev) {
+        // The file's own mount is never one of them: it is detached or
+        // another namespace's, even when a stale table still lists its id.
+        for m in self
+            .all
+            .iter()
+            .filter(|m| m.dev == loc.dev && m.id != loc.mnt_id)
+        {
             if let Some(p) = join(m, fs_path) {
                 if !found.contains(&p) {
                     found.push(p);
@@ -278,12 +296,18 @@ mod tests {
         pid: Option<&'static str>,
     }
 
+    /// The host's mount namespace in these tests.
+    const HOST_NS: u32 = 4_026_531_841;
+
     impl MountSource for Fake {
         fn host(&self) -> Option<Vec<u8>> {
             Some(self.host.as_bytes().to_vec())
         }
         fn of_pid(&self, _pid: u32) -> Option<Vec<u8>> {
             self.pid.map(|t| t.as_bytes().to_vec())
+        }
+        fn host_ns(&self) -> Option<u32> {
+            Some(HOST_NS)
         }
     }
 
@@ -301,7 +325,7 @@ mod tests {
             dev: dev.into(),
             dev_raw: 0,
             mnt_id,
-            mnt_ns: 0,
+            mnt_ns: HOST_NS,
             fs_path: Untrusted::from(path),
             path_complete: true,
             deleted: false,
@@ -347,6 +371,9 @@ mod tests {
         }
         fn of_pid(&self, _pid: u32) -> Option<Vec<u8>> {
             None
+        }
+        fn host_ns(&self) -> Option<u32> {
+            Some(HOST_NS)
         }
     }
 
@@ -419,9 +446,30 @@ mod tests {
         let r = t.resolve(&elsewhere, 7);
         assert!(r.foreign_ns && r.path.is_none());
         // A mount since detached (no namespace): no namespace view claimed.
-        let r = t.resolve(&loc("0:60", 902, "/data/x"), 7);
+        let mut detached = loc("0:60", 902, "/data/x");
+        detached.mnt_ns = 0;
+        let r = t.resolve(&detached, 7);
         assert!(!r.foreign_ns && r.ns_path.is_none());
         assert_eq!(path(r).as_deref(), Some("/mnt/bind/x"));
+    }
+
+    /// Found by the matrix: a file opened through a mount that was then
+    /// unmounted was named under that mount's point, because the table had
+    /// been read, for an earlier event, while the mount still existed.
+    #[test]
+    fn a_detached_mount_is_not_found_by_its_stale_id() {
+        let mut t = table(None);
+        // Mount 41 (device 0:40, at "/tmp/my dir") is in the cached table,
+        // but the kernel says this file's mount is detached.
+        let mut l = loc("0:40", 41, "/f");
+        l.mnt_ns = 0;
+        let r = t.resolve(&l, 1);
+        assert_eq!(r.path, None, "no mount of 0:40 remains to name it: {r:?}");
+        // Through the same id while attached: its point.
+        assert_eq!(
+            path(t.resolve(&loc("0:40", 41, "/f"), 1)).as_deref(),
+            Some("/tmp/my dir/f")
+        );
     }
 
     #[test]
