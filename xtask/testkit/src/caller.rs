@@ -173,7 +173,7 @@ fn program(args: &[OsString]) -> i32 {
         // on DST, runs PROGRAM there and stays a second (for its mountinfo).
         "unshare-bind" => {
             private_mount_namespace();
-            crate::fs::bind_mount(Path::new(arg(1)), Path::new(arg(2)));
+            let _bound = crate::fs::bind_mount(Path::new(arg(1)), Path::new(arg(2)));
             let code = program(&args[3..]);
             std::thread::sleep(Duration::from_secs(1));
             code

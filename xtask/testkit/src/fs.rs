@@ -38,8 +38,20 @@ pub fn mount(source: &str, target: &Path, fstype: &str, data: &str) {
     }
 }
 
+/// A bind mount, unmounted when dropped: a test that fails half-way must
+/// not leave its mounts behind for the next run (or a full disk).
+#[must_use = "the bind mount is undone when this is dropped"]
+#[derive(Debug)]
+pub struct BindMount(PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        unmount(&self.0);
+    }
+}
+
 /// A bind mount of `source` at `target` (also used by the path tests).
-pub fn bind_mount(source: &Path, target: &Path) {
+pub fn bind_mount(source: &Path, target: &Path) -> BindMount {
     let (s, t) = (cpath(source), cpath(target));
     // SAFETY: valid strings; MS_BIND ignores fstype and data.
     let rc = unsafe {
@@ -58,6 +70,7 @@ pub fn bind_mount(source: &Path, target: &Path) {
             target.display()
         ));
     }
+    BindMount(target.to_path_buf())
 }
 
 /// umount2(2) with MNT_DETACH; errors are ignored (cleanup).
