@@ -5,6 +5,7 @@
 //! Debian guest. One closing line adds everything up; tests that could not
 //! run are reported as skipped (with why) or not run, never as passed.
 
+mod disk;
 pub mod host;
 pub mod tally;
 
@@ -100,6 +101,7 @@ pub fn test(opts: &Options) -> Result<()> {
     if euid() != 0 {
         bail!("the test suite loads real eBPF probes and mounts filesystems: run it as root");
     }
+    disk::check(std::path::Path::new("target"))?;
     let started = std::time::Instant::now();
     let phase = |name: &str, since: std::time::Instant| {
         say(&format!(
