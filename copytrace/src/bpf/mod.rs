@@ -606,6 +606,13 @@ fn attach(
     match once(typed) {
         Ok((ebpf, note)) => Ok((ebpf, KernelReads::Typed, note)),
         Err(e @ LoadError::Program { .. }) => {
+            // The info line keeps the journal readable; the whole verifier
+            // log, which says which load was refused, is for --log-level debug.
+            log::debug!(
+                "{} back-end: the typed programs' refusal in full: {}",
+                backend.as_str(),
+                crate::error_chain(&e)
+            );
             log::info!(
                 "{} back-end: typed loads refused, reading through bpf_probe_read_kernel instead ({})",
                 backend.as_str(),
