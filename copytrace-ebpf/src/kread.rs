@@ -28,51 +28,24 @@ pub fn read_user<T>(addr: u64) -> Result<T, Fault> {
     unsafe { bpf_probe_read_user(addr as *const T) }.map_err(|_| Fault)
 }
 
-/// Words a [`read_two`] can span with one helper call.
+/// Words a span read ([`read_two`], [`read_user_two`]) covers with one helper call.
 pub const SPAN_WORDS: usize = 8;
 
-/// Reads the two 8-byte fields at `base + a` and `base + b`: with one
-/// helper call when they lie within [`SPAN_WORDS`] words of each other and
-/// a whole number of words apart (a helper call costs far more than the
-/// bytes it copies), else with two. The one call reads the whole span from
-/// the lower field: bytes past the higher one are discarded, and a span
-/// that runs into an unreadable page falls back to the two reads.
-#[inline(always)]
-pub fn read_two(base: u64, a: u32, b: u32) -> Result<(u64, u64), Fault> {
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let gap = hi - lo;
-    if gap % 8 == 0 && (gap as usize) < SPAN_WORDS * 8 {
-        if let Some(buf) = SPAN.get_ptr_mut(0) {
-            // SAFETY: the helper writes SPAN_WORDS * 8 bytes into this
-            // CPU's span slot, read back two lines below. Nothing else uses
-            // it in between: tracepoint programs do not nest on a CPU. An
-            // fentry program runs with migration disabled, and only a fully
-            // preemptible kernel could run another on this CPU between the
-            // two lines (the SCRATCH record slot carries the same assumption).
-            let r = unsafe {
-                generated::bpf_probe_read_kernel(
-                    buf.cast(),
-                    (SPAN_WORDS * 8) as u32,
-                    (base + u64::from(lo)) as *const core::ffi::c_void,
-                )
-            };
-            if r == 0 {
-                let word = |off: u32| ((off - lo) / 8) as usize & (SPAN_WORDS - 1);
-                // SAFETY: indices are masked into the slot.
-                return Ok(unsafe { ((*buf)[word(a)], (*buf)[word(b)]) });
-            }
-        }
-    }
-    Ok((read(base, a)?, read(base, b)?))
+/// Which address space a span read reads.
+#[derive(Clone, Copy)]
+enum Space {
+    Kernel,
+    User,
 }
 
-/// Reads the `i64`s at user addresses `a` and `b` with one helper call
-/// when they lie within [`SPAN_WORDS`] words of each other and a whole
-/// number of words apart (callers often keep both copy offsets side by
-/// side), reading only the span between them. None otherwise, or on a
-/// fault: the caller then reads them one by one.
+/// Reads the words at addresses `a` and `b` with one helper call, when
+/// they lie within [`SPAN_WORDS`] words of each other and a whole number
+/// of words apart: a helper call costs far more than the bytes it copies.
+/// It reads only the span from the lower word to the higher. None when
+/// they are further apart or the span cannot be read: the caller then
+/// reads them one by one.
 #[inline(always)]
-pub fn read_user_two(a: u64, b: u64) -> Option<(i64, i64)> {
+fn read_span(a: u64, b: u64, space: Space) -> Option<(u64, u64)> {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     let gap = hi - lo;
     if gap % 8 != 0 || gap >= (SPAN_WORDS * 8) as u64 {
@@ -82,17 +55,44 @@ pub fn read_user_two(a: u64, b: u64) -> Option<(i64, i64)> {
     // A bound the verifier can follow, 8..=64 bytes (bound() keeps the
     // compiler from dropping a mask the check above makes redundant).
     let len = bound(gap as usize, 0x38) as u32 + 8;
+    let src = lo as *const core::ffi::c_void;
     // SAFETY: the helper writes `len` <= SPAN_WORDS * 8 bytes into this
-    // CPU's span slot (see read_two for why nothing else uses it here)
-    // and faults harmlessly on a bad address.
-    let r =
-        unsafe { generated::bpf_probe_read_user(buf.cast(), len, lo as *const core::ffi::c_void) };
+    // CPU's span slot, read back below, and faults harmlessly on a bad
+    // address. Nothing else uses the slot in between: tracepoint programs
+    // do not nest on a CPU. An fentry program runs with migration disabled,
+    // and only a fully preemptible kernel could run another on this CPU
+    // between the read and its use (the SCRATCH record slot carries the
+    // same assumption).
+    let r = unsafe {
+        match space {
+            Space::Kernel => generated::bpf_probe_read_kernel(buf.cast(), len, src),
+            Space::User => generated::bpf_probe_read_user(buf.cast(), len, src),
+        }
+    };
     if r != 0 {
         return None;
     }
     let word = |p: u64| ((p - lo) / 8) as usize & (SPAN_WORDS - 1);
     // SAFETY: indices are masked into the slot, and both words were read.
-    Some(unsafe { ((*buf)[word(a)] as i64, (*buf)[word(b)] as i64) })
+    Some(unsafe { ((*buf)[word(a)], (*buf)[word(b)]) })
+}
+
+/// Reads the two 8-byte fields at `base + a` and `base + b` of kernel
+/// memory: with one helper call when [`read_span`] can, else with two.
+#[inline(always)]
+pub fn read_two(base: u64, a: u32, b: u32) -> Result<(u64, u64), Fault> {
+    if let Some(both) = read_span(base + u64::from(a), base + u64::from(b), Space::Kernel) {
+        return Ok(both);
+    }
+    Ok((read(base, a)?, read(base, b)?))
+}
+
+/// Reads the `i64`s at user addresses `a` and `b` with one helper call
+/// (callers often keep both copy offsets side by side). None when
+/// [`read_span`] cannot: the caller then reads them one by one.
+#[inline(always)]
+pub fn read_user_two(a: u64, b: u64) -> Option<(i64, i64)> {
+    read_span(a, b, Space::User).map(|(x, y)| (x as i64, y as i64))
 }
 
 /// How a program reads kernel structs. Every walk is written once, generic

@@ -137,7 +137,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU landing place of kread::read_two's single reads.
+/// Per-CPU landing place of kread's span reads (one helper call for two fields).
 #[map]
 pub static SPAN: PerCpuArray<[u64; crate::kread::SPAN_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 

@@ -117,13 +117,16 @@ const INLINE_WORDS: u32 = 5;
 #[inline(always)]
 fn inline_name<M: Memory>(d: u64, name: u64, dst: *mut u8, off: &KernelOffsets) -> Option<usize> {
     let words = (off.dentry_inline_len / 8).min(INLINE_WORDS);
+    if M::COALESCE || words == 0 {
+        return None;
+    }
     // Compared through an opaque copy of `d`: once the compiler knows
     // `name` equals `d + offset`, it loads the name's words through `name`,
     // a plain number to verifiers before 6.16 (which refuse the load), not
     // through `d`, whose type they know.
     // SAFETY: a volatile read of a local variable.
     let here = unsafe { core::ptr::read_volatile(&d) } + u64::from(off.dentry_inline_name);
-    if M::COALESCE || words == 0 || name != here {
+    if name != here {
         return None;
     }
     let len = M::read::<u32>(d, off.dentry_d_name_len).ok()?;
