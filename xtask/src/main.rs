@@ -130,11 +130,15 @@ fn main() -> Result<()> {
             load_only,
         } => {
             provision::provision()?;
-            let runs = matrix::guest_runs(&matrix::Selection {
+            let sel = matrix::Selection {
                 line: kernel,
                 arch,
                 load_only,
-            })?;
+            };
+            if load_only {
+                return matrix::load_check(&sel);
+            }
+            let runs = matrix::guest_runs(&sel)?;
             let totals = suite::tally::Totals::of(&runs);
             for r in &runs {
                 cmd::echo(&r.summary());

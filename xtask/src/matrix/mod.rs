@@ -545,6 +545,33 @@ fn boot_guests(sel: &Selection, work: GuestWork) -> Result<Vec<GuestResult>> {
     Ok(out)
 }
 
+/// `--load-only`: which back-ends each selected guest's kernel accepts.
+/// Fails when a guest went wrong or its kernel accepted no back-end (a
+/// kernel may refuse one: 6.1 on arm64 has no fentry).
+pub fn load_check(sel: &Selection) -> Result<()> {
+    let mut bad = Vec::new();
+    for r in run_guests(sel)? {
+        let label = format!("{} ({})", r.kernel.label(), r.release);
+        for (backend, why) in &r.refused {
+            echo(&format!(
+                "matrix: {label} refuses the {backend} back-end: {why}"
+            ));
+        }
+        if let Some(t) = &r.trouble {
+            bad.push(format!("{label}: {t}"));
+        } else if r.refused.len() >= BACKENDS.len() {
+            bad.push(format!("{label}: no back-end loads"));
+        } else {
+            echo(&format!(
+                "matrix: {label} loads in {:.0}s",
+                r.elapsed.as_secs_f64()
+            ));
+        }
+    }
+    anyhow::ensure!(bad.is_empty(), "kernel matrix, loads: {}", bad.join("; "));
+    Ok(())
+}
+
 /// The runs of every selected guest, for the suite's tally.
 pub fn guest_runs(sel: &Selection) -> Result<Vec<Run>> {
     let results = run_guests(sel)?;
