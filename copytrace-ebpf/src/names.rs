@@ -117,18 +117,17 @@ const INLINE_WORDS: u32 = 5;
 #[inline(always)]
 fn inline_name<M: Memory>(d: u64, name: u64, dst: *mut u8, off: &KernelOffsets) -> Option<usize> {
     let words = (off.dentry_inline_len / 8).min(INLINE_WORDS);
-    if M::COALESCE || words == 0 {
+    if M::COALESCE || words == 0 || name != d + u64::from(off.dentry_inline_name) {
         return None;
     }
-    // Compared through an opaque copy of `d`: once the compiler knows
-    // `name` equals `d + offset`, it loads the name's words through `name`,
-    // a plain number to verifiers before 6.16 (which refuse the load), not
-    // through `d`, whose type they know.
+    // The loads go through an opaque copy of `d`, taken after the test:
+    // knowing that `name` equals `d + offset`, the compiler would load the
+    // name's words through `name`, a plain number to verifiers before 6.16
+    // (which refuse the load), rather than through `d`, whose type they
+    // know. A copy taken before the test was not enough: 6.12 refused the
+    // program again after the test moved.
     // SAFETY: a volatile read of a local variable.
-    let here = unsafe { core::ptr::read_volatile(&d) } + u64::from(off.dentry_inline_name);
-    if name != here {
-        return None;
-    }
+    let d = unsafe { core::ptr::read_volatile(&d) };
     let len = M::read::<u32>(d, off.dentry_d_name_len).ok()?;
     if len >= words * 8 {
         return None;
