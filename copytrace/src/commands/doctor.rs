@@ -48,6 +48,8 @@ pub struct BackendCheck {
     pub why: Option<String>,
     /// How it attached, when in part (fentry with tracepoints for the syscall side).
     pub note: Option<String>,
+    /// How its programs read kernel structs, when it attached.
+    pub reads: Option<&'static str>,
 }
 
 /// The whole report.
@@ -177,6 +179,7 @@ pub fn checks() -> Report {
                     attaches: true,
                     why: None,
                     note,
+                    reads: Some(p.kernel_reads().as_str()),
                 }
             }
             Err(e) => {
@@ -189,6 +192,7 @@ pub fn checks() -> Report {
                     attaches: false,
                     why: Some(why),
                     note: None,
+                    reads: None,
                 }
             }
         };

@@ -35,25 +35,29 @@ struct Plan {
     bench: bool,
 }
 
-/// Whether copytrace can attach `backend` here; the reason when it cannot.
-fn backend_refusal(backend: &str) -> Option<String> {
+/// How copytrace attaches `backend` here ("typed kernel reads"…), or why
+/// it cannot.
+fn backend_check(backend: &str) -> Result<String, String> {
     let out = Command::new("/bin/copytrace")
         .args(["doctor", "--json"])
-        .output();
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => return Some(format!("cannot run copytrace doctor: {e}")),
-    };
-    let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
-        Ok(v) => v,
-        Err(e) => return Some(format!("copytrace doctor --json printed no JSON: {e}")),
-    };
+        .output()
+        .map_err(|e| format!("cannot run copytrace doctor: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("copytrace doctor --json printed no JSON: {e}"))?;
     let b = &v["backends"][backend];
     if b["attaches"].as_bool() == Some(true) {
-        None
+        Ok(b["reads"]
+            .as_str()
+            .unwrap_or("kernel reads unknown")
+            .to_string())
     } else {
-        Some(b["why"].as_str().unwrap_or("refused").to_string())
+        Err(b["why"].as_str().unwrap_or("refused").to_string())
     }
+}
+
+/// Whether copytrace can attach `backend` here; the reason when it cannot.
+fn backend_refusal(backend: &str) -> Option<String> {
+    backend_check(backend).err()
 }
 
 /// Runs one test binary on one back-end, streaming its output.
@@ -116,11 +120,19 @@ fn run() -> Result<()> {
             });
     }
     for backend in &plan.backends {
-        if let Some(why) = backend_refusal(backend) {
-            report::line("CT-REFUSED", backend, &why);
-            continue;
+        match backend_check(backend) {
+            Err(why) => {
+                report::line("CT-REFUSED", backend, &why);
+                continue;
+            }
+            Ok(reads) => {
+                report::line(
+                    "CT-LOADED",
+                    backend,
+                    &format!("loads and attaches, {reads}"),
+                );
+            }
         }
-        report::line("CT-LOADED", backend, "loads and attaches");
         for binary in &plan.tests {
             if let Err(e) = run_tests(&plan, binary, backend) {
                 report::line(
