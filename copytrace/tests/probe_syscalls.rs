@@ -83,7 +83,14 @@ fn typed_kernel_reads_where_the_kernel_has_rdonly_cast() {
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF");
     let name = b"\0bpf_rdonly_cast\0";
     let has_kfunc = btf.windows(name.len()).any(|w| w == name);
-    let d = watch();
+    // A daemon of its own at debug level: when this kernel's verifier
+    // refuses the typed programs, the failure below shows its whole log.
+    let d = support::daemon()
+        .events()
+        .die_with_parent()
+        .args(["--pid", &std::process::id().to_string()])
+        .args(["--no-metrics", "--no-tail", "--log-level", "debug"])
+        .start();
     let log = d.log();
     drop(d.stop());
     let want = if has_kfunc {
