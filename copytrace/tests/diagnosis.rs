@@ -390,11 +390,7 @@ fn stacks_are_taken_only_for_suspicious_calls() {
 fn no_stacks_switches_stacks_off() {
     // Held so that no test sharing the watch daemon sees these calls.
     let _serial = support::watch();
-    let d = support::daemon()
-        .events()
-        .args(["--pid", &std::process::id().to_string()])
-        .args(["--no-metrics", "--no-tail", "--no-stacks"])
-        .start();
+    let d = support::watching().arg("--no-stacks").start();
     support::silent_copies(2);
     let events = d.stop();
     let silent: Vec<_> = events

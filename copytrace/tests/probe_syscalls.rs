@@ -85,12 +85,7 @@ fn typed_kernel_reads_where_the_kernel_has_rdonly_cast() {
     let has_kfunc = btf.windows(name.len()).any(|w| w == name);
     // A daemon of its own at debug level: when this kernel's verifier
     // refuses the typed programs, the failure below shows its whole log.
-    let d = support::daemon()
-        .events()
-        .die_with_parent()
-        .args(["--pid", &std::process::id().to_string()])
-        .args(["--no-metrics", "--no-tail", "--log-level", "debug"])
-        .start();
+    let d = support::watching().args(["--log-level", "debug"]).start();
     let log = d.log();
     drop(d.stop());
     let want = if has_kfunc {

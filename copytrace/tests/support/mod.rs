@@ -101,6 +101,17 @@ pub struct Watch {
     daemon: MutexGuard<'static, Daemon>,
 }
 
+/// A daemon printing, as JSON, every call this test process makes (no
+/// metrics, no tail), dying with it: the shared [`watch`] daemon, or one
+/// of a test's own with more arguments.
+pub fn watching() -> DaemonBuilder {
+    daemon()
+        .events()
+        .die_with_parent()
+        .args(["--pid", &std::process::id().to_string()])
+        .args(["--no-metrics", "--no-tail"])
+}
+
 /// Starts watching (see [`Watch`]).
 pub fn watch() -> Watch {
     let shared = SHARED.get_or_init(|| {
@@ -108,12 +119,7 @@ pub fn watch() -> Watch {
         // daemon dies with the test binary, not with the first test's thread.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let d = daemon()
-                .events()
-                .die_with_parent()
-                .args(["--pid", &std::process::id().to_string()])
-                .args(["--no-metrics", "--no-tail"])
-                .start();
+            let d = watching().start();
             let _ = tx.send(d);
             loop {
                 std::thread::park();
