@@ -16,17 +16,13 @@ const WHOLE_RUN: u64 = 9 << 30;
 /// Fails with what to do when the disk holding `target` has less room than
 /// the rest of a whole run needs.
 pub fn check(target: &Path) -> Result<()> {
-    let used = if target.exists() {
-        size_of_tree(target)
+    let (used, on) = if target.exists() {
+        (size_of_tree(target), target)
     } else {
-        0
+        (0, Path::new("."))
     };
     let need = WHOLE_RUN.saturating_sub(used);
-    let free = free_bytes(if target.exists() {
-        target
-    } else {
-        Path::new(".")
-    })?;
+    let free = free_bytes(on)?;
     if free < need {
         bail!(
             "only {:.1} GiB free on the disk holding {}, and a whole test run needs about {:.1} GiB more: \
