@@ -35,16 +35,24 @@ struct Plan {
     bench: bool,
 }
 
-/// How copytrace attaches `backend` here ("typed kernel reads"…), or why
-/// it cannot.
-fn backend_check(backend: &str) -> Result<String, String> {
+/// `copytrace doctor --json`, run once per boot: it loads every back-end,
+/// which takes seconds under TCG.
+fn doctor() -> Result<serde_json::Value, String> {
     let out = Command::new("/bin/copytrace")
         .args(["doctor", "--json"])
         .output()
         .map_err(|e| format!("cannot run copytrace doctor: {e}"))?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("copytrace doctor --json printed no JSON: {e}"))?;
-    let b = &v["backends"][backend];
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("copytrace doctor --json printed no JSON: {e}"))
+}
+
+/// How copytrace attaches `backend` here ("typed kernel reads"…), or why
+/// it cannot, from the doctor's report.
+fn backend_check(
+    doctor: &Result<serde_json::Value, String>,
+    backend: &str,
+) -> Result<String, String> {
+    let b = &doctor.as_ref().map_err(Clone::clone)?["backends"][backend];
     if b["attaches"].as_bool() == Some(true) {
         Ok(b["reads"]
             .as_str()
@@ -53,11 +61,6 @@ fn backend_check(backend: &str) -> Result<String, String> {
     } else {
         Err(b["why"].as_str().unwrap_or("refused").to_string())
     }
-}
-
-/// Whether copytrace can attach `backend` here; the reason when it cannot.
-fn backend_refusal(backend: &str) -> Option<String> {
-    backend_check(backend).err()
 }
 
 /// Runs one test binary on one back-end, streaming its output.
@@ -103,24 +106,27 @@ fn run() -> Result<()> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     report::line("CT-KERNEL", "", release.trim());
     let plan: Plan = serde_json::from_slice(&std::fs::read("/plan.json")?)?;
+    let doctor = doctor();
     if plan.bench {
         for (k, v) in &plan.env {
             std::env::set_var(k, v);
         }
         // The loops and mounts panic on what they cannot do; PID 1 must
         // report that and power off, not take the kernel down with it.
-        return std::panic::catch_unwind(|| bench::run(&plan.backends, backend_refusal))
-            .unwrap_or_else(|p| {
-                let what = p
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| p.downcast_ref::<&str>().copied())
-                    .unwrap_or("panic");
-                Err(anyhow::anyhow!("benchmark panicked: {what}"))
-            });
+        return std::panic::catch_unwind(|| {
+            bench::run(&plan.backends, |b| backend_check(&doctor, b).err())
+        })
+        .unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("panic");
+            Err(anyhow::anyhow!("benchmark panicked: {what}"))
+        });
     }
     for backend in &plan.backends {
-        match backend_check(backend) {
+        match backend_check(&doctor, backend) {
             Err(why) => {
                 report::line("CT-REFUSED", backend, &why);
                 continue;
