@@ -5,7 +5,7 @@
 //! ones; see [`crate::ReportPolicy`]). Every call is counted either way
 //! ([`crate::counts`]).
 
-use core::mem::{align_of, size_of};
+use core::mem::{align_of, offset_of, size_of};
 
 /// Length of `task_struct.comm`.
 pub const COMM_LEN: usize = 16;
@@ -190,6 +190,15 @@ const _: () = assert!(
         == 136 + 2 * size_of::<FileInfo>() + size_of::<PathInfo>() + 16 + 8 * STACK_DEPTH
 );
 const _: () = assert!(align_of::<Event>() == 8 && size_of::<Event>().is_multiple_of(8));
+// The kernel writes the names as two 8-byte words each.
+const _: () = assert!(COMM_LEN == 16 && FSTYPE_LEN == 16);
+const _: () = assert!(
+    offset_of!(Event, comm).is_multiple_of(8)
+        && offset_of!(Event, parent_comm).is_multiple_of(8)
+        && offset_of!(Event, files).is_multiple_of(8)
+        && offset_of!(FileInfo, fstype).is_multiple_of(8)
+        && size_of::<FileInfo>().is_multiple_of(8)
+);
 
 impl Event {
     /// The record's bytes, as the kernel writes them into the ring buffer

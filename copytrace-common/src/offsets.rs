@@ -9,11 +9,27 @@ use core::mem::size_of;
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct KernelOffsets {
     pub task_files: u32,
+    pub task_pid: u32,
     pub task_tgid: u32,
     pub task_real_parent: u32,
     pub task_comm: u32,
     pub task_mm: u32,
     pub task_nsproxy: u32,
+    /// `task_struct.cred`: the subjective credentials, as `current_cred()`.
+    pub task_cred: u32,
+    /// `cred.uid` (a `kuid_t`, whose value is its only member).
+    pub cred_uid: u32,
+    /// `cred.gid`.
+    pub cred_gid: u32,
+    /// `task_struct.cgroups` (0: no cgroups in this kernel, and so are
+    /// the other cgroup offsets).
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp`: the task's cgroup v2 cgroup.
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`: the cgroup id (as `bpf_get_current_cgroup_id`).
+    pub kernfs_node_id: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,
@@ -96,6 +112,10 @@ pub struct KernelTypes {
     pub super_block: u32,
     pub mount: u32,
     pub dentry: u32,
+    /// A struct that starts with a char array of at least 16 bytes
+    /// (`new_utsname`): what a kernel string's address is viewed as, to
+    /// load its first 16 bytes.
+    pub text: u32,
     /// `struct fd`, whose first 8 bytes hold a `struct file *` (its `file`
     /// before 6.12, its `word` since): what an fd-table slot is viewed as.
     pub fd: u32,
@@ -132,6 +152,6 @@ pub mod setting {
     pub const COUNT: u32 = 1;
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == (39 + 6 + 6 + 2) * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == (47 + 6 + 6 + 2) * 4);
 const _: () = assert!(size_of::<ProbeConfig>() == 8);
-const _: () = assert!(size_of::<KernelTypes>() == 8 * 4);
+const _: () = assert!(size_of::<KernelTypes>() == 9 * 4);

@@ -5,16 +5,13 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_get_stack, bpf_ktime_get_ns, generated,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
 use copytrace_common::{
     counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
-    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, COMM_LEN, FSTYPE_LEN, STACK_DEPTH,
+    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, STACK_DEPTH,
 };
 
 use crate::kread::{read_user, read_user_two, Fault, Memory};
@@ -419,8 +416,7 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
         errno: if ret < 0 { (-ret) as u32 } else { 0 },
         facts,
         cgroup_id: if config().count_by_cgroup != 0 {
-            // SAFETY: bpf_get_current_cgroup_id has no preconditions.
-            unsafe { bpf_get_current_cgroup_id() }
+            task::cgroup_id::<M>(task::current::<M>(), off)
         } else {
             0
         },
@@ -530,9 +526,8 @@ fn describe<C: EbpfContext, M: Memory>(
     ev: *mut Event,
 ) {
     let rec = call.rec;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
     let task = task::current::<M>();
+    let (pid_tgid, uid_gid) = task::ids::<M>(task, off);
     let stack = call.status & status::STACK != 0;
     // SAFETY: `ev` points to this CPU's slot of size_of::<Event>() bytes,
     // which no other program touches until it is sent; every field
@@ -542,7 +537,7 @@ fn describe<C: EbpfContext, M: Memory>(
     unsafe {
         (*ev).start_ns = rec.start_ns;
         (*ev).end_ns = call.end_ns;
-        (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).cgroup_id = task::cgroup_id::<M>(task, off);
         (*ev).len = rec.len;
         (*ev).off_in = call.read_pos;
         (*ev).off_out = call.pos_out;
@@ -559,14 +554,14 @@ fn describe<C: EbpfContext, M: Memory>(
         (*ev).origin = rec.origin;
         (*ev).status = call.status;
         (*ev)._pad = 0;
-        // Straight into the record: the helper writes all COMM_LEN bytes,
-        // NUL-padded (zeros on failure). A byte array has alignment 1, so
-        // a copy through the stack costs a load and a store per byte.
-        generated::bpf_get_current_comm(
-            core::ptr::addr_of_mut!((*ev).comm).cast(),
-            COMM_LEN as u32,
-        );
         let status = core::ptr::addr_of_mut!((*ev).status);
+        // Straight into the record, as two words (the field is 8-aligned):
+        // a byte array has alignment 1, so a copy through the stack costs a
+        // load and a store per byte.
+        let comm = core::ptr::addr_of_mut!((*ev).comm).cast();
+        if M::read_16(task, off.task_comm, comm).is_err() {
+            mark_fault(status);
+        }
         (*ev).mnt_ns = mnt_ns_of_task::<M>(task, off).unwrap_or(0);
         (*ev).ppid = parent::<M>(task, ev);
         let input = Side {
@@ -646,19 +641,8 @@ unsafe fn parent<M: Memory>(task: u64, ev: *mut Event) -> u32 {
     let comm = unsafe { core::ptr::addr_of_mut!((*ev).parent_comm) };
     let got = M::read::<u64>(task, off.task_real_parent).and_then(|p| {
         let ppid = M::read::<i32>(p, off.task_tgid)?;
-        // An array: read with the helper whatever `M` is, straight into
-        // the record (see describe() for why); a failed read zeroes it.
-        // SAFETY: the helper writes COMM_LEN bytes at `comm`.
-        let r = unsafe {
-            generated::bpf_probe_read_kernel(
-                comm.cast(),
-                COMM_LEN as u32,
-                (p + u64::from(off.task_comm)) as *const core::ffi::c_void,
-            )
-        };
-        if r != 0 {
-            return Err(Fault);
-        }
+        // Straight into the record (see describe() for why).
+        M::read_16(p, off.task_comm, comm.cast())?;
         Ok(ppid)
     });
     match got {
@@ -778,7 +762,7 @@ struct Side {
 #[inline(always)]
 fn file_details<M: Memory>(
     side: &Side,
-    fstype: *mut u8,
+    fstype: *mut [u64; 2],
     off: &KernelOffsets,
 ) -> Result<(u32, u64, u64, u16), Fault> {
     let ty = types();
@@ -802,14 +786,9 @@ fn file_details<M: Memory>(
         let fstype_ptr: u64 = M::read(M::view(side.sb, ty.super_block), off.sb_s_type)?;
         if fstype_ptr != 0 {
             let name: u64 = M::read(fstype_ptr, off.fstype_name)?;
-            // SAFETY: the helper writes at most FSTYPE_LEN bytes at `fstype`.
-            unsafe {
-                aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
-                    fstype.cast(),
-                    FSTYPE_LEN as u32,
-                    name as *const core::ffi::c_void,
-                )
-            };
+            if name != 0 {
+                M::read_str_16(name, fstype);
+            }
         }
     }
     Ok((f_flags, copy_op, remap_op, mode))

@@ -99,20 +99,27 @@ pub fn read_user_two(a: u64, b: u64) -> Option<(i64, i64)> {
 /// over this, and each program runs the one its kernel allows (see
 /// [`typed`]): the verifier drops the other as dead code.
 pub trait Memory {
-    /// Whether neighbouring fields are worth one combined read.
-    const COALESCE: bool;
+    /// Whether a read is a plain load, cheaper than any helper call (else
+    /// it is one, and neighbouring fields are worth one combined read).
+    const PLAIN_LOADS: bool;
     /// `ptr`, made readable as the struct of BTF id `ty` (a `KernelTypes`
     /// field). Pointers read through this memory are readable already.
     fn view(ptr: u64, ty: u32) -> u64;
     /// Reads a `T` at `base + off` of a readable pointer (see [`Memory::view`]).
     fn read<T>(base: u64, off: u32) -> Result<T, Fault>;
+    /// Copies the 16 bytes at `base + off` of a readable pointer (a
+    /// `comm`) to `dst`; a failed read leaves zeros.
+    fn read_16(base: u64, off: u32, dst: *mut [u64; 2]) -> Result<(), Fault>;
+    /// Copies the first 16 bytes of the kernel string at `ptr` to `dst`:
+    /// NUL-terminated if shorter, and what follows its NUL is not defined.
+    fn read_str_16(ptr: u64, dst: *mut [u64; 2]);
 }
 
 /// Reads through `bpf_probe_read_kernel`: one helper call each, any kernel.
 pub enum Helper {}
 
 impl Memory for Helper {
-    const COALESCE: bool = true;
+    const PLAIN_LOADS: bool = false;
 
     #[inline(always)]
     fn view(ptr: u64, _ty: u32) -> u64 {
@@ -123,6 +130,26 @@ impl Memory for Helper {
     fn read<T>(base: u64, off: u32) -> Result<T, Fault> {
         read(base, off)
     }
+
+    #[inline(always)]
+    fn read_16(base: u64, off: u32, dst: *mut [u64; 2]) -> Result<(), Fault> {
+        let src = (base + u64::from(off)) as *const core::ffi::c_void;
+        // SAFETY: the helper writes 16 bytes at `dst` (zeros when it fails)
+        // and faults harmlessly on a bad `src`.
+        match unsafe { generated::bpf_probe_read_kernel(dst.cast(), 16, src) } {
+            0 => Ok(()),
+            _ => Err(Fault),
+        }
+    }
+
+    #[inline(always)]
+    fn read_str_16(ptr: u64, dst: *mut [u64; 2]) {
+        // SAFETY: the helper writes at most 16 bytes at `dst`, NUL
+        // included, and faults harmlessly on a bad `ptr`.
+        unsafe {
+            generated::bpf_probe_read_kernel_str(dst.cast(), 16, ptr as *const core::ffi::c_void)
+        };
+    }
 }
 
 /// Plain loads through pointers the verifier knows by their BTF type
@@ -132,7 +159,7 @@ impl Memory for Helper {
 pub enum Typed {}
 
 impl Memory for Typed {
-    const COALESCE: bool = false;
+    const PLAIN_LOADS: bool = true;
 
     #[inline(always)]
     fn view(ptr: u64, ty: u32) -> u64 {
@@ -153,6 +180,26 @@ impl Memory for Typed {
         // pointer: the verifier checks this load against the BTF layout
         // and makes it fault-tolerant.
         Ok(unsafe { core::ptr::read_volatile((base + u64::from(off)) as *const T) })
+    }
+
+    #[inline(always)]
+    fn read_16(base: u64, off: u32, dst: *mut [u64; 2]) -> Result<(), Fault> {
+        // The verifier allows word loads from a char array inside it (a
+        // `comm`): two loads instead of a helper call.
+        let a = Self::read::<u64>(base, off)?;
+        let b = Self::read::<u64>(base, off + 8)?;
+        // SAFETY: `dst` is 16 writable bytes, 8-aligned (the caller's).
+        unsafe { dst.write([a, b]) };
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn read_str_16(ptr: u64, dst: *mut [u64; 2]) {
+        // A string has no BTF type: view it as a struct that starts with a
+        // long enough char array. The bytes past its NUL are whatever
+        // follows it in memory (a fault reads as zeros), cut off by the
+        // reader at the NUL.
+        let _ = Self::read_16(Self::view(ptr, types().text), 0, dst);
     }
 }
 

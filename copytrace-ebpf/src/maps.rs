@@ -24,11 +24,19 @@ use crate::call::Inflight;
 #[unsafe(link_section = ".rodata.kernel")]
 static mut OFFSETS: KernelOffsets = KernelOffsets {
     task_files: 0,
+    task_pid: 0,
     task_tgid: 0,
     task_real_parent: 0,
     task_comm: 0,
     task_mm: 0,
     task_nsproxy: 0,
+    task_cred: 0,
+    cred_uid: 0,
+    cred_gid: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
     files_fdt: 0,
     fdt_max_fds: 0,
     fdt_fd: 0,
@@ -79,6 +87,7 @@ static mut TYPES: KernelTypes = KernelTypes {
     super_block: 0,
     mount: 0,
     dentry: 0,
+    text: 0,
     fd: 0,
 };
 

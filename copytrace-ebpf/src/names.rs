@@ -117,7 +117,7 @@ const INLINE_WORDS: u32 = 5;
 #[inline(always)]
 fn inline_name<M: Memory>(d: u64, name: u64, dst: *mut u8, off: &KernelOffsets) -> Option<usize> {
     let words = (off.dentry_inline_len / 8).min(INLINE_WORDS);
-    if M::COALESCE || words == 0 || name != d + u64::from(off.dentry_inline_name) {
+    if !M::PLAIN_LOADS || words == 0 || name != d + u64::from(off.dentry_inline_name) {
         return None;
     }
     // The loads go through an opaque copy of `d`, taken after the test:

@@ -1,6 +1,9 @@
 //! The calling task: whether it is followed, and its files.
 
-use aya_ebpf::helpers::bpf_get_current_task;
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+    bpf_get_current_uid_gid,
+};
 use copytrace_common::{contiguous, KernelOffsets, ProbeConfig};
 
 use crate::kread::{read, read_two, Fault, Memory};
@@ -14,6 +17,59 @@ const FOLLOW_DEPTH: usize = 16;
 pub fn current<M: Memory>() -> u64 {
     // SAFETY: returns the current task pointer; never null in task context.
     M::view(unsafe { bpf_get_current_task() }, types().task_struct)
+}
+
+/// The current task's ids, encoded as `bpf_get_current_pid_tgid` and
+/// `bpf_get_current_uid_gid` return them: loaded from `task` where reads
+/// are plain loads (four loads cost less than one helper call), else
+/// from the two helpers (fewer calls than four reads).
+#[inline(always)]
+pub fn ids<M: Memory>(task: u64, off: &KernelOffsets) -> (u64, u64) {
+    if !M::PLAIN_LOADS {
+        return (bpf_get_current_pid_tgid(), bpf_get_current_uid_gid());
+    }
+    let pid = M::read::<u32>(task, off.task_pid).unwrap_or(0);
+    let tgid = M::read::<u32>(task, off.task_tgid).unwrap_or(0);
+    let (uid, gid) = match M::read::<u64>(task, off.task_cred) {
+        Ok(cred) if cred != 0 => (
+            M::read::<u32>(cred, off.cred_uid).unwrap_or(0),
+            M::read::<u32>(cred, off.cred_gid).unwrap_or(0),
+        ),
+        _ => (0, 0),
+    };
+    (
+        u64::from(tgid) << 32 | u64::from(pid),
+        u64::from(gid) << 32 | u64::from(uid),
+    )
+}
+
+/// The current task's cgroup v2 id, as `bpf_get_current_cgroup_id`
+/// returns it: loaded from `task` where reads are plain loads and the
+/// kernel has cgroups, else from the helper.
+#[inline(always)]
+pub fn cgroup_id<M: Memory>(task: u64, off: &KernelOffsets) -> u64 {
+    if !M::PLAIN_LOADS || off.task_cgroups == 0 {
+        // SAFETY: bpf_get_current_cgroup_id has no preconditions.
+        return unsafe { bpf_get_current_cgroup_id() };
+    }
+    let id = || -> Result<u64, Fault> {
+        let css_set: u64 = M::read(task, off.task_cgroups)?;
+        let cgroup: u64 = if css_set != 0 {
+            M::read(css_set, off.css_set_dfl_cgrp)?
+        } else {
+            0
+        };
+        let kn: u64 = if cgroup != 0 {
+            M::read(cgroup, off.cgroup_kn)?
+        } else {
+            0
+        };
+        if kn == 0 {
+            return Ok(0);
+        }
+        M::read(kn, off.kernfs_node_id)
+    };
+    id().unwrap_or(0)
 }
 
 /// True when the current task is `follow_tgid` or one of its descendants.
@@ -64,7 +120,7 @@ pub fn files_of<M: Memory>(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, 
     if fdt == 0 {
         return Ok((0, 0));
     }
-    let (max_fds, fd_array) = if M::COALESCE && off.contiguous & contiguous::FDTABLE != 0 {
+    let (max_fds, fd_array) = if !M::PLAIN_LOADS && off.contiguous & contiguous::FDTABLE != 0 {
         let head: FdtableHead = read(fdt, off.fdt_max_fds)?;
         (head.max_fds, head.fd)
     } else {
@@ -77,7 +133,7 @@ pub fn files_of<M: Memory>(a: i64, b: i64, off: &KernelOffsets) -> Result<(u64, 
     // Most copies use neighbouring descriptors: read_two reads both slots
     // at once (its byte offsets are u32, hence the bound).
     const NEAR: i64 = 1 << 28;
-    if M::COALESCE && open(a) && open(b) && a < NEAR && b < NEAR {
+    if !M::PLAIN_LOADS && open(a) && open(b) && a < NEAR && b < NEAR {
         return read_two(fd_array, (a as u32) * 8, (b as u32) * 8);
     }
     let slot = |fd: i64| -> Result<u64, Fault> {
@@ -108,7 +164,7 @@ pub fn file_side<M: Memory>(file: u64, off: &KernelOffsets) -> Result<FileSide, 
     if inode == 0 {
         return Ok(FileSide::default());
     }
-    let (sb, size) = if M::COALESCE {
+    let (sb, size) = if !M::PLAIN_LOADS {
         read_two(inode, off.inode_i_sb, off.inode_i_size)?
     } else {
         (

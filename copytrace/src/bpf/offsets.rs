@@ -36,13 +36,32 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         .iter()
         .find_map(|f| Some((m("dentry", f).ok()?, btf.member_size("dentry", f).ok()?)))
         .unwrap_or((0, 0));
+    // Optional: a kernel without cgroups has none of them, and the
+    // programs then ask the helper (which returns 0 there).
+    let cgroups = (|| {
+        Ok::<_, BtfError>([
+            m("task_struct", "cgroups")?,
+            m("css_set", "dfl_cgrp")?,
+            m("cgroup", "kn")?,
+            m("kernfs_node", "id")?,
+        ])
+    })()
+    .unwrap_or([0; 4]);
     let mut o = KernelOffsets {
         task_files: m("task_struct", "files")?,
+        task_pid: m("task_struct", "pid")?,
         task_tgid: m("task_struct", "tgid")?,
         task_real_parent: m("task_struct", "real_parent")?,
         task_comm: m("task_struct", "comm")?,
         task_mm: m("task_struct", "mm")?,
         task_nsproxy: m("task_struct", "nsproxy")?,
+        task_cred: m("task_struct", "cred")?,
+        cred_uid: m("cred", "uid")?,
+        cred_gid: m("cred", "gid")?,
+        task_cgroups: cgroups[0],
+        css_set_dfl_cgrp: cgroups[1],
+        cgroup_kn: cgroups[2],
+        kernfs_node_id: cgroups[3],
         files_fdt: m("files_struct", "fdt")?,
         fdt_max_fds: m("fdtable", "max_fds")?,
         fdt_fd: m("fdtable", "fd")?,
@@ -106,6 +125,7 @@ pub fn types_from_btf(btf: &Btf) -> KernelTypes {
             super_block: s("super_block")?,
             mount: s("mount")?,
             dentry: s("dentry")?,
+            text: s("new_utsname")?,
             fd: s("fd")?,
         })
     })();
@@ -157,6 +177,10 @@ mod tests {
         assert_ne!(off.task_files, 0);
         assert_ne!(off.file_f_inode, 0);
         assert_ne!(off.sb_s_magic, 0);
+        // pid_t pid, then pid_t tgid; kuid_t uid, then kgid_t gid.
+        assert_eq!(off.task_pid + 4, off.task_tgid);
+        assert_eq!(off.cred_uid + 4, off.cred_gid);
+        assert_ne!(off.task_cgroups, 0, "this kernel has cgroups");
         assert_eq!(off.file_f_path_dentry, off.file_f_path_mnt + 8);
         assert!(regs_known(&off), "this architecture's syscall registers");
         assert!(off.regs_args.iter().all(|o| o % 8 == 0));
