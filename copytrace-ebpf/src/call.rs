@@ -4,7 +4,7 @@
 //! copied into the ring buffer.
 
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_USER_STACK, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
     EbpfContext,
 };
@@ -17,14 +17,15 @@ use copytrace_common::{
 use crate::kread::{read_user, read_user_two, Fault, Memory};
 use crate::maps::{
     add, config, offsets, policy, types, want_all, COUNTERS, COUNTS, EVENTS, INFLIGHT, LATENCY,
-    SCRATCH, SIZE_TRUTH,
+    READER, RING_BYTES, SCRATCH, SIZE_TRUTH,
 };
 use crate::names;
 use crate::task::{self, FileSide};
 
-/// Pending ring-buffer bytes that trigger a reader wake-up for calls that
-/// are not suspicious.
-const WAKEUP_BYTES: u64 = 512 * 1024;
+/// Ring-buffer bytes between two looks at whether the reader is asleep
+/// (see [`wake_flags`]): a quarter of the ring, so that a sleeping reader
+/// is woken with half of it still free.
+const CHECK_BYTES: u64 = RING_BYTES as u64 / 4;
 
 /// What one record adds to the ring buffer's backlog.
 const EVENT_BYTES: u64 = core::mem::size_of::<Event>() as u64;
@@ -500,21 +501,42 @@ fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffse
 ///
 /// A suspicious call wakes it when it has read everything else (the ring
 /// buffer's adaptive wake-up: flags 0), so a lone one is shown at once and
-/// a flood costs no wake-up per call. Other calls wake it only as the
-/// record that makes a batch pile up: past the mark the reader is awake
-/// already, and a wake-up per record would cost a self-IPI each (a VM exit
-/// under virtualization) for nothing. The daemon also drains on a timer.
+/// a flood costs no wake-up per call. Other calls wake it only when it
+/// seems asleep with a batch waiting: each [`CHECK_BYTES`] of records, the
+/// record that completes them asks the ring how far the reader has read,
+/// and wakes it if it has read nothing since the last such look and was
+/// not woken at that point already. So a sleeping reader is woken within
+/// two looks (its backlog is then at most `2 * CHECK_BYTES`), and a busy
+/// one, which is not asleep, at most once per pause. A wake-up costs a
+/// self-IPI (a VM exit under virtualization), and asking the ring costs a
+/// helper call: both are too dear to pay per record. The daemon also
+/// drains on a timer.
 #[inline(always)]
 fn wake_flags(suspicious: bool) -> u32 {
     if suspicious {
         return 0;
     }
-    let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    if pending < WAKEUP_BYTES && pending + EVENT_BYTES >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
+    let Some(w) = READER.get_ptr_mut(0) else {
+        return BPF_RB_NO_WAKEUP;
+    };
+    // SAFETY: the one slot of READER. CPUs update it without atomics: a
+    // lost update only delays a look, which the daemon's timer bounds.
+    unsafe {
+        (*w).sent += EVENT_BYTES;
+        if (*w).sent < CHECK_BYTES {
+            return BPF_RB_NO_WAKEUP;
+        }
+        (*w).sent = 0;
+        // Plus one, so that 0 can mean "never woken".
+        let read_to = EVENTS.query(u64::from(BPF_RB_CONS_POS)) + 1;
+        let asleep = read_to == (*w).read_to && read_to != (*w).woken_at;
+        (*w).read_to = read_to;
+        if asleep {
+            (*w).woken_at = read_to;
+            return BPF_RB_FORCE_WAKEUP;
+        }
     }
+    BPF_RB_NO_WAKEUP
 }
 
 /// Writes every field of the record at `ev` that userspace reads.

@@ -137,14 +137,33 @@ pub fn policy() -> &'static ReportPolicy {
     unsafe { &*core::ptr::addr_of!(POLICY) }
 }
 
+/// Bytes of the EVENTS ring buffer.
+pub const RING_BYTES: u32 = 4 << 20;
+
 /// Reported calls, read by the daemon.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
 /// Per-CPU slot where a reported call's record is built before it is
 /// copied into the ring buffer (see call::report).
 #[map]
 pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+/// What exit knows of the ring's reader (see call::wake_flags): one slot,
+/// shared by every CPU.
+#[map]
+pub static READER: Array<ReaderWatch> = Array::with_max_entries(1, 0);
+
+/// The state behind call::wake_flags.
+#[repr(C)]
+pub struct ReaderWatch {
+    /// Record bytes sent since the last look.
+    pub sent: u64,
+    /// Where the reader had read to at the last look, plus one.
+    pub read_to: u64,
+    /// Where it had read to when last woken, plus one (0: never).
+    pub woken_at: u64,
+}
 
 /// Per-CPU landing place of kread's span reads (one helper call for two fields).
 #[map]
@@ -193,4 +212,4 @@ pub fn want_all() -> bool {
 }
 
 // A compile-time check that the record fits a ring-buffer reservation.
-const _: () = assert!(core::mem::size_of::<Event>() < 4 << 20);
+const _: () = assert!(core::mem::size_of::<Event>() < RING_BYTES as usize);
