@@ -1,8 +1,9 @@
 //! The ring-buffer record of one reported call.
 //!
-//! Records are written at exit, straight into a reserved ring-buffer slot,
-//! and only for calls someone asked to see (every call, or the suspicious
-//! ones; see [`crate::ReportPolicy`]). Every call is counted either way
+//! Records are built at exit and copied into the ring buffer up to the
+//! executable's last name byte ([`Event::record_len`]), and only for calls
+//! someone asked to see (every call, or the suspicious ones; see
+//! [`crate::ReportPolicy`]). Every call is counted either way
 //! ([`crate::counts`]).
 
 use core::mem::{align_of, offset_of, size_of};
@@ -171,15 +172,20 @@ pub struct Event {
     pub parent_comm: [u8; COMM_LEN],
     /// Source, then destination.
     pub files: [FileInfo; 2],
-    /// The caller's executable (`task->mm->exe_file`).
-    pub exe: PathInfo,
     /// Where the executable's code is mapped (`mm->start_code`, `end_code`),
     /// to name stack frames in it after the process is gone.
     pub code_start: u64,
     pub code_end: u64,
     /// User-space return addresses, innermost first (suspicious calls only).
     pub stack: [u64; STACK_DEPTH],
+    /// The caller's executable (`task->mm->exe_file`). Last, so that a
+    /// record can end where its name bytes do ([`Event::record_len`]).
+    pub exe: PathInfo,
 }
+
+/// The shortest record the kernel sends: all of an [`Event`] but the
+/// executable's name bytes, which it sends only as far as they are used.
+pub const RECORD_MIN: usize = size_of::<Event>() - NAME_BUF;
 
 // Both sides read these bytes: a layout change must be deliberate.
 const _: () = assert!(size_of::<NameBuf>() == 8 + NAME_BUF && align_of::<NameBuf>() == 2);
@@ -187,7 +193,10 @@ const _: () = assert!(size_of::<PathInfo>() == 24 + size_of::<NameBuf>());
 const _: () = assert!(size_of::<FileInfo>() == 64 + size_of::<PathInfo>());
 const _: () = assert!(
     size_of::<Event>()
-        == 136 + 2 * size_of::<FileInfo>() + size_of::<PathInfo>() + 16 + 8 * STACK_DEPTH
+        == 136 + 2 * size_of::<FileInfo>() + 16 + 8 * STACK_DEPTH + size_of::<PathInfo>()
+);
+const _: () = assert!(
+    offset_of!(Event, exe) + offset_of!(PathInfo, names) + offset_of!(NameBuf, bytes) == RECORD_MIN
 );
 const _: () = assert!(align_of::<Event>() == 8 && size_of::<Event>().is_multiple_of(8));
 // The kernel writes the names as two 8-byte words each.
@@ -201,8 +210,15 @@ const _: () = assert!(
 );
 
 impl Event {
-    /// The record's bytes, as the kernel writes them into the ring buffer
-    /// (tests, benchmarks and fuzzing build records this way).
+    /// Bytes of this record that the kernel sends: up to the executable's
+    /// last used name byte.
+    pub fn record_len(&self) -> usize {
+        RECORD_MIN + usize::from(self.exe.names.used).min(NAME_BUF)
+    }
+
+    /// All of the record's bytes (tests, benchmarks and fuzzing build
+    /// records this way; the reader takes any length from
+    /// [`RECORD_MIN`] up).
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: Event is #[repr(C)] plain data with explicit padding (no
         // uninitialised bytes), and the slice borrows `self` for its lifetime.

@@ -19,7 +19,7 @@ pub use backend::{Backend, Origin};
 pub use counts::{counter, latency, CountKey, CountVal};
 pub use event::{
     name_flag, status, Event, FileInfo, NameBuf, PathInfo, COMM_LEN, FSTYPE_LEN, NAME_AREA,
-    NAME_BUF, NAME_READ, PATH_DEPTH, STACK_DEPTH,
+    NAME_BUF, NAME_READ, PATH_DEPTH, RECORD_MIN, STACK_DEPTH,
 };
 pub use facts::{fact, CallOutcome};
 pub use offsets::{

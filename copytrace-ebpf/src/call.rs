@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use copytrace_common::{
-    counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
-    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, STACK_DEPTH,
+    bound, counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
+    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, NAME_BUF, RECORD_MIN, STACK_DEPTH,
 };
 
 use crate::kread::{read_user, read_user_two, Fault, Memory};
@@ -27,8 +27,8 @@ use crate::task::{self, FileSide};
 /// is woken with half of it still free.
 const CHECK_BYTES: u64 = RING_BYTES as u64 / 4;
 
-/// What one record adds to the ring buffer's backlog.
-const EVENT_BYTES: u64 = core::mem::size_of::<Event>() as u64;
+/// A mask above [`NAME_BUF`], for the verifier (see report()).
+const NAME_BUF_MASK: usize = NAME_BUF.next_power_of_two() - 1;
 
 /// What entry leaves for exit: what only entry can know, and nothing more.
 #[repr(C)]
@@ -483,16 +483,22 @@ struct Finished<'a> {
 /// has too many paths for 5.10 and 6.1 to verify that way. Where it could
 /// (6.2+), writing in place measured no faster here: the cost is in
 /// touching the ring's cold cache lines, which the copy does once either way.
+/// That is also why the record ends where the executable's names do
+/// ([`Event::record_len`]): most of its name area is empty.
 #[inline(always)]
 fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffsets) {
     let Some(ev) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     describe::<C, M>(ctx, call, off, ev);
-    let wake = wake_flags(call.status & status::SUSPICIOUS != 0);
     // SAFETY: the slot is fully written and stays this CPU's.
-    let event = unsafe { &*ev };
-    if EVENTS.output::<Event>(event, u64::from(wake)).is_err() {
+    let used = usize::from(unsafe { (*ev).exe.names.used });
+    // The mask and the min are what bound the length for the verifier.
+    let len = RECORD_MIN + bound(used, NAME_BUF_MASK).min(NAME_BUF);
+    let wake = wake_flags(call.status & status::SUSPICIOUS != 0, len as u64);
+    // SAFETY: `len` <= size_of::<Event>() bytes of the slot, all written.
+    let record = unsafe { core::slice::from_raw_parts(ev.cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(record, u64::from(wake)).is_err() {
         add(&COUNTERS, counter::LOST, 1);
     }
 }
@@ -512,7 +518,7 @@ fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffse
 /// helper call: both are too dear to pay per record. The daemon also
 /// drains on a timer.
 #[inline(always)]
-fn wake_flags(suspicious: bool) -> u32 {
+fn wake_flags(suspicious: bool, len: u64) -> u32 {
     if suspicious {
         return 0;
     }
@@ -522,7 +528,7 @@ fn wake_flags(suspicious: bool) -> u32 {
     // SAFETY: the one slot of READER. CPUs update it without atomics: a
     // lost update only delays a look, which the daemon's timer bounds.
     unsafe {
-        (*w).sent += EVENT_BYTES;
+        (*w).sent += len;
         if (*w).sent < CHECK_BYTES {
             return BPF_RB_NO_WAKEUP;
         }

@@ -17,7 +17,7 @@ use copytrace::model::event::decode;
 use copytrace::service::config::Config;
 use copytrace::sink::render;
 use copytrace::tail::protocol::{ClientMsg, MAX_LINE};
-use copytrace_common::{Backend, Event, Origin};
+use copytrace_common::{Backend, Event, Origin, RECORD_MIN};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
@@ -136,7 +136,7 @@ proptest! {
     /// Short, long and empty records are refused or read, never overrun.
     #[test]
     fn records_of_any_length_are_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..2 * std::mem::size_of::<Event>())) {
-        let short = bytes.len() < std::mem::size_of::<Event>();
+        let short = bytes.len() < RECORD_MIN;
         prop_assert_eq!(decode(&bytes).is_err() && short, short);
     }
 

@@ -7,7 +7,8 @@
 use std::mem::size_of;
 
 use copytrace_common::{
-    name_flag, status, CallOutcome, Event, FileInfo, NameBuf, PathInfo, STACK_DEPTH,
+    name_flag, status, CallOutcome, Event, FileInfo, NameBuf, PathInfo, NAME_BUF, RECORD_MIN,
+    STACK_DEPTH,
 };
 use serde::{Deserialize, Serialize};
 
@@ -282,18 +283,42 @@ fn side(fi: &FileInfo) -> Option<FileSide> {
     })
 }
 
-/// Decodes one ring-buffer record.
+/// Decodes one ring-buffer record: at least [`RECORD_MIN`] bytes, ending
+/// anywhere in the executable's name bytes (bytes past an [`Event`] are
+/// ignored).
 pub fn decode(bytes: &[u8]) -> Result<CopyEvent, DecodeError> {
-    if bytes.len() < size_of::<Event>() {
+    if bytes.len() < RECORD_MIN {
         return Err(DecodeError::Short {
             got: bytes.len(),
-            want: size_of::<Event>(),
+            want: RECORD_MIN,
         });
     }
-    // SAFETY: the length was checked; Event is plain data valid for any bits,
-    // and read_unaligned copes with any alignment of the record.
-    let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) };
+    let n = bytes.len().min(size_of::<Event>());
+    // SAFETY: Event is plain data, valid all-zero and for any bits; the
+    // copy writes n <= size_of::<Event>() bytes into it from a slice of at
+    // least n bytes.
+    let mut e: Event = unsafe { std::mem::zeroed() };
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut e).cast::<u8>(), n);
+    }
+    cut_names(&mut e.exe.names, n - RECORD_MIN);
     from_raw(&e)
+}
+
+/// Keeps the components wholly within the first `held` name bytes, the
+/// ones a record holds, and marks the walk cut when that drops any.
+fn cut_names(names: &mut NameBuf, held: usize) {
+    if usize::from(names.used) <= held {
+        return;
+    }
+    let kept = names.bytes[..held.min(NAME_BUF)]
+        .iter()
+        .rposition(|&b| b == 0)
+        .map_or(0, |nul| nul + 1);
+    let whole = names.bytes[..kept].iter().filter(|&&b| b == 0).count();
+    names.used = kept as u16;
+    names.count = names.count.min(whole as u8);
+    names.flags = (names.flags & !name_flag::COMPLETE) | name_flag::CUT;
 }
 
 /// Whether a record is marked suspicious by the kernel's table, read
@@ -395,9 +420,33 @@ pub(crate) mod tests {
             decode(&[0u8; 10]),
             Err(DecodeError::Short {
                 got: 10,
-                want: size_of::<Event>()
+                want: RECORD_MIN
             })
         );
+    }
+
+    #[test]
+    fn a_record_cut_after_the_exe_names_decodes_as_the_whole() {
+        let mut e = blank();
+        e.pid = 7;
+        e.exe.ino = 12;
+        names(
+            &mut e.exe.names,
+            &[b"cp", b"bin", b"usr"],
+            name_flag::COMPLETE,
+        );
+        let cut = &e.as_bytes()[..e.record_len()];
+        assert!(cut.len() < size_of::<Event>());
+        let whole = decode(e.as_bytes()).expect("the whole record decodes");
+        assert_eq!(decode(cut), Ok(whole.clone()));
+        let exe = whole.exe.expect("an executable");
+        assert_eq!(exe.fs_path, Untrusted::from("/usr/bin/cp"));
+        // Cut inside the names: only whole components are kept, and the
+        // path says it is not whole.
+        let shorter = decode(&cut[..cut.len() - 3]).expect("decodes");
+        let exe = shorter.exe.expect("an executable");
+        assert_eq!(exe.fs_path, Untrusted::from("…/bin/cp"));
+        assert!(!exe.path_complete);
     }
 
     #[test]
