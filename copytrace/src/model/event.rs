@@ -294,10 +294,10 @@ pub fn decode(bytes: &[u8]) -> Result<CopyEvent, DecodeError> {
         });
     }
     let n = bytes.len().min(size_of::<Event>());
-    // SAFETY: Event is plain data, valid all-zero and for any bits; the
-    // copy writes n <= size_of::<Event>() bytes into it from a slice of at
-    // least n bytes.
+    // SAFETY: Event is plain data: all-zero is valid.
     let mut e: Event = unsafe { std::mem::zeroed() };
+    // SAFETY: writes n <= size_of::<Event>() bytes into plain data, valid
+    // for any bits, from a slice of at least n bytes.
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut e).cast::<u8>(), n);
     }
