@@ -5,6 +5,7 @@
 mod support;
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 
 use serde_json::Value;
 use support::{cfr, ext4, find, magic, open, raw, suite, tmpfs, watch, write_file};
@@ -381,6 +382,52 @@ fn directory_source_is_eisdir() {
     assert_eq!(ev["file_in"]["kind"], "directory");
     assert_eq!(ev["verdict"], "error");
     assert_eq!(ev["reason"], "EISDIR: source is a directory");
+}
+
+/// A caller's ids are its own: pid, thread, parent and name, and uid and
+/// gid told apart (typed kernels load them from the task and its cred, the
+/// others ask helpers; a swap or a stale task would show here).
+#[test]
+fn a_callers_ids_are_its_own() {
+    let fs = tmpfs("1m");
+    write_file(&fs.path("src"), 3000);
+    let (src, dst) = (fs.path("src"), fs.path("dst"));
+    let d = watch();
+    // tmpfs's root is world-writable: the caller may create dst there.
+    let mut child = support::caller::command(
+        "copy",
+        &[
+            src.to_str().expect("utf-8 path"),
+            dst.to_str().expect("utf-8 path"),
+            "2999",
+        ],
+    )
+    .uid(65534)
+    .gid(65533)
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .expect("caller");
+    let pid = child.id();
+    assert!(child.wait().expect("caller").success());
+    let events = d.stop();
+    let ev = events
+        .iter()
+        .find(|e| e["len"] == 2999)
+        .unwrap_or_else(|| panic!("the caller's call not seen: {events:#?}"));
+    assert_eq!(ev["ret"], 2999, "{ev:#}");
+    assert_eq!(ev["pid"], pid, "{ev:#}");
+    assert_eq!(ev["tid"], pid, "its main thread copied: {ev:#}");
+    assert_eq!(ev["ppid"], std::process::id(), "{ev:#}");
+    assert_eq!(ev["uid"], 65534, "{ev:#}");
+    assert_eq!(ev["gid"], 65533, "{ev:#}");
+    // The caller is this test binary: its comm is the file name's first
+    // 15 bytes.
+    let exe = std::env::current_exe().expect("test binary path");
+    let name = exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("utf-8 name");
+    assert_eq!(ev["comm"], name[..name.len().min(15)], "{ev:#}");
 }
 
 #[test]
