@@ -4,7 +4,9 @@
 //! copied into the ring buffer.
 
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+    },
     helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
     EbpfContext,
 };
@@ -22,10 +24,13 @@ use crate::maps::{
 use crate::names;
 use crate::task::{self, FileSide};
 
-/// Ring-buffer bytes between two looks at whether the reader is asleep
-/// (see [`wake_flags`]): a quarter of the ring, so that a sleeping reader
-/// is woken with half of it still free.
-const CHECK_BYTES: u64 = RING_BYTES as u64 / 4;
+/// Record bytes between two looks at whether the reader is asleep (see
+/// [`wake_flags`]): some 60 records, so a look costs each record little.
+const CHECK_BYTES: u64 = 128 * 1024;
+
+/// Waiting bytes that make a sleeping reader worth waking: an eighth of
+/// the ring, a batch worth the wake-up that leaves room for its latency.
+const WAKE_BACKLOG: u64 = RING_BYTES as u64 / 8;
 
 /// A mask above [`NAME_BUF`], for the verifier (see report()).
 const NAME_BUF_MASK: usize = NAME_BUF.next_power_of_two() - 1;
@@ -508,15 +513,15 @@ fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffse
 /// A suspicious call wakes it when it has read everything else (the ring
 /// buffer's adaptive wake-up: flags 0), so a lone one is shown at once and
 /// a flood costs no wake-up per call. Other calls wake it only when it
-/// seems asleep with a batch waiting: each [`CHECK_BYTES`] of records, the
-/// record that completes them asks the ring how far the reader has read,
-/// and wakes it if it has read nothing since the last such look and was
-/// not woken at that point already. So a sleeping reader is woken within
-/// two looks (its backlog is then at most `2 * CHECK_BYTES`), and a busy
-/// one, which is not asleep, at most once per pause. A wake-up costs a
-/// self-IPI (a VM exit under virtualization), and asking the ring costs a
-/// helper call: both are too dear to pay per record. The daemon also
-/// drains on a timer.
+/// seems asleep with a batch waiting. Each [`CHECK_BYTES`] of records, the
+/// record that completes them asks the ring how far the reader has read
+/// and how much is waiting, and wakes it when [`WAKE_BACKLOG`] or more is
+/// waiting, it read nothing since the last look, and it was not woken at
+/// that point already. So a sleeping reader is woken once the backlog
+/// passes the mark (by at most one look), and a busy one, which is not
+/// asleep, at most once per pause. A wake-up costs a self-IPI (a VM exit
+/// under virtualization), and asking the ring costs a helper call: both
+/// are too dear to pay per record. The daemon also drains on a timer.
 #[inline(always)]
 fn wake_flags(suspicious: bool, len: u64) -> u32 {
     if suspicious {
@@ -535,9 +540,9 @@ fn wake_flags(suspicious: bool, len: u64) -> u32 {
         (*w).sent = 0;
         // Plus one, so that 0 can mean "never woken".
         let read_to = EVENTS.query(u64::from(BPF_RB_CONS_POS)) + 1;
-        let asleep = read_to == (*w).read_to && read_to != (*w).woken_at;
+        let stalled = read_to == (*w).read_to && read_to != (*w).woken_at;
         (*w).read_to = read_to;
-        if asleep {
+        if stalled && EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKE_BACKLOG {
             (*w).woken_at = read_to;
             return BPF_RB_FORCE_WAKEUP;
         }
