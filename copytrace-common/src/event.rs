@@ -187,6 +187,9 @@ pub struct Event {
 /// executable's name bytes, which it sends only as far as they are used.
 pub const RECORD_MIN: usize = size_of::<Event>() - NAME_BUF;
 
+/// A mask above [`NAME_BUF`] (see [`Event::record_len`]).
+const NAME_BUF_MASK: usize = NAME_BUF.next_power_of_two() - 1;
+
 // Both sides read these bytes: a layout change must be deliberate.
 const _: () = assert!(size_of::<NameBuf>() == 8 + NAME_BUF && align_of::<NameBuf>() == 2);
 const _: () = assert!(size_of::<PathInfo>() == 24 + size_of::<NameBuf>());
@@ -212,8 +215,11 @@ const _: () = assert!(
 impl Event {
     /// Bytes of this record that the kernel sends: up to the executable's
     /// last used name byte.
+    #[inline(always)]
     pub fn record_len(&self) -> usize {
-        RECORD_MIN + usize::from(self.exe.names.used).min(NAME_BUF)
+        // The mask and the min are what bound the length for the verifier.
+        let used = crate::bound(usize::from(self.exe.names.used), NAME_BUF_MASK);
+        RECORD_MIN + used.min(NAME_BUF)
     }
 
     /// All of the record's bytes (tests, benchmarks and fuzzing build

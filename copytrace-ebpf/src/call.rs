@@ -12,8 +12,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use copytrace_common::{
-    bound, counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
-    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, NAME_BUF, RECORD_MIN, STACK_DEPTH,
+    counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
+    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, STACK_DEPTH,
 };
 
 use crate::kread::{read_user, read_user_two, Fault, Memory};
@@ -31,9 +31,6 @@ const CHECK_BYTES: u64 = 128 * 1024;
 /// Waiting bytes that make a sleeping reader worth waking: an eighth of
 /// the ring, a batch worth the wake-up that leaves room for its latency.
 const WAKE_BACKLOG: u64 = RING_BYTES as u64 / 8;
-
-/// A mask above [`NAME_BUF`], for the verifier (see report()).
-const NAME_BUF_MASK: usize = NAME_BUF.next_power_of_two() - 1;
 
 /// What entry leaves for exit: what only entry can know, and nothing more.
 #[repr(C)]
@@ -497,9 +494,7 @@ fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffse
     };
     describe::<C, M>(ctx, call, off, ev);
     // SAFETY: the slot is fully written and stays this CPU's.
-    let used = usize::from(unsafe { (*ev).exe.names.used });
-    // The mask and the min are what bound the length for the verifier.
-    let len = RECORD_MIN + bound(used, NAME_BUF_MASK).min(NAME_BUF);
+    let len = unsafe { (*ev).record_len() };
     let wake = wake_flags(call.status & status::SUSPICIOUS != 0, len as u64);
     // SAFETY: `len` <= size_of::<Event>() bytes of the slot, all written.
     let record = unsafe { core::slice::from_raw_parts(ev.cast::<u8>(), len) };
