@@ -1,10 +1,15 @@
 //! The ring-buffer record of one reported call.
 //!
-//! Records are built at exit and copied into the ring buffer up to the
-//! executable's last name byte ([`Event::record_len`]), and only for calls
-//! someone asked to see (every call, or the suspicious ones; see
-//! [`crate::ReportPolicy`]). Every call is counted either way
-//! ([`crate::counts`]).
+//! Records are built at exit and sent only for calls someone asked to see
+//! (every call, or the suspicious ones; see [`crate::ReportPolicy`]). Every
+//! call is counted either way ([`crate::counts`]).
+//!
+//! A record is a fixed head followed by a packed [`Tail`]: the user stack
+//! when one was taken, then the names of the source's, the destination's
+//! and the executable's paths, each walk starting where the last ended.
+//! The kernel sends the head and only the tail bytes in use
+//! ([`Event::record_len`]): a few hundred bytes for most calls, where
+//! fixed-size name areas would cost kilobytes of ring buffer per call.
 
 use core::mem::{align_of, offset_of, size_of};
 
@@ -16,13 +21,21 @@ pub const FSTYPE_LEN: usize = 16;
 pub const PATH_DEPTH: usize = 16;
 /// Longest component a walk reads: NAME_MAX and its NUL.
 pub const NAME_READ: usize = 256;
-/// Components start below this offset of [`NameBuf::bytes`].
+/// A walk's components start below this many bytes past its first.
 pub const NAME_AREA: usize = 512;
-/// Bytes of a [`NameBuf`]: a component may start just below [`NAME_AREA`]
-/// and be [`NAME_READ`] long.
-pub const NAME_BUF: usize = NAME_AREA + NAME_READ;
+/// Most bytes one walk uses: a component may start just below
+/// [`NAME_AREA`] and be [`NAME_READ`] long.
+pub const WALK_MAX: usize = NAME_AREA - 1 + NAME_READ;
 /// User-space return addresses kept per suspicious call.
 pub const STACK_DEPTH: usize = 32;
+/// Bytes of a user stack at the start of the tail.
+pub const STACK_BYTES: usize = 8 * STACK_DEPTH;
+/// A mask over where a walk may start in [`Tail::bytes`]: the kernel
+/// applies it so that the verifier can bound the walk's writes.
+pub const TAIL_START_MASK: usize = 2047;
+/// Bytes of [`Tail::bytes`]: room for a walk that starts at
+/// [`TAIL_START_MASK`] and uses [`WALK_MAX`] bytes.
+pub const TAIL_BUF: usize = (TAIL_START_MASK + WALK_MAX + 1).next_multiple_of(8);
 
 /// Bits of [`Event::status`].
 pub mod status {
@@ -45,7 +58,7 @@ pub mod status {
     pub const STACK: u8 = 1 << 7;
 }
 
-/// Bits of [`NameBuf::flags`].
+/// Bits of [`NameSpan::flags`].
 pub mod name_flag {
     /// The walk reached the root of its filesystem (or cgroup hierarchy).
     pub const COMPLETE: u8 = 1 << 0;
@@ -55,21 +68,35 @@ pub mod name_flag {
     pub const CUT: u8 = 1 << 2;
 }
 
-/// Names from a walk up a tree (dentries, or cgroups), leaf first, packed:
-/// each component NUL-terminated, `used` bytes in all.
+/// Where one walk's names sit in [`Tail::bytes`]: components from a
+/// walk up a tree (dentries), leaf first, each NUL-terminated.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct NameBuf {
-    /// Bytes of `bytes` in use.
+pub struct NameSpan {
+    /// Offset of the first component in [`Tail::bytes`].
+    pub start: u16,
+    /// Bytes from `start` in use.
     pub used: u16,
     /// Components recorded.
     pub count: u8,
     /// Bits of [`name_flag`].
     pub flags: u8,
     /// Explicit padding.
-    pub _pad: [u8; 4],
-    /// The components.
-    pub bytes: [u8; NAME_BUF],
+    pub _pad: [u8; 2],
+}
+
+/// What follows a record's head: the user stack when one was taken
+/// ([`status::STACK`]: [`STACK_BYTES`] at offset 0), then the names of
+/// every [`NameSpan`], packed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Tail {
+    /// Bytes of `bytes` in use: where the next walk starts.
+    pub used: u16,
+    /// Explicit padding.
+    pub _pad: [u8; 6],
+    /// The stack, then the names.
+    pub bytes: [u8; TAIL_BUF],
 }
 
 /// Where a file lives: its inode, its mount, and its path inside its filesystem.
@@ -87,7 +114,7 @@ pub struct PathInfo {
     /// Explicit padding.
     pub _pad: u32,
     /// Dentry names from the file up to its filesystem's root.
-    pub names: NameBuf,
+    pub names: NameSpan,
 }
 
 /// One side of the copy.
@@ -156,7 +183,8 @@ pub struct Event {
     pub facts: u32,
     /// Inode number of the caller's mount namespace.
     pub mnt_ns: u32,
-    /// Bytes of [`Event::stack`] filled, or a negative errno from bpf_get_stack.
+    /// Bytes of the stack filled (at the start of [`Event::tail`]), or a
+    /// negative errno from bpf_get_stack.
     pub stack_bytes: i32,
     /// A [`crate::Backend`] discriminant.
     pub backend: u8,
@@ -176,32 +204,35 @@ pub struct Event {
     /// to name stack frames in it after the process is gone.
     pub code_start: u64,
     pub code_end: u64,
-    /// User-space return addresses, innermost first (suspicious calls only).
-    pub stack: [u64; STACK_DEPTH],
-    /// The caller's executable (`task->mm->exe_file`). Last, so that a
-    /// record can end where its name bytes do ([`Event::record_len`]).
+    /// The caller's executable (`task->mm->exe_file`).
     pub exe: PathInfo,
+    /// The stack and the names, sent as far as they are used.
+    pub tail: Tail,
 }
 
-/// The shortest record the kernel sends: all of an [`Event`] but the
-/// executable's name bytes, which it sends only as far as they are used.
-pub const RECORD_MIN: usize = size_of::<Event>() - NAME_BUF;
+/// The shortest record the kernel sends: the head, without a tail byte.
+pub const RECORD_MIN: usize = size_of::<Event>() - TAIL_BUF;
 
-/// A mask above [`NAME_BUF`] (see [`Event::record_len`]).
-const NAME_BUF_MASK: usize = NAME_BUF.next_power_of_two() - 1;
+/// A mask above every [`Tail::used`] the kernel writes (see [`Event::record_len`]).
+const TAIL_USED_MASK: usize = TAIL_BUF.next_power_of_two() - 1;
 
 // Both sides read these bytes: a layout change must be deliberate.
-const _: () = assert!(size_of::<NameBuf>() == 8 + NAME_BUF && align_of::<NameBuf>() == 2);
-const _: () = assert!(size_of::<PathInfo>() == 24 + size_of::<NameBuf>());
+const _: () = assert!(size_of::<NameSpan>() == 8 && align_of::<NameSpan>() == 2);
+const _: () = assert!(size_of::<PathInfo>() == 24 + size_of::<NameSpan>());
 const _: () = assert!(size_of::<FileInfo>() == 64 + size_of::<PathInfo>());
+const _: () = assert!(size_of::<Tail>() == 8 + TAIL_BUF);
 const _: () = assert!(
     size_of::<Event>()
-        == 136 + 2 * size_of::<FileInfo>() + 16 + 8 * STACK_DEPTH + size_of::<PathInfo>()
+        == 136 + 2 * size_of::<FileInfo>() + 16 + size_of::<PathInfo>() + size_of::<Tail>()
 );
-const _: () = assert!(
-    offset_of!(Event, exe) + offset_of!(PathInfo, names) + offset_of!(NameBuf, bytes) == RECORD_MIN
-);
+const _: () = assert!(offset_of!(Event, tail) + offset_of!(Tail, bytes) == RECORD_MIN);
 const _: () = assert!(align_of::<Event>() == 8 && size_of::<Event>().is_multiple_of(8));
+// The stack and the first two walks end below the mask, so every walk
+// starts where the last one ended; all three and the stack fit the tail.
+const _: () = assert!(STACK_BYTES + 2 * WALK_MAX <= TAIL_START_MASK);
+const _: () = assert!(STACK_BYTES + 3 * WALK_MAX <= TAIL_BUF);
+const _: () = assert!((TAIL_START_MASK + 1).is_power_of_two());
+const _: () = assert!(RECORD_MIN.is_multiple_of(8));
 // The kernel writes the names as two 8-byte words each.
 const _: () = assert!(COMM_LEN == 16 && FSTYPE_LEN == 16);
 const _: () = assert!(
@@ -213,13 +244,13 @@ const _: () = assert!(
 );
 
 impl Event {
-    /// Bytes of this record that the kernel sends: up to the executable's
-    /// last used name byte.
+    /// Bytes of this record that the kernel sends: the head, and the tail
+    /// as far as it is used.
     #[inline(always)]
     pub fn record_len(&self) -> usize {
         // The mask and the min are what bound the length for the verifier.
-        let used = crate::bound(usize::from(self.exe.names.used), NAME_BUF_MASK);
-        RECORD_MIN + used.min(NAME_BUF)
+        let used = crate::bound(usize::from(self.tail.used), TAIL_USED_MASK);
+        RECORD_MIN + used.min(TAIL_BUF)
     }
 
     /// All of the record's bytes (tests, benchmarks and fuzzing build
@@ -232,14 +263,44 @@ impl Event {
             core::slice::from_raw_parts((self as *const Self).cast::<u8>(), size_of::<Self>())
         }
     }
-}
 
-impl NameBuf {
-    /// The components, leaf first (bytes without their NULs).
-    pub fn components(&self) -> impl Iterator<Item = &[u8]> {
-        let used = usize::from(self.used).min(NAME_BUF);
-        self.bytes[..used]
-            .split(|&b| b == 0)
-            .take(usize::from(self.count))
+    /// Appends a walk's components (leaf first) to the tail and points the
+    /// span `which` picks at them, as the kernel does (tests and
+    /// benchmarks build records this way).
+    #[cfg(feature = "user")]
+    pub fn push_names(
+        &mut self,
+        which: fn(&mut Event) -> &mut NameSpan,
+        leaf_first: &[&[u8]],
+        flags: u8,
+    ) {
+        let start = usize::from(self.tail.used);
+        let mut at = start;
+        for c in leaf_first {
+            self.tail.bytes[at..at + c.len()].copy_from_slice(c);
+            self.tail.bytes[at + c.len()] = 0;
+            at += c.len() + 1;
+        }
+        self.tail.used = at as u16;
+        *which(self) = NameSpan {
+            start: start as u16,
+            used: (at - start) as u16,
+            count: leaf_first.len() as u8,
+            flags,
+            _pad: [0; 2],
+        };
+    }
+
+    /// Puts a user stack at the start of the tail, as the kernel does for
+    /// a suspicious call, before any names (tests and benchmarks).
+    #[cfg(feature = "user")]
+    pub fn put_stack(&mut self, addrs: &[u64]) {
+        assert_eq!(self.tail.used, 0, "the stack goes before the names");
+        for (i, a) in addrs.iter().take(STACK_DEPTH).enumerate() {
+            self.tail.bytes[i * 8..i * 8 + 8].copy_from_slice(&a.to_ne_bytes());
+        }
+        self.stack_bytes = (8 * addrs.len().min(STACK_DEPTH)) as i32;
+        self.status |= status::STACK;
+        self.tail.used = STACK_BYTES as u16;
     }
 }

@@ -12,8 +12,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use copytrace_common::{
-    counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
-    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, STACK_DEPTH,
+    bound, counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
+    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, Tail, STACK_BYTES, TAIL_START_MASK,
 };
 
 use crate::kread::{read_user, read_user_two, Fault, Memory};
@@ -25,7 +25,7 @@ use crate::names;
 use crate::task::{self, FileSide};
 
 /// Record bytes between two looks at whether the reader is asleep (see
-/// [`wake_flags`]): some 60 records, so a look costs each record little.
+/// [`wake_flags`]): a few hundred records, so a look costs each record little.
 const CHECK_BYTES: u64 = 128 * 1024;
 
 /// Waiting bytes that make a sleeping reader worth waking: an eighth of
@@ -485,8 +485,8 @@ struct Finished<'a> {
 /// has too many paths for 5.10 and 6.1 to verify that way. Where it could
 /// (6.2+), writing in place measured no faster here: the cost is in
 /// touching the ring's cold cache lines, which the copy does once either way.
-/// That is also why the record ends where the executable's names do
-/// ([`Event::record_len`]): most of its name area is empty.
+/// The record ends where its tail does ([`Event::record_len`]): the ring
+/// copy is paid per byte, in cache lines the reader has yet to read.
 #[inline(always)]
 fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffsets) {
     let Some(ev) = SCRATCH.get_ptr_mut(0) else {
@@ -583,6 +583,10 @@ fn describe<C: EbpfContext, M: Memory>(
         (*ev).status = call.status;
         (*ev)._pad = 0;
         let status = core::ptr::addr_of_mut!((*ev).status);
+        // The stack, when taken, comes first in the tail; the walks follow.
+        let tail = core::ptr::addr_of_mut!((*ev).tail);
+        (*tail).used = if stack { STACK_BYTES as u16 } else { 0 };
+        (*tail)._pad = [0; 6];
         // Straight into the record, as two words (the field is 8-aligned):
         // a byte array has alignment 1, so a copy through the stack costs a
         // load and a store per byte.
@@ -600,8 +604,12 @@ fn describe<C: EbpfContext, M: Memory>(
             size: rec.side_in.size,
             pos: call.read_pos,
         };
-        (*ev).files[0].f_flags =
-            describe_file::<M>(&input, core::ptr::addr_of_mut!((*ev).files[0]), status);
+        (*ev).files[0].f_flags = describe_file::<M>(
+            &input,
+            core::ptr::addr_of_mut!((*ev).files[0]),
+            status,
+            tail,
+        );
         let output = Side {
             file: rec.file_out,
             inode: rec.side_out.inode,
@@ -610,9 +618,13 @@ fn describe<C: EbpfContext, M: Memory>(
             size: rec.side_out.size,
             pos: call.pos_out,
         };
-        (*ev).files[1].f_flags =
-            describe_file::<M>(&output, core::ptr::addr_of_mut!((*ev).files[1]), status);
-        exe::<M>(task, core::ptr::addr_of_mut!((*ev).exe), status);
+        (*ev).files[1].f_flags = describe_file::<M>(
+            &output,
+            core::ptr::addr_of_mut!((*ev).files[1]),
+            status,
+            tail,
+        );
+        exe::<M>(task, core::ptr::addr_of_mut!((*ev).exe), status, tail);
         let code = if stack {
             code_range::<M>(task, off)
         } else {
@@ -624,8 +636,8 @@ fn describe<C: EbpfContext, M: Memory>(
         (*ev).stack_bytes = if stack {
             bpf_get_stack(
                 ctx.as_ptr(),
-                core::ptr::addr_of_mut!((*ev).stack).cast(),
-                (STACK_DEPTH * 8) as u32,
+                core::ptr::addr_of_mut!((*tail).bytes).cast(),
+                STACK_BYTES as u32,
                 u64::from(BPF_F_USER_STACK),
             ) as i32
         } else {
@@ -739,7 +751,8 @@ fn location<M: Memory>(
     Ok(([ino, u64::from(dev)], [mnt_id, mnt_ns], dentry))
 }
 
-/// Fills `out` with where `file` lives: inode, device, mount, namespace, path.
+/// Fills `out` with where `file` lives: inode, device, mount, namespace,
+/// and the path, whose names go at the end of `tail`.
 #[inline(always)]
 unsafe fn describe_path<M: Memory>(
     file: u64,
@@ -747,6 +760,7 @@ unsafe fn describe_path<M: Memory>(
     sb: u64,
     out: *mut PathInfo,
     status: *mut u8,
+    tail: *mut Tail,
 ) {
     let names = core::ptr::addr_of_mut!((*out).names);
     let found = if file == 0 {
@@ -770,9 +784,22 @@ unsafe fn describe_path<M: Memory>(
         (*out).mnt_ns = mnt_ns;
         (*out)._pad = 0;
     }
-    // SAFETY: a field write into the record's slot; see walk() for why it
-    // returns the count.
-    unsafe { (*names).count = names::walk::<M>(dentry, names) };
+    // SAFETY: field writes into the record's slot. The mask is a no-op on
+    // what the kernel writes (see TAIL_START_MASK) and bounds the walk's
+    // writes for the verifier; see walk() for why it returns the count.
+    unsafe {
+        let start = bound(
+            usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used))),
+            TAIL_START_MASK,
+        );
+        (*names).start = start as u16;
+        (*names)._pad = [0; 2];
+        let bytes = core::ptr::addr_of_mut!((*tail).bytes)
+            .cast::<u8>()
+            .add(start);
+        (*names).count = names::walk::<M>(dentry, names, bytes);
+        (*tail).used = start as u16 + (*names).used;
+    }
 }
 
 /// What the call already knows of one side of the copy.
@@ -826,7 +853,12 @@ fn file_details<M: Memory>(
 /// returns for the caller to store (see parent() for why). A subprogram:
 /// BPF passes at most five arguments, hence `Side`.
 #[inline(never)]
-unsafe fn describe_file<M: Memory>(side: &Side, fi: *mut FileInfo, status: *mut u8) -> u32 {
+unsafe fn describe_file<M: Memory>(
+    side: &Side,
+    fi: *mut FileInfo,
+    status: *mut u8,
+    tail: *mut Tail,
+) -> u32 {
     // SAFETY: plain field writes into the record's slot (see report()).
     unsafe {
         (*fi).present = u8::from(side.file != 0);
@@ -866,13 +898,14 @@ unsafe fn describe_file<M: Memory>(side: &Side, fi: *mut FileInfo, status: *mut 
         side.sb,
         core::ptr::addr_of_mut!((*fi).path),
         status,
+        tail,
     );
     f_flags
 }
 
 /// Fills `out` with the task's executable (`mm->exe_file`).
 #[inline(always)]
-unsafe fn exe<M: Memory>(task: u64, out: *mut PathInfo, status: *mut u8) {
+unsafe fn exe<M: Memory>(task: u64, out: *mut PathInfo, status: *mut u8, tail: *mut Tail) {
     let off = offsets();
     let found = M::read::<u64>(task, off.task_mm).and_then(|mm| {
         let file: u64 = if mm != 0 {
@@ -891,5 +924,5 @@ unsafe fn exe<M: Memory>(task: u64, out: *mut PathInfo, status: *mut u8) {
             (0, 0, 0)
         }
     };
-    describe_path::<M>(file, inode, sb, out, status);
+    describe_path::<M>(file, inode, sb, out, status, tail);
 }

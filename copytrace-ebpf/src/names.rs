@@ -1,18 +1,21 @@
-//! Walks up a dentry tree into a [`NameBuf`]: component names leaf first,
-//! packed, each read whole (up to NAME_MAX), stopping at the filesystem's
-//! root, with flags saying whether the walk was complete and whether the
-//! leaf was deleted.
+//! Walks up a dentry tree into a record's tail: component names leaf
+//! first, packed, each read whole (up to NAME_MAX), stopping at the
+//! filesystem's root, with a [`NameSpan`] saying how many bytes and
+//! components it wrote, whether the walk was complete and whether the leaf
+//! was deleted.
 
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel_str;
 use copytrace_common::{
-    bound, name_flag, KernelOffsets, NameBuf, NAME_AREA, NAME_READ, PATH_DEPTH,
+    bound, name_flag, KernelOffsets, NameSpan, NAME_AREA, NAME_READ, PATH_DEPTH,
 };
 
 use crate::kread::Memory;
 use crate::maps::{offsets, types};
 
-/// Fills `out` (a record being built) with the path of `dentry` inside its
-/// filesystem; a failed read marks the path as cut. Returns the number of
+/// Writes the path of `dentry` inside its filesystem at `bytes` (in a
+/// record being built, with [`copytrace_common::WALK_MAX`] bytes of room)
+/// and its extent in `out` (but for `out.start`, the caller's); a failed
+/// read marks the path as cut. Returns the number of
 /// components (also stored): a subprogram's result must be used by its
 /// caller, or the compiler drops it and the return register may point into
 /// this subprogram's stack, which the verifier refuses.
@@ -22,10 +25,10 @@ use crate::maps::{offsets, types};
 /// whose running length lives in the record rather than in a register, so
 /// each iteration has one verifier state instead of one per length.
 #[inline(never)]
-pub fn walk<M: Memory>(dentry: u64, out: *mut NameBuf) -> u8 {
+pub fn walk<M: Memory>(dentry: u64, out: *mut NameSpan, bytes: *mut u8) -> u8 {
     let off = offsets();
-    // SAFETY: `out` points into a record being built (a per-CPU map slot) holding a
-    // NameBuf; every access below goes through raw pointers into it.
+    // SAFETY: `out` and `bytes` point into a record being built (a per-CPU
+    // map slot); every access below goes through raw pointers into it.
     unsafe {
         (*out).used = 0;
         (*out).count = 0;
@@ -44,8 +47,6 @@ pub fn walk<M: Memory>(dentry: u64, out: *mut NameBuf) -> u8 {
     if pprev == 0 && parent != dentry {
         flags |= name_flag::DELETED;
     }
-    // SAFETY: as above.
-    let bytes = unsafe { core::ptr::addr_of_mut!((*out).bytes) }.cast::<u8>();
     let mut d = dentry;
     let mut done = false;
     for _ in 0..PATH_DEPTH {
@@ -67,7 +68,7 @@ pub fn walk<M: Memory>(dentry: u64, out: *mut NameBuf) -> u8 {
             break;
         };
         let at = bound(used, NAME_AREA - 1);
-        // SAFETY: `at` < NAME_AREA and NAME_READ more bytes fit in NAME_BUF.
+        // SAFETY: `at` < NAME_AREA and NAME_READ more bytes fit in WALK_MAX.
         let dst = unsafe { bytes.add(at) };
         let n = match inline_name::<M>(d, name, dst, off) {
             Some(n) => n as i64,

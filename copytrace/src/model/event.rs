@@ -7,8 +7,8 @@
 use std::mem::size_of;
 
 use copytrace_common::{
-    name_flag, status, CallOutcome, Event, FileInfo, NameBuf, PathInfo, NAME_BUF, RECORD_MIN,
-    STACK_DEPTH,
+    name_flag, status, CallOutcome, Event, FileInfo, NameSpan, PathInfo, RECORD_MIN, STACK_DEPTH,
+    TAIL_BUF,
 };
 use serde::{Deserialize, Serialize};
 
@@ -229,39 +229,69 @@ fn cstr(c: &[u8]) -> &[u8] {
     &c[..c.iter().position(|&b| b == 0).unwrap_or(c.len())]
 }
 
-/// `/a/b` from leaf-first components (`…/a/b` when the walk was cut short).
-fn join_components(names: &NameBuf) -> Untrusted {
-    let comps: Vec<&[u8]> = names.components().collect();
-    let complete = names.flags & name_flag::COMPLETE != 0;
-    let mut path = Vec::with_capacity(64);
-    if complete {
-        path.push(b'/');
-    } else {
-        path.extend_from_slice("…/".as_bytes());
-    }
-    for (i, c) in comps.iter().rev().enumerate() {
-        if i > 0 {
-            path.push(b'/');
-        }
-        path.extend_from_slice(c);
-    }
-    Untrusted::new(path)
+/// One walk's names, as the record holds them: its components, leaf
+/// first, and its [`name_flag`] bits.
+struct Names<'a> {
+    components: Vec<&'a [u8]>,
+    flags: u8,
 }
 
-fn location(p: &PathInfo) -> Location {
+impl<'a> Names<'a> {
+    /// The components `span` points at in `tail` (the tail bytes the record
+    /// holds). A span reaching past them keeps only its whole components
+    /// there, and is marked cut: a kernel never sends one, a fuzzer does.
+    fn of(span: &NameSpan, tail: &'a [u8]) -> Self {
+        let start = usize::from(span.start).min(tail.len());
+        let end = start + usize::from(span.used);
+        let mut flags = span.flags;
+        let held = if end <= tail.len() {
+            &tail[start..end]
+        } else {
+            flags = (flags & !name_flag::COMPLETE) | name_flag::CUT;
+            let held = &tail[start..];
+            &held[..held.iter().rposition(|&b| b == 0).map_or(0, |nul| nul + 1)]
+        };
+        let whole = held.iter().filter(|&&b| b == 0).count();
+        let components = held
+            .split(|&b| b == 0)
+            .take(usize::from(span.count).min(whole))
+            .collect();
+        Names { components, flags }
+    }
+
+    /// `/a/b` (`…/a/b` when the walk was cut short).
+    fn join(&self) -> Untrusted {
+        let mut path = Vec::with_capacity(64);
+        if self.flags & name_flag::COMPLETE != 0 {
+            path.push(b'/');
+        } else {
+            path.extend_from_slice("…/".as_bytes());
+        }
+        for (i, c) in self.components.iter().rev().enumerate() {
+            if i > 0 {
+                path.push(b'/');
+            }
+            path.extend_from_slice(c);
+        }
+        Untrusted::new(path)
+    }
+}
+
+fn location(p: &PathInfo, tail: &[u8]) -> Location {
+    let names = Names::of(&p.names, tail);
     Location {
         ino: p.ino,
         dev: format!("{}:{}", p.dev >> 20, p.dev & 0xf_ffff),
         dev_raw: p.dev,
         mnt_id: p.mnt_id,
         mnt_ns: p.mnt_ns,
-        fs_path: join_components(&p.names),
-        path_complete: p.names.flags & name_flag::COMPLETE != 0,
-        deleted: p.names.flags & name_flag::DELETED != 0,
+        fs_path: names.join(),
+        path_complete: names.flags & name_flag::COMPLETE != 0,
+        deleted: names.flags & name_flag::DELETED != 0,
     }
 }
 
-fn side(fi: &FileInfo) -> Option<FileSide> {
+fn side(fi: &FileInfo, tail: &[u8]) -> Option<FileSide> {
     if fi.present == 0 {
         return None;
     }
@@ -277,15 +307,14 @@ fn side(fi: &FileInfo) -> Option<FileSide> {
         pos: fi.pos,
         open_flags: fi.f_flags,
         mode: fi.mode,
-        location: location(&fi.path),
+        location: location(&fi.path, tail),
         copy_op: fi.copy_op,
         remap_op: fi.remap_op,
     })
 }
 
 /// Decodes one ring-buffer record: at least [`RECORD_MIN`] bytes, ending
-/// anywhere in the executable's name bytes (bytes past an [`Event`] are
-/// ignored).
+/// anywhere in its tail (bytes past an [`Event`] are ignored).
 pub fn decode(bytes: &[u8]) -> Result<CopyEvent, DecodeError> {
     if bytes.len() < RECORD_MIN {
         return Err(DecodeError::Short {
@@ -301,24 +330,7 @@ pub fn decode(bytes: &[u8]) -> Result<CopyEvent, DecodeError> {
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut e).cast::<u8>(), n);
     }
-    cut_names(&mut e.exe.names, n - RECORD_MIN);
-    from_raw(&e)
-}
-
-/// Keeps the components wholly within the first `held` name bytes, the
-/// ones a record holds, and marks the walk cut when that drops any.
-fn cut_names(names: &mut NameBuf, held: usize) {
-    if usize::from(names.used) <= held {
-        return;
-    }
-    let kept = names.bytes[..held.min(NAME_BUF)]
-        .iter()
-        .rposition(|&b| b == 0)
-        .map_or(0, |nul| nul + 1);
-    let whole = names.bytes[..kept].iter().filter(|&&b| b == 0).count();
-    names.used = kept as u16;
-    names.count = names.count.min(whole as u8);
-    names.flags = (names.flags & !name_flag::COMPLETE) | name_flag::CUT;
+    convert(&e, n - RECORD_MIN)
 }
 
 /// Whether a record is marked suspicious by the kernel's table, read
@@ -329,8 +341,14 @@ pub fn peek_suspicious(bytes: &[u8]) -> bool {
         .is_some_and(|s| s & status::SUSPICIOUS != 0)
 }
 
-/// Converts an [`Event`] already in memory.
+/// Converts an [`Event`] already in memory, all of its tail included.
 pub fn from_raw(e: &Event) -> Result<CopyEvent, DecodeError> {
+    convert(e, TAIL_BUF)
+}
+
+/// Converts an [`Event`] whose first `held` tail bytes came from the kernel.
+fn convert(e: &Event, held: usize) -> Result<CopyEvent, DecodeError> {
+    let tail = &e.tail.bytes[..held.min(TAIL_BUF)];
     let given = |bit: u8, v: i64| (e.status & bit != 0).then_some(v);
     let code = |field, value| DecodeError::Code { field, value };
     let stack = (e.status & status::STACK != 0).then(|| {
@@ -343,7 +361,11 @@ pub fn from_raw(e: &Event) -> Result<CopyEvent, DecodeError> {
         } else {
             let n = (e.stack_bytes as usize / 8).min(STACK_DEPTH);
             RawStack {
-                addrs: e.stack[..n].to_vec(),
+                addrs: tail
+                    .chunks_exact(8)
+                    .take(n)
+                    .map(|w| u64::from_ne_bytes(std::array::from_fn(|i| w[i])))
+                    .collect(),
                 error: None,
                 code: (e.code_start, e.code_end),
             }
@@ -375,9 +397,9 @@ pub fn from_raw(e: &Event) -> Result<CopyEvent, DecodeError> {
             .then_some(e.status & status::VFS_REACHED != 0),
         facts: e.facts,
         read_fault: e.status & status::READ_FAULT != 0,
-        file_in: side(&e.files[0]),
-        file_out: side(&e.files[1]),
-        exe: (e.exe.ino != 0).then(|| location(&e.exe)),
+        file_in: side(&e.files[0], tail),
+        file_out: side(&e.files[1], tail),
+        exe: (e.exe.ino != 0).then(|| location(&e.exe, tail)),
         stack,
     })
 }
@@ -401,19 +423,6 @@ pub(crate) mod tests {
         out
     }
 
-    /// Fills a NameBuf with leaf-first components.
-    pub(crate) fn names(nb: &mut NameBuf, leaf_first: &[&[u8]], flags: u8) {
-        let mut used = 0;
-        for c in leaf_first {
-            nb.bytes[used..used + c.len()].copy_from_slice(c);
-            nb.bytes[used + c.len()] = 0;
-            used += c.len() + 1;
-        }
-        nb.used = used as u16;
-        nb.count = leaf_first.len() as u8;
-        nb.flags = flags;
-    }
-
     #[test]
     fn rejects_short_records() {
         assert_eq!(
@@ -426,19 +435,34 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_record_cut_after_the_exe_names_decodes_as_the_whole() {
+    fn a_record_cut_after_its_tail_decodes_as_the_whole() {
         let mut e = blank();
         e.pid = 7;
         e.exe.ino = 12;
-        names(
-            &mut e.exe.names,
+        e.files[0].present = 1;
+        e.push_names(
+            |e| &mut e.files[0].path.names,
+            &[b"in"],
+            name_flag::COMPLETE,
+        );
+        e.files[1].present = 1;
+        e.push_names(
+            |e| &mut e.files[1].path.names,
+            &[b"out", b"d"],
+            name_flag::COMPLETE,
+        );
+        e.push_names(
+            |e| &mut e.exe.names,
             &[b"cp", b"bin", b"usr"],
             name_flag::COMPLETE,
         );
         let cut = &e.as_bytes()[..e.record_len()];
-        assert!(cut.len() < size_of::<Event>());
+        assert_eq!(cut.len(), RECORD_MIN + 3 + 6 + 11);
         let whole = decode(e.as_bytes()).expect("the whole record decodes");
         assert_eq!(decode(cut), Ok(whole.clone()));
+        let path = |s: &Option<FileSide>| s.as_ref().map(|f| f.location.fs_path.clone());
+        assert_eq!(path(&whole.file_in), Some(Untrusted::from("/in")));
+        assert_eq!(path(&whole.file_out), Some(Untrusted::from("/d/out")));
         let exe = whole.exe.expect("an executable");
         assert_eq!(exe.fs_path, Untrusted::from("/usr/bin/cp"));
         // Cut inside the names: only whole components are kept, and the
@@ -447,6 +471,32 @@ pub(crate) mod tests {
         let exe = shorter.exe.expect("an executable");
         assert_eq!(exe.fs_path, Untrusted::from("…/bin/cp"));
         assert!(!exe.path_complete);
+        assert_eq!(path(&shorter.file_out), Some(Untrusted::from("/d/out")));
+    }
+
+    #[test]
+    fn spans_outside_the_tail_are_cut_not_followed() {
+        let mut e = blank();
+        e.files[0].present = 1;
+        e.push_names(
+            |e| &mut e.files[0].path.names,
+            &[b"a", b"b"],
+            name_flag::COMPLETE,
+        );
+        // A span claiming more components than its bytes hold, and one
+        // starting past the end of the tail.
+        e.files[0].path.names.count = 9;
+        e.files[1].present = 1;
+        e.files[1].path.names.start = u16::MAX;
+        e.files[1].path.names.used = u16::MAX;
+        e.files[1].path.names.count = 3;
+        e.files[1].path.names.flags = name_flag::COMPLETE;
+        let ev = decode(&e.as_bytes()[..e.record_len()]).expect("decodes");
+        let f = ev.file_in.expect("source");
+        assert_eq!(f.location.fs_path, Untrusted::from("/b/a"));
+        let f = ev.file_out.expect("destination");
+        assert_eq!(f.location.fs_path, Untrusted::from("…/"));
+        assert!(!f.location.path_complete);
     }
 
     #[test]
@@ -462,8 +512,8 @@ pub(crate) mod tests {
         e.files[0].mode = 0o100444;
         e.files[0].path.dev = (8 << 20) | 3;
         e.files[0].path.mnt_id = 22;
-        names(
-            &mut e.files[0].path.names,
+        e.push_names(
+            |e| &mut e.files[0].path.names,
             &[b"status", b"self"],
             name_flag::COMPLETE,
         );
@@ -502,41 +552,40 @@ pub(crate) mod tests {
         assert_eq!(ev.file_out.expect("present").fs, "fuseblk");
     }
 
+    /// The location of the source file, after `leaf_first` and `flags`
+    /// went through a record.
+    fn source_location(leaf_first: &[&[u8]], flags: u8) -> Location {
+        let mut e = blank();
+        e.files[0].present = 1;
+        e.push_names(|e| &mut e.files[0].path.names, leaf_first, flags);
+        let ev = decode(&e.as_bytes()[..e.record_len()]).expect("decodes");
+        ev.file_in.expect("source").location
+    }
+
     #[test]
     fn paths_cut_short_or_deleted_say_so() {
-        let mut nb = blank().files[0].path.names;
-        names(
-            &mut nb,
-            &[b"leaf", b"dir"],
-            name_flag::CUT | name_flag::DELETED,
-        );
-        assert_eq!(join_components(&nb), Untrusted::from("…/dir/leaf"));
-        let mut pi = blank().files[0].path;
-        pi.names = nb;
-        let loc = location(&pi);
+        let loc = source_location(&[b"leaf", b"dir"], name_flag::CUT | name_flag::DELETED);
+        assert_eq!(loc.fs_path, Untrusted::from("…/dir/leaf"));
         assert!(loc.deleted && !loc.path_complete);
     }
 
     #[test]
     fn names_keep_their_exact_bytes() {
-        let mut nb = blank().files[0].path.names;
-        names(&mut nb, &[b"\xff\x1b[2J", b"d\nir"], name_flag::COMPLETE);
-        assert_eq!(
-            join_components(&nb).as_bytes(),
-            b"/d\nir/\xff\x1b[2J".as_slice()
-        );
+        let loc = source_location(&[b"\xff\x1b[2J", b"d\nir"], name_flag::COMPLETE);
+        assert_eq!(loc.fs_path.as_bytes(), b"/d\nir/\xff\x1b[2J".as_slice());
     }
 
     #[test]
     fn suspicious_records_carry_their_stack() {
         let mut e = blank();
-        e.status = status::SUSPICIOUS | status::STACK;
-        e.stack_bytes = 16;
-        e.stack[0] = 0x401000;
-        e.stack[1] = 0x402000;
+        e.status = status::SUSPICIOUS;
+        e.put_stack(&[0x401000, 0x402000]);
+        e.exe.ino = 3;
+        e.push_names(|e| &mut e.exe.names, &[b"cat"], name_flag::COMPLETE);
         assert!(peek_suspicious(e.as_bytes()));
-        let ev = decode(e.as_bytes()).expect("decodes");
+        let ev = decode(&e.as_bytes()[..e.record_len()]).expect("decodes");
         assert_eq!(ev.stack.map(|s| s.addrs), Some(vec![0x401000, 0x402000]));
+        assert_eq!(ev.exe.map(|x| x.fs_path), Some(Untrusted::from("/cat")));
         e.stack_bytes = -14;
         let ev = decode(e.as_bytes()).expect("decodes");
         assert_eq!(ev.stack.and_then(|s| s.error), Some(14));

@@ -19,26 +19,29 @@ fn raw_event() -> Vec<u8> {
     e.ret = 0;
     e.backend = copytrace_common::Backend::Tracepoint as u8;
     e.origin = copytrace_common::Origin::Syscall as u8;
-    e.status = copytrace_common::status::SUSPICIOUS | copytrace_common::status::STACK;
+    e.status = copytrace_common::status::SUSPICIOUS;
     e.comm[..3].copy_from_slice(b"cat");
-    for (i, f) in e.files.iter_mut().enumerate() {
+    e.put_stack(&[0x401000, 0x402000]);
+    for f in e.files.iter_mut() {
         f.present = 1;
         f.magic = 0x9fa0;
         f.mode = 0o100444;
         f.path.dev = 22;
         f.path.ino = 7;
-        let leaf: &[u8] = if i == 0 { b"status" } else { b"comm" };
-        let names = &mut f.path.names;
-        let mut used = 0;
-        for c in [leaf, b"1234".as_slice()] {
-            names.bytes[used..used + c.len()].copy_from_slice(c);
-            used += c.len() + 1;
-        }
-        names.used = used as u16;
-        names.count = 2;
-        names.flags = copytrace_common::name_flag::COMPLETE;
     }
-    e.as_bytes().to_vec()
+    let complete = copytrace_common::name_flag::COMPLETE;
+    e.push_names(
+        |e| &mut e.files[0].path.names,
+        &[b"status", b"1234"],
+        complete,
+    );
+    e.push_names(
+        |e| &mut e.files[1].path.names,
+        &[b"comm", b"1234"],
+        complete,
+    );
+    // What the kernel sends: the head and the tail in use.
+    e.as_bytes()[..e.record_len()].to_vec()
 }
 
 fn pipeline(c: &mut Criterion) {
