@@ -60,7 +60,7 @@ pub mod status {
 
 /// Bits of [`NameSpan::flags`].
 pub mod name_flag {
-    /// The walk reached the root of its filesystem (or cgroup hierarchy).
+    /// The walk reached the root of its filesystem.
     pub const COMPLETE: u8 = 1 << 0;
     /// The leaf was unlinked while open (a deleted file).
     pub const DELETED: u8 = 1 << 1;
