@@ -127,6 +127,16 @@ pub struct KernelTypes {
 /// kfunc, in code the verifier then never reaches. No helper has this id.
 pub const RDONLY_CAST_PLACEHOLDER: u32 = 0x7ea5_0c57;
 
+/// Slots of the programs' per-thread in-flight array: a power of two, so
+/// that a thread id's slot is a mask away. Two threads share a slot only
+/// when their ids differ by a multiple of it and both copy while both
+/// live: the later one's calls then go to the in-flight hash.
+pub const THREAD_SLOT_COUNT: u32 = 16384;
+
+/// Entries of the in-flight hash: the threads whose slot another thread
+/// holds.
+pub const INFLIGHT_OVERFLOW: u32 = 4096;
+
 /// Load-time settings for the eBPF programs.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -154,4 +164,5 @@ pub mod setting {
 
 const _: () = assert!(size_of::<KernelOffsets>() == (47 + 6 + 6 + 2) * 4);
 const _: () = assert!(size_of::<ProbeConfig>() == 8);
+const _: () = assert!(THREAD_SLOT_COUNT.is_power_of_two());
 const _: () = assert!(size_of::<KernelTypes>() == 9 * 4);

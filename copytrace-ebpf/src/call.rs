@@ -7,19 +7,19 @@ use aya_ebpf::{
     bindings::{
         BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
     },
-    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
+    helpers::{bpf_get_stack, bpf_ktime_get_ns},
     EbpfContext,
 };
-use aya_log_ebpf::warn;
 use copytrace_common::{
     bound, counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
     KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, Tail, STACK_BYTES, TAIL_START_MASK,
 };
 
+use crate::inflight::{begin, live_call, Inflight};
 use crate::kread::{read_user, read_user_two, Fault, Memory};
 use crate::maps::{
-    add, config, offsets, policy, types, want_all, COUNTERS, COUNTS, EVENTS, INFLIGHT, LATENCY,
-    READER, RING_BYTES, SCRATCH, SIZE_TRUTH,
+    add, config, offsets, policy, types, want_all, COUNTERS, COUNTS, EVENTS, LATENCY, READER,
+    RING_BYTES, SCRATCH, SIZE_TRUTH,
 };
 use crate::names;
 use crate::task::{self, FileSide};
@@ -31,35 +31,6 @@ const CHECK_BYTES: u64 = 128 * 1024;
 /// Waiting bytes that make a sleeping reader worth waking: an eighth of
 /// the ring, a batch worth the wake-up that leaves room for its latency.
 const WAKE_BACKLOG: u64 = RING_BYTES as u64 / 8;
-
-/// What entry leaves for exit: what only entry can know, and nothing more.
-#[repr(C)]
-pub struct Inflight {
-    start_ns: u64,
-    file_in: u64,
-    file_out: u64,
-    /// Inodes, superblocks and advertised sizes at entry (a copy can grow
-    /// its own source).
-    side_in: FileSide,
-    side_out: FileSide,
-    /// User pointers of a syscall's offsets (their values are read at exit).
-    off_in_ptr: u64,
-    off_out_ptr: u64,
-    /// Positions an in-kernel caller passed by value.
-    pos_in: i64,
-    pos_out: i64,
-    len: u64,
-    fd_in: i32,
-    fd_out: i32,
-    flags: u32,
-    origin: u8,
-    status: u8,
-    /// Non-zero from entry until exit. A thread's record stays in the map
-    /// between its calls (an update in place costs far less than an insert
-    /// and a delete per call) and is removed when the thread exits.
-    live: u8,
-    _pad: u8,
-}
 
 /// The six arguments of `copy_file_range(2)`.
 pub struct SyscallArgs {
@@ -86,10 +57,6 @@ impl SyscallArgs {
     }
 }
 
-fn tid() -> u32 {
-    bpf_get_current_pid_tgid() as u32
-}
-
 fn now() -> u64 {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     unsafe { bpf_ktime_get_ns() }
@@ -103,41 +70,6 @@ fn unseen_zero() -> i64 {
     let zero = 0i64;
     // SAFETY: a volatile read of a local variable.
     unsafe { core::ptr::read_volatile(&zero) }
-}
-
-/// Records a call's entry (every entry path ends here): in place in the
-/// thread's record when it has one, else in a new one.
-#[inline(always)]
-fn begin<C: EbpfContext>(ctx: &C, rec: &Inflight) {
-    let tid = tid();
-    if let Some(slot) = INFLIGHT.get_ptr_mut(tid) {
-        // SAFETY: this thread's own record: only this thread writes it,
-        // and the thread-exit program removes it only after its last call.
-        unsafe { core::ptr::copy_nonoverlapping(rec, slot, 1) };
-        return;
-    }
-    if INFLIGHT.insert(tid, rec, 0).is_err() {
-        add(&COUNTERS, counter::INFLIGHT_FULL, 1);
-        warn!(ctx, "in-flight map full: call of tid {} not tracked", tid);
-    }
-}
-
-/// Forgets an exiting thread's record. Most exiting threads never copied:
-/// a lookup, which takes no lock, spares them the delete.
-#[inline(always)]
-pub fn thread_exit() {
-    let tid = tid();
-    if INFLIGHT.get_ptr(tid).is_some() {
-        let _ = INFLIGHT.remove(tid);
-    }
-}
-
-/// The current thread's call between entry and exit, if it is in one.
-#[inline(always)]
-fn live_call() -> Option<*mut Inflight> {
-    let rec = INFLIGHT.get_ptr_mut(tid())?;
-    // SAFETY: this thread's own record (see begin()).
-    (unsafe { (*rec).live } != 0).then_some(rec)
 }
 
 /// Entry of the system call (tracepoint or fentry on the syscall wrapper).
@@ -175,7 +107,7 @@ pub fn enter_syscall<C: EbpfContext, M: Memory>(ctx: &C, args: &SyscallArgs) {
     }
     begin(
         ctx,
-        &Inflight {
+        Inflight {
             start_ns,
             file_in,
             file_out,
@@ -189,10 +121,11 @@ pub fn enter_syscall<C: EbpfContext, M: Memory>(ctx: &C, args: &SyscallArgs) {
             fd_in: args.fd_in as i32,
             fd_out: args.fd_out as i32,
             flags: args.flags as u32,
+            owner: 0,
             origin: Origin::Syscall as u8,
             status: st,
             live: 1,
-            _pad: 0,
+            _pad: [0; 5],
         },
     );
 }
@@ -232,7 +165,7 @@ pub fn enter_vfs<C: EbpfContext, M: Memory>(
     };
     begin(
         ctx,
-        &Inflight {
+        Inflight {
             start_ns,
             file_in,
             file_out,
@@ -246,10 +179,11 @@ pub fn enter_vfs<C: EbpfContext, M: Memory>(
             fd_in: -1,
             fd_out: -1,
             flags,
+            owner: 0,
             origin: Origin::Kernel as u8,
             status: st,
             live: 1,
-            _pad: 0,
+            _pad: [0; 5],
         },
     );
 }

@@ -14,6 +14,7 @@
 #![no_main]
 
 mod call;
+mod inflight;
 mod kread;
 mod maps;
 mod names;
@@ -148,7 +149,7 @@ pub fn cfr_vfs_exit(ctx: FExitContext) -> u32 {
 /// record goes with it. A raw tracepoint: it needs no tracefs.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn cfr_thread_exit(_ctx: RawTracePointContext) -> u32 {
-    call::thread_exit();
+    inflight::thread_exit();
     0
 }
 

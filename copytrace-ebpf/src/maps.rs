@@ -6,10 +6,10 @@ use aya_ebpf::{
 };
 use copytrace_common::{
     counter, latency, setting, CountKey, CountVal, Event, KernelOffsets, KernelTypes, ProbeConfig,
-    ReportPolicy,
+    ReportPolicy, INFLIGHT_OVERFLOW, THREAD_SLOT_COUNT,
 };
 
-use crate::call::Inflight;
+use crate::inflight::Inflight;
 
 // The load-time globals are `static mut` so that they live in a writable
 // data section: userspace sets them when the object loads, and the programs
@@ -169,10 +169,21 @@ pub struct ReaderWatch {
 #[map]
 pub static SPAN: PerCpuArray<[u64; crate::kread::SPAN_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
-/// Each thread's current or last call, keyed by thread id: written at
-/// entry, consumed at exit, removed when the thread exits.
+/// Each thread's current or last call, at its thread id modulo
+/// `THREAD_SLOT_COUNT`, in the slot it holds (see `inflight`).
 #[map]
-pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+pub static THREAD_SLOTS: Array<Inflight> = Array::with_max_entries(THREAD_SLOT_COUNT, 0);
+
+/// Which slots of [`THREAD_SLOTS`] are held, and by which thread id: the
+/// insert that creates a key is what claims a slot.
+#[map]
+pub static SLOT_CLAIMS: HashMap<u32, u32> = HashMap::with_max_entries(THREAD_SLOT_COUNT, 0);
+
+/// Each thread's current or last call, keyed by thread id, when it holds
+/// no slot of [`THREAD_SLOTS`]: written at entry, consumed at exit,
+/// removed when the thread exits.
+#[map]
+pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(INFLIGHT_OVERFLOW, 0);
 
 /// Run-time settings written by the daemon (see `copytrace_common::setting`).
 #[map]

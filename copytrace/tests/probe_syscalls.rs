@@ -501,12 +501,18 @@ fn every_event_carries_the_facts_its_count_used() {
 
 #[test]
 fn more_threads_than_the_in_flight_map_holds_are_all_tracked() {
-    // A thread keeps its in-flight record between calls and the kernel side
-    // drops it when the thread exits; were it kept, the map (16384 records)
-    // would fill and later threads' calls would go untracked and unreported.
-    const THREADS: usize = 17_000;
+    // A thread keeps its in-flight record between calls, in its slot of
+    // the slot array (16384) or in the overflow hash (4096), and the kernel
+    // side frees both when the thread exits. Were records kept past their
+    // thread, more threads than both hold would fill them, and later
+    // threads' calls would go untracked and unreported.
+    const THREADS: usize = 21_000;
+    const _: () = assert!(
+        THREADS
+            > (copytrace_common::THREAD_SLOT_COUNT + copytrace_common::INFLIGHT_OVERFLOW) as usize
+    );
     if suite::in_guest() {
-        suite::skip("17,000 thread lifetimes take minutes under TCG; the host runs this test");
+        suite::skip("21,000 thread lifetimes take minutes under TCG; the host runs this test");
         return;
     }
     let fs = tmpfs("1m");
@@ -527,5 +533,85 @@ fn more_threads_than_the_in_flight_map_holds_are_all_tracked() {
     let tids: std::collections::HashSet<u64> =
         mine.iter().filter_map(|e| e["tid"].as_u64()).collect();
     assert_eq!(mine.len(), THREADS, "every thread's call is reported");
-    assert!(tids.len() > 16_384, "only {} distinct threads", tids.len());
+    assert!(tids.len() > 20_480, "only {} distinct threads", tids.len());
+}
+
+#[test]
+fn a_thread_whose_slot_is_held_is_tracked_through_the_hash() {
+    // Thread ids that differ by a multiple of the slot count share a slot
+    // of the in-flight array: while one thread holds it, the other's calls
+    // go through the overflow hash. Both threads' calls must be tracked
+    // and told apart, interleaved.
+    if suite::in_guest() {
+        suite::skip("waiting for a thread id to come round takes minutes under TCG; the host runs this test");
+        return;
+    }
+    let mask = copytrace_common::THREAD_SLOT_COUNT - 1;
+    let fs = tmpfs("1m");
+    write_file(&fs.path("a"), 10);
+    let src = open(&fs.path("a"), O_RDONLY);
+    let dst = open(&fs.path("b"), O_WRONLY_CREAT);
+    let (s, t) = (raw(&src), raw(&dst));
+    let (holder_len, sharer_len) = (555_011usize, 555_013usize);
+    let d = watch();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        cfr(s, Some(&mut 0), t, Some(&mut 0), holder_len, 0).expect("holder's first copy");
+        let _ = ready_tx.send(tid);
+        let _ = go_rx.recv();
+        cfr(s, Some(&mut 0), t, Some(&mut 0), holder_len, 0).expect("holder's second copy");
+        tid
+    });
+    let holder_tid = ready_rx.recv().expect("the holder's thread id");
+    // Thread ids are handed out in turn: one in every slot-count threads
+    // lands on the holder's slot (other processes take ids too).
+    let mut spawned = 0u32;
+    let sharer_tid = loop {
+        let shared = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() } as u32;
+            if tid & mask != holder_tid & mask {
+                return None;
+            }
+            for _ in 0..3 {
+                cfr(s, Some(&mut 0), t, Some(&mut 0), sharer_len, 0).expect("sharer's copy");
+            }
+            Some(tid)
+        })
+        .join()
+        .expect("thread");
+        if let Some(tid) = shared {
+            break tid;
+        }
+        spawned += 1;
+        assert!(
+            spawned < 40 * (mask + 1),
+            "no thread id came round to slot {} in {spawned} threads",
+            holder_tid & mask
+        );
+    };
+    let _ = go_tx.send(());
+    assert_eq!(holder.join().expect("holder thread"), holder_tid);
+    let events = d.stop();
+    let tids_of = |len: usize| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["len"] == len)
+            .filter_map(|e| e["tid"].as_u64())
+            .collect()
+    };
+    assert_eq!(
+        tids_of(holder_len),
+        vec![u64::from(holder_tid); 2],
+        "the holder's calls"
+    );
+    assert_eq!(
+        tids_of(sharer_len),
+        vec![u64::from(sharer_tid); 3],
+        "the sharer's calls"
+    );
+    assert_ne!(holder_tid, sharer_tid);
 }

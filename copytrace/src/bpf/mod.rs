@@ -66,7 +66,7 @@ pub enum LoadError {
         source: ProgramError,
     },
     /// The kernel would not create a map (out of memory, or a limit).
-    #[error("cannot create the {name} map (copytrace's maps need about 5 MiB of kernel memory, charged to its memory cgroup, or to RLIMIT_MEMLOCK before Linux 5.11: raise MemoryMax/memory.max or the limit)")]
+    #[error("cannot create the {name} map (copytrace's maps need about 9 MiB of kernel memory, charged to its memory cgroup, or to RLIMIT_MEMLOCK before Linux 5.11: raise MemoryMax/memory.max or the limit)")]
     MapCreate {
         name: String,
         #[source]
