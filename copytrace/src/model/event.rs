@@ -295,12 +295,14 @@ fn side(fi: &FileInfo, tail: &[u8]) -> Option<FileSide> {
     if fi.present == 0 {
         return None;
     }
-    let known = fs_magic::lookup(fi.magic);
     // A module may register any name; show it only when it is plain.
-    let kernel_name = Untrusted::new(cstr(&fi.fstype)).human();
+    let fs = fs_magic::lookup(fi.magic).map_or_else(
+        || Untrusted::new(cstr(&fi.fstype)).human(),
+        |k| k.name.to_string(),
+    );
     Some(FileSide {
         kind: FileKind::from_mode(fi.mode),
-        fs: known.map_or(kernel_name, |k| k.name.to_string()),
+        fs,
         magic: fi.magic,
         size_truth: fs_magic::size_truth(fi.magic),
         size: fi.size,

@@ -49,6 +49,11 @@ impl Untrusted {
 
     /// The form for people: bare when plain, else quoted with escapes.
     pub fn human(&self) -> String {
+        // Most names are printable ASCII: a byte test settles them without
+        // decoding characters (the reader runs this for every path shown).
+        if !self.0.is_empty() && self.0.iter().all(|&b| plain_ascii(b)) {
+            return self.0.iter().map(|&b| char::from(b)).collect();
+        }
         match self.to_str() {
             Some(s) if !s.is_empty() && s.chars().all(plain) => s.to_string(),
             _ => self.quoted(),
@@ -114,6 +119,12 @@ pub fn invisible(c: char) -> bool {
 /// not a space, not a quote or backslash.
 fn plain(c: char) -> bool {
     !invisible(c) && !c.is_whitespace() && c != '"' && c != '\\' && c != '\''
+}
+
+/// [`plain`] for an ASCII byte; false for every other byte (whose
+/// character, if any, [`plain`] decides).
+fn plain_ascii(b: u8) -> bool {
+    b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'\'')
 }
 
 fn escape_char(c: char, out: &mut String) {
@@ -194,6 +205,14 @@ mod tests {
         assert_eq!(Untrusted::from("cp").human(), "cp");
         assert_eq!(Untrusted::from("données.txt").human(), "données.txt");
         assert_eq!(Untrusted::from("日本").human(), "日本");
+    }
+
+    #[test]
+    fn the_ascii_fast_path_agrees_with_plain() {
+        for b in 0..=u8::MAX {
+            let by_char = b.is_ascii() && plain(char::from(b));
+            assert_eq!(plain_ascii(b), by_char, "byte {b:#04x}");
+        }
     }
 
     #[test]
