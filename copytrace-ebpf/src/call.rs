@@ -15,7 +15,7 @@ use copytrace_common::{
     KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, Tail, STACK_BYTES, TAIL_START_MASK,
 };
 
-use crate::inflight::{begin, live_call, Inflight};
+use crate::inflight::{begin, end_call, live_call, Inflight};
 use crate::kread::{read_user, read_user_two, Fault, Memory};
 use crate::maps::{
     add, config, offsets, policy, types, want_all, COUNTERS, COUNTS, EVENTS, LATENCY, READER,
@@ -300,15 +300,12 @@ fn count(key: &CountKey, len: u64, ret: i64) {
 /// Completes the current thread's in-flight call of `origin` with `ret`.
 #[inline(always)]
 pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
-    let Some(slot) = live_call() else {
+    let Some(rec) = end_call(origin) else {
         return;
     };
-    // SAFETY: this thread's own record (see begin()); it stays unchanged
-    // until the thread's next entry.
-    let rec = unsafe { &*slot };
-    if rec.origin != origin as u8 {
-        return;
-    }
+    // SAFETY: this CPU's copy of the call (see end_call()), untouched until
+    // this program returns.
+    let rec = unsafe { &*rec };
     let end_ns = now();
     let off = offsets();
     let mut st = rec.status;
@@ -393,8 +390,6 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
         };
         report::<C, M>(ctx, &call, off);
     }
-    // SAFETY: this thread's own record (see begin()).
-    unsafe { (*slot).live = 0 };
 }
 
 /// A finished call on its way to the ring buffer.

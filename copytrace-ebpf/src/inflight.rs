@@ -12,9 +12,9 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid, EbpfContext};
 use aya_log_ebpf::warn;
-use copytrace_common::{counter, THREAD_SLOT_COUNT};
+use copytrace_common::{counter, Origin, THREAD_SLOT_COUNT};
 
-use crate::maps::{add, COUNTERS, INFLIGHT, SLOT_CLAIMS, THREAD_SLOTS};
+use crate::maps::{add, COUNTERS, ENDING, INFLIGHT, SLOT_CLAIMS, THREAD_SLOTS};
 use crate::task::FileSide;
 
 /// What entry leaves for exit: what only entry can know, and nothing more.
@@ -109,6 +109,31 @@ pub fn live_call() -> Option<*mut Inflight> {
     let rec = own_slot(tid, false).or_else(|| INFLIGHT.get_ptr_mut(tid))?;
     // SAFETY: this thread's own record (see begin()).
     (unsafe { (*rec).live } != 0).then_some(rec)
+}
+
+/// Ends the current thread's call of `origin`, if it is in one: marks the
+/// record done and returns this CPU's copy of it.
+///
+/// Exit reads the copy, not the record: the record is in the array or in
+/// the hash, and the verifier follows a pointer into each map as its own
+/// state, so reading the record in place would verify the whole exit
+/// program twice (loads took twice as long, and minutes under TCG). After
+/// the copy both states hold the same pointer and merge.
+#[inline(always)]
+pub fn end_call(origin: Origin) -> Option<*const Inflight> {
+    let rec = live_call()?;
+    // SAFETY: this thread's own record (see begin()).
+    if unsafe { (*rec).origin } != origin as u8 {
+        return None;
+    }
+    let copy = ENDING.get_ptr_mut(0)?;
+    // SAFETY: this thread's own record, and this CPU's slot of ENDING,
+    // which only the running exit program uses.
+    unsafe {
+        core::ptr::copy_nonoverlapping(rec, copy, 1);
+        (*rec).live = 0;
+    }
+    Some(copy)
 }
 
 /// Frees an exiting thread's slot and forgets its hash record. Most

@@ -185,6 +185,11 @@ pub static SLOT_CLAIMS: HashMap<u32, u32> = HashMap::with_max_entries(THREAD_SLO
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(INFLIGHT_OVERFLOW, 0);
 
+/// Per-CPU copy of the call an exit program is finishing (see
+/// `inflight::end_call`).
+#[map]
+pub static ENDING: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
+
 /// Run-time settings written by the daemon (see `copytrace_common::setting`).
 #[map]
 pub static SETTINGS: Array<u32> = Array::with_max_entries(setting::COUNT, 0);
