@@ -460,9 +460,9 @@ impl LoadPlain for RawTracePoint {
     }
 }
 
-/// Loads and attaches the thread-exit program, which drops an exiting
-/// thread's in-flight record (every back-end needs it: records stay in the
-/// map between a thread's calls).
+/// Loads and attaches the thread-exit program, which frees an exiting
+/// thread's in-flight slot or record (every back-end needs it: a thread's
+/// record stays between its calls).
 fn attach_thread_exit(ebpf: &mut Ebpf, backend: Backend) -> Result<(), LoadError> {
     const PROG: &str = "cfr_thread_exit";
     loaded::<RawTracePoint>(ebpf, backend, PROG)?
