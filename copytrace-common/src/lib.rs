@@ -24,7 +24,7 @@ pub use event::{
 };
 pub use facts::{fact, CallOutcome};
 pub use offsets::{
-    contiguous, setting, KernelOffsets, KernelTypes, ProbeConfig, INFLIGHT_OVERFLOW,
+    contiguous, setting, thread_slot, KernelOffsets, KernelTypes, ProbeConfig, INFLIGHT_OVERFLOW,
     RDONLY_CAST_PLACEHOLDER, THREAD_SLOT_COUNT,
 };
 pub use policy::{ReportPolicy, SizeTruth};

@@ -133,6 +133,11 @@ pub const RDONLY_CAST_PLACEHOLDER: u32 = 0x7ea5_0c57;
 /// live: the later one's calls then go to the in-flight hash.
 pub const THREAD_SLOT_COUNT: u32 = 16384;
 
+/// The in-flight array slot of thread `tid`.
+pub const fn thread_slot(tid: u32) -> u32 {
+    tid & (THREAD_SLOT_COUNT - 1)
+}
+
 /// Entries of the in-flight hash: the threads whose slot another thread
 /// holds.
 pub const INFLIGHT_OVERFLOW: u32 = 4096;

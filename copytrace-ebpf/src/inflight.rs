@@ -12,7 +12,7 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid, EbpfContext};
 use aya_log_ebpf::warn;
-use copytrace_common::{counter, Origin, THREAD_SLOT_COUNT};
+use copytrace_common::{counter, thread_slot, Origin};
 
 use crate::maps::{add, COUNTERS, ENDING, INFLIGHT, SLOT_CLAIMS, THREAD_SLOTS};
 use crate::task::FileSide;
@@ -60,7 +60,7 @@ fn own_slot(tid: u32, take: bool) -> Option<*mut Inflight> {
     if tid == 0 {
         return None;
     }
-    let idx = tid & (THREAD_SLOT_COUNT - 1);
+    let idx = thread_slot(tid);
     let slot = THREAD_SLOTS.get_ptr_mut(idx)?;
     // SAFETY: a map value; its owner word is only ever written whole.
     let owner = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*slot).owner)) };
@@ -151,7 +151,7 @@ pub fn thread_exit() {
             (*slot).live = 0;
             core::ptr::write_volatile(core::ptr::addr_of_mut!((*slot).owner), 0);
         }
-        let _ = SLOT_CLAIMS.remove(tid & (THREAD_SLOT_COUNT - 1));
+        let _ = SLOT_CLAIMS.remove(thread_slot(tid));
     }
     if INFLIGHT.get_ptr(tid).is_some() {
         let _ = INFLIGHT.remove(tid);
