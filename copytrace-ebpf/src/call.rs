@@ -125,7 +125,8 @@ pub fn enter_syscall<C: EbpfContext, M: Memory>(ctx: &C, args: &SyscallArgs) {
             origin: Origin::Syscall as u8,
             status: st,
             live: 1,
-            _pad: [0; 5],
+            _pad: 0,
+            _pad_word: 0,
         },
     );
 }
@@ -183,7 +184,8 @@ pub fn enter_vfs<C: EbpfContext, M: Memory>(
             origin: Origin::Kernel as u8,
             status: st,
             live: 1,
-            _pad: [0; 5],
+            _pad: 0,
+            _pad_word: 0,
         },
     );
 }
@@ -514,8 +516,15 @@ fn describe<C: EbpfContext, M: Memory>(
         let status = core::ptr::addr_of_mut!((*ev).status);
         // The stack, when taken, comes first in the tail; the walks follow.
         let tail = core::ptr::addr_of_mut!((*ev).tail);
-        (*tail).used = if stack { STACK_BYTES as u16 } else { 0 };
-        (*tail)._pad = [0; 6];
+        let used: u16 = if stack { STACK_BYTES as u16 } else { 0 };
+        // `used` and its padding as one word: a zeroed byte array, even
+        // written volatile, becomes a call to a byte-at-a-time memset
+        // subprogram.
+        let [u0, u1] = used.to_ne_bytes();
+        core::ptr::write_volatile(
+            tail.cast::<u64>(),
+            u64::from_ne_bytes([u0, u1, 0, 0, 0, 0, 0, 0]),
+        );
         // Straight into the record, as two words (the field is 8-aligned):
         // a byte array has alignment 1, so a copy through the stack costs a
         // load and a store per byte.
@@ -816,9 +825,10 @@ unsafe fn describe_file<M: Memory>(
         }
     };
     // SAFETY: plain field writes into the record's slot (see report()).
+    // Volatile: two zeros side by side would become a memset call.
     unsafe {
-        (*fi).copy_op = copy_op;
-        (*fi).remap_op = remap_op;
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*fi).copy_op), copy_op);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*fi).remap_op), remap_op);
         (*fi).mode = mode;
     }
     describe_path::<M>(

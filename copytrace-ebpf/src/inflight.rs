@@ -46,7 +46,10 @@ pub struct Inflight {
     /// between its calls (an update in place costs far less than an insert
     /// and a delete per call) and goes when the thread exits.
     pub live: u8,
-    pub _pad: [u8; 5],
+    /// Padding as scalars: the compiler turns a zeroed byte array into a
+    /// call to a byte-at-a-time memset subprogram.
+    pub _pad: u8,
+    pub _pad_word: u32,
 }
 
 fn tid() -> u32 {
