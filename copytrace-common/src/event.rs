@@ -93,8 +93,10 @@ pub struct NameSpan {
 pub struct Tail {
     /// Bytes of `bytes` in use: where the next walk starts.
     pub used: u16,
-    /// Explicit padding.
-    pub _pad: [u8; 6],
+    /// Explicit padding, as scalars: the kernel side's compiler turns a
+    /// zeroed byte array into a call to a byte-at-a-time memset subprogram.
+    pub _pad: u16,
+    pub _pad_word: u32,
     /// The stack, then the names.
     pub bytes: [u8; TAIL_BUF],
 }

@@ -516,15 +516,9 @@ fn describe<C: EbpfContext, M: Memory>(
         let status = core::ptr::addr_of_mut!((*ev).status);
         // The stack, when taken, comes first in the tail; the walks follow.
         let tail = core::ptr::addr_of_mut!((*ev).tail);
-        let used: u16 = if stack { STACK_BYTES as u16 } else { 0 };
-        // `used` and its padding as one word: a zeroed byte array, even
-        // written volatile, becomes a call to a byte-at-a-time memset
-        // subprogram.
-        let [u0, u1] = used.to_ne_bytes();
-        core::ptr::write_volatile(
-            tail.cast::<u64>(),
-            u64::from_ne_bytes([u0, u1, 0, 0, 0, 0, 0, 0]),
-        );
+        (*tail).used = if stack { STACK_BYTES as u16 } else { 0 };
+        (*tail)._pad = 0;
+        (*tail)._pad_word = 0;
         // Straight into the record, as two words (the field is 8-aligned):
         // a byte array has alignment 1, so a copy through the stack costs a
         // load and a store per byte.
