@@ -554,19 +554,54 @@ fn a_thread_whose_slot_is_held_is_tracked_through_the_hash() {
     let dst = open(&fs.path("b"), O_WRONLY_CREAT);
     let (s, t) = (raw(&src), raw(&dst));
     let (holder_len, sharer_len) = (555_011usize, 555_013usize);
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .expect("pid_max")
+        .trim()
+        .parse()
+        .expect("pid_max is a number");
+    // With Linux's default pid_max (32768) a slot has two thread ids, and
+    // the other one may never come round: ids below RESERVED_PIDS are not
+    // handed out again once ids have wrapped, and a long-lived task may
+    // hold it. So a holder is kept only when some other id on its slot can
+    // still be handed out (and has no /proc entry: /proc/<id> finds any
+    // thread).
+    const RESERVED_PIDS: u32 = 300;
+    let shareable = |tid: u32| {
+        (thread_slot(tid)..pid_max)
+            .step_by(THREAD_SLOT_COUNT as usize)
+            .any(|id| {
+                id != tid
+                    && id >= RESERVED_PIDS
+                    && !std::path::Path::new(&format!("/proc/{id}")).exists()
+            })
+    };
     let d = watch();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() } as u32;
-        cfr(s, Some(&mut 0), t, Some(&mut 0), holder_len, 0).expect("holder's first copy");
-        let _ = ready_tx.send(tid);
-        let _ = go_rx.recv();
-        cfr(s, Some(&mut 0), t, Some(&mut 0), holder_len, 0).expect("holder's second copy");
-        tid
-    });
-    let holder_tid = ready_rx.recv().expect("the holder's thread id");
+    let (holder, holder_tid, go_tx) = loop {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
+        let holder = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() } as u32;
+            let _ = ready_tx.send(tid);
+            if go_rx.recv() != Ok(true) {
+                return None;
+            }
+            cfr(s, Some(&mut 0), t, Some(&mut 0), holder_len, 0).expect("holder's first copy");
+            let _ = ready_tx.send(tid);
+            let _ = go_rx.recv();
+            cfr(s, Some(&mut 0), t, Some(&mut 0), holder_len, 0).expect("holder's second copy");
+            Some(tid)
+        });
+        let tid = ready_rx.recv().expect("the holder's thread id");
+        if !shareable(tid) {
+            let _ = go_tx.send(false);
+            assert_eq!(holder.join().expect("holder thread"), None);
+            continue;
+        }
+        let _ = go_tx.send(true);
+        ready_rx.recv().expect("the holder's first copy");
+        break (holder, tid, go_tx);
+    };
     // Thread ids are handed out in turn: one in every slot-count threads
     // lands on the holder's slot (other processes take ids too).
     let mut spawned = 0u32;
@@ -594,8 +629,8 @@ fn a_thread_whose_slot_is_held_is_tracked_through_the_hash() {
             thread_slot(holder_tid)
         );
     };
-    let _ = go_tx.send(());
-    assert_eq!(holder.join().expect("holder thread"), holder_tid);
+    let _ = go_tx.send(true);
+    assert_eq!(holder.join().expect("holder thread"), Some(holder_tid));
     let events = d.stop();
     let tids_of = |len: usize| -> Vec<u64> {
         events
