@@ -150,6 +150,9 @@ pub struct MountTable {
     by_id: HashMap<u32, Mount>,
     all: Vec<Mount>,
     refreshed: Option<Instant>,
+    /// CLOCK_MONOTONIC when the table was last read, in ns (the kernel's
+    /// timestamps' clock).
+    read_ns: u64,
     /// Mount ids a refresh did not find (gone, or another namespace's).
     missed: std::collections::HashSet<u32>,
     host_ns: Option<u32>,
@@ -168,10 +171,9 @@ impl Default for MountTable {
 }
 
 /// Least time between two re-reads of the mount table for a mount id a
-/// re-read already missed (a burst of files from a namespace the host
-/// cannot see must not re-read it per call), and for any id at all.
+/// re-read already missed: a burst of files from a namespace the host
+/// cannot see must not re-read it per call.
 const REFRESH_EVERY: Duration = Duration::from_millis(250);
-const REFRESH_FLOOR: Duration = Duration::from_millis(10);
 
 /// Most mount ids remembered as missed.
 const MAX_MISSED: usize = 4096;
@@ -185,24 +187,41 @@ impl MountTable {
             by_id: HashMap::new(),
             all: Vec::new(),
             refreshed: None,
+            read_ns: 0,
             missed: std::collections::HashSet::new(),
             host_ns,
         };
-        t.refresh(Duration::ZERO);
+        t.refresh();
         t
     }
 
-    /// Re-reads the table unless that was done within `interval`; says whether it was.
-    fn refresh(&mut self, interval: Duration) -> bool {
-        if self.refreshed.is_some_and(|t| t.elapsed() < interval) {
-            return false;
-        }
+    /// Re-reads the table.
+    fn refresh(&mut self) {
         self.refreshed = Some(Instant::now());
+        self.read_ns = super::monotonic_ns();
         if let Some(text) = self.source.host() {
             self.all = parse(&text);
             self.by_id = self.all.iter().map(|m| (m.id, m.clone())).collect();
         }
-        true
+    }
+
+    /// Re-reads the table for a file whose mount it does not have, when
+    /// that can help: when the table was read before the call at `at_ns`
+    /// (a table read since shows every mount there still is), and at most
+    /// every [`REFRESH_EVERY`] for an id a re-read already missed.
+    fn refresh_for(&mut self, loc: &Location, at_ns: u64) {
+        let missed = self.missed.contains(&loc.mnt_id);
+        let recent = self.refreshed.is_some_and(|t| t.elapsed() < REFRESH_EVERY);
+        if self.read_ns >= at_ns || (missed && recent) {
+            return;
+        }
+        self.refresh();
+        if self.host_mount(loc).is_none() {
+            if self.missed.len() >= MAX_MISSED {
+                self.missed.clear();
+            }
+            self.missed.insert(loc.mnt_id);
+        }
     }
 
     /// The host mount a file was opened through, if the table has it: the
@@ -217,34 +236,21 @@ impl MountTable {
         self.by_id.get(&loc.mnt_id).filter(|m| m.dev == loc.dev)
     }
 
-    /// Resolves where a file lives; `pid` is the caller (for its namespace's view).
-    pub fn resolve(&mut self, loc: &Location, pid: u32) -> Resolved {
+    /// Resolves where a file lives; `pid` is the caller (for its
+    /// namespace's view), `at_ns` when the call ended (CLOCK_MONOTONIC).
+    pub fn resolve(&mut self, loc: &Location, pid: u32, at_ns: u64) -> Resolved {
         let fs_path = loc.fs_path.as_bytes();
         if !loc.path_complete {
             // A path cut short cannot be joined to a mount point.
             return Resolved::default();
         }
-        if loc.mnt_ns == 0 {
-            // Detached: a table that still lists its id was read before
-            // the unmount, and may list other mounts gone since.
-            if self.by_id.contains_key(&loc.mnt_id) {
-                self.refresh(REFRESH_FLOOR);
-            }
-        } else if self.host_mount(loc).is_none() {
-            // A mount id not seen before is likely a new mount, and one seen
-            // with another device was unmounted and its id reused by the
-            // kernel for a new mount: re-read soon.
-            let interval = if self.missed.contains(&loc.mnt_id) {
-                REFRESH_EVERY
-            } else {
-                REFRESH_FLOOR
-            };
-            if self.refresh(interval) && self.host_mount(loc).is_none() {
-                if self.missed.len() >= MAX_MISSED {
-                    self.missed.clear();
-                }
-                self.missed.insert(loc.mnt_id);
-            }
+        if self.host_mount(loc).is_none() {
+            // A new mount; one whose id the kernel gave to a new mount
+            // after an unmount (another device); one detached since, whose
+            // files other mounts may still reach, mounts as new as it, and
+            // whose id a table read before the unmount still lists; or
+            // another namespace's.
+            self.refresh_for(loc, at_ns);
         }
         if let Some(m) = self.host_mount(loc) {
             return Resolved {
@@ -299,6 +305,9 @@ mod tests {
     /// The host's mount namespace in these tests.
     const HOST_NS: u32 = 4_026_531_841;
 
+    /// When the tests' calls end: after every read of the table.
+    const LATER: u64 = u64::MAX;
+
     impl MountSource for Fake {
         fn host(&self) -> Option<Vec<u8>> {
             Some(self.host.as_bytes().to_vec())
@@ -344,20 +353,20 @@ mod tests {
     fn host_mounts_resolve_exactly_by_id() {
         let mut t = table(None);
         assert_eq!(
-            path(t.resolve(&loc("254:0", 22, "/etc/hosts"), 1)).as_deref(),
+            path(t.resolve(&loc("254:0", 22, "/etc/hosts"), 1, LATER)).as_deref(),
             Some("/etc/hosts")
         );
         assert_eq!(
-            path(t.resolve(&loc("0:5", 30, "/1/status"), 1)).as_deref(),
+            path(t.resolve(&loc("0:5", 30, "/1/status"), 1, LATER)).as_deref(),
             Some("/proc/1/status")
         );
         assert_eq!(
-            path(t.resolve(&loc("0:40", 41, "/f"), 1)).as_deref(),
+            path(t.resolve(&loc("0:40", 41, "/f"), 1, LATER)).as_deref(),
             Some("/tmp/my dir/f")
         );
         // The same device through its bind mount: the mount it was opened through.
         assert_eq!(
-            path(t.resolve(&loc("254:0", 42, "/srv/data/x"), 1)).as_deref(),
+            path(t.resolve(&loc("254:0", 42, "/srv/data/x"), 1, LATER)).as_deref(),
             Some("/data/x")
         );
     }
@@ -388,31 +397,58 @@ mod tests {
         ));
         let mut t = MountTable::with_source(Box::new(Changing(text.clone())));
         assert_eq!(
-            path(t.resolve(&loc("0:70", 60, "/a"), 1)).as_deref(),
+            path(t.resolve(&loc("0:70", 60, "/a"), 1, LATER)).as_deref(),
             Some("/tmp/old/a")
         );
         *text.lock().expect("lock") =
             "22 1 254:0 / / rw - ext4 /dev/vda rw\n60 22 7:3 / /tmp/new rw - ext4 /dev/loop3 rw\n"
                 .to_string();
-        std::thread::sleep(REFRESH_FLOOR);
         assert_eq!(
-            path(t.resolve(&loc("7:3", 60, "/a"), 1)).as_deref(),
+            path(t.resolve(&loc("7:3", 60, "/a"), 1, LATER)).as_deref(),
             Some("/tmp/new/a")
         );
+    }
+
+    /// Found by the matrix: a file opened through a mount the table never
+    /// listed, detached before the call, while two binds of its device,
+    /// also newer than the table, remain. The table is re-read for it, and
+    /// only when the call ended after the table was read.
+    #[test]
+    fn mounts_newer_than_the_table_name_a_detached_mounts_files() {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(
+            "22 1 254:0 / / rw - ext4 /dev/vda rw\n".to_string(),
+        ));
+        let mut t = MountTable::with_source(Box::new(Changing(text.clone())));
+        *text.lock().expect("lock") = "22 1 254:0 / / rw - ext4 /dev/vda rw\n\
+             71 22 0:80 / /tmp/b1 rw - tmpfs tmpfs rw\n\
+             72 22 0:80 / /tmp/b2 rw - tmpfs tmpfs rw\n"
+            .to_string();
+        let mut l = loc("0:80", 70, "/y");
+        l.mnt_ns = 0;
+        let before = t.resolve(&l, 1, 0);
+        assert_eq!(
+            before.path, None,
+            "a call older than the table: not re-read"
+        );
+        let r = t.resolve(&l, 1, LATER);
+        let mut seen: Vec<String> = r.alternatives.iter().map(Untrusted::to_string).collect();
+        seen.extend(path(r));
+        seen.sort();
+        assert_eq!(seen, ["/tmp/b1/y", "/tmp/b2/y"]);
     }
 
     #[test]
     fn joining_respects_components() {
         let mut t = table(None);
         // Reachable only through a bind of its /data: "/database/x" is not under it.
-        let r = t.resolve(&loc("0:60", 50, "/database/x"), 1);
+        let r = t.resolve(&loc("0:60", 50, "/database/x"), 1, LATER);
         assert_eq!(r.path, None, "never a path that does not exist");
         assert_eq!(
-            path(t.resolve(&loc("0:60", 50, "/data/x"), 1)).as_deref(),
+            path(t.resolve(&loc("0:60", 50, "/data/x"), 1, LATER)).as_deref(),
             Some("/mnt/bind/x")
         );
         assert_eq!(
-            path(t.resolve(&loc("0:60", 50, "/data"), 1)).as_deref(),
+            path(t.resolve(&loc("0:60", 50, "/data"), 1, LATER)).as_deref(),
             Some("/mnt/bind")
         );
     }
@@ -422,7 +458,7 @@ mod tests {
         let mut t = table(None);
         let mut l = loc("0:40", 41, "…/a/f");
         l.path_complete = false;
-        assert_eq!(t.resolve(&l, 1), Resolved::default());
+        assert_eq!(t.resolve(&l, 1, LATER), Resolved::default());
     }
 
     #[test]
@@ -434,7 +470,7 @@ mod tests {
         ));
         let mut inside = loc("254:0", 900, "/srv/data/f");
         inside.mnt_ns = 4_026_532_000;
-        let r = t.resolve(&inside, 7);
+        let r = t.resolve(&inside, 7, LATER);
         assert!(r.foreign_ns);
         assert_eq!(r.ns_path, Some(Untrusted::from("/inside/f")));
         // The host reaches the same device at / and through its /data bind.
@@ -443,12 +479,12 @@ mod tests {
         // A device the host does not mount at all: no host path, said so.
         let mut elsewhere = loc("0:99", 901, "/f");
         elsewhere.mnt_ns = 4_026_532_000;
-        let r = t.resolve(&elsewhere, 7);
+        let r = t.resolve(&elsewhere, 7, LATER);
         assert!(r.foreign_ns && r.path.is_none());
         // A mount since detached (no namespace): no namespace view claimed.
         let mut detached = loc("0:60", 902, "/data/x");
         detached.mnt_ns = 0;
-        let r = t.resolve(&detached, 7);
+        let r = t.resolve(&detached, 7, LATER);
         assert!(!r.foreign_ns && r.ns_path.is_none());
         assert_eq!(path(r).as_deref(), Some("/mnt/bind/x"));
     }
@@ -463,11 +499,11 @@ mod tests {
         // but the kernel says this file's mount is detached.
         let mut l = loc("0:40", 41, "/f");
         l.mnt_ns = 0;
-        let r = t.resolve(&l, 1);
+        let r = t.resolve(&l, 1, LATER);
         assert_eq!(r.path, None, "no mount of 0:40 remains to name it: {r:?}");
         // Through the same id while attached: its point.
         assert_eq!(
-            path(t.resolve(&loc("0:40", 41, "/f"), 1)).as_deref(),
+            path(t.resolve(&loc("0:40", 41, "/f"), 1, LATER)).as_deref(),
             Some("/tmp/my dir/f")
         );
     }

@@ -64,17 +64,11 @@ pub struct Clock {
 impl Clock {
     /// Measures the realtime/monotonic offset now.
     pub fn new() -> Self {
-        let mut mono = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid pointer; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut mono) };
+        let mono = i128::from(super::monotonic_ns());
         let real = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as i128;
-        let mono = mono.tv_sec as i128 * 1_000_000_000 + mono.tv_nsec as i128;
         Self {
             offset_ns: real - mono,
         }
@@ -131,9 +125,11 @@ impl Record {
             Mechanism::Splice | Mechanism::None => None,
         };
         let mechanism_op = op_addr.and_then(|a| ctx.ops.name(a)).map(str::to_string);
-        let pid = event.pid;
-        let mut resolve =
-            |l: Option<&Location>| l.map(|l| ctx.mounts.resolve(l, pid)).unwrap_or_default();
+        let (pid, at_ns) = (event.pid, event.end_ns);
+        let mut resolve = |l: Option<&Location>| {
+            l.map(|l| ctx.mounts.resolve(l, pid, at_ns))
+                .unwrap_or_default()
+        };
         let input = resolve(event.file_in.as_ref().map(|f| &f.location));
         let output = resolve(event.file_out.as_ref().map(|f| &f.location));
         let exe: Resolved = resolve(event.exe.as_ref());
