@@ -144,8 +144,18 @@ pub fn enter_vfs<C: EbpfContext, M: Memory>(
     flags: u32,
 ) {
     if let Some(rec) = live_call() {
+        // The syscall passes the positions it read (`*off`, or `f_pos`) by
+        // value: the record keeps them, and exit reads no user memory. Only
+        // the first time: a filesystem may call in again for its own files
+        // (overlayfs).
         // SAFETY: this thread's own record (see begin()).
-        unsafe { (*rec).status |= status::VFS_REACHED };
+        unsafe {
+            if (*rec).status & status::VFS_REACHED == 0 {
+                (*rec).pos_in = pos_in;
+                (*rec).pos_out = pos_out;
+                (*rec).status |= status::VFS_REACHED;
+            }
+        }
         return;
     }
     let (cfg, off) = (config(), offsets());
@@ -190,8 +200,17 @@ pub fn enter_vfs<C: EbpfContext, M: Memory>(
     );
 }
 
-/// A position at entry, from its state at exit: the syscall advances
-/// `*off` (when given) or `f_pos` by what it copied, and only then.
+/// Whether the record holds the call's entry positions, as
+/// `vfs_copy_file_range` was passed them: an in-kernel caller's call, or
+/// a syscall that reached the VFS under the fentry back-end.
+#[inline(always)]
+fn positions_by_value(rec: &Inflight) -> bool {
+    rec.origin == Origin::Kernel as u8 || rec.status & status::VFS_REACHED != 0
+}
+
+/// A position at entry: as passed by value when the record has it, else
+/// from its state at exit: the syscall advances `*off` (when given) or
+/// `f_pos` by what it copied, and only then.
 #[inline(always)]
 fn entry_pos<M: Memory>(
     rec: &Inflight,
@@ -202,7 +221,7 @@ fn entry_pos<M: Memory>(
     st: &mut u8,
     off: &KernelOffsets,
 ) -> i64 {
-    if rec.origin == Origin::Kernel as u8 {
+    if positions_by_value(rec) {
         return by_value;
     }
     let moved = moved(ret);
@@ -230,11 +249,10 @@ fn reported_positions<M: Memory>(
     st: &mut u8,
     off: &KernelOffsets,
 ) -> (i64, i64) {
-    if known_in.is_none()
-        && rec.origin == Origin::Syscall as u8
-        && rec.off_in_ptr != 0
-        && rec.off_out_ptr != 0
-    {
+    if positions_by_value(rec) {
+        return (rec.pos_in, rec.pos_out);
+    }
+    if known_in.is_none() && rec.off_in_ptr != 0 && rec.off_out_ptr != 0 {
         if let Some((now_in, now_out)) = read_user_two(rec.off_in_ptr, rec.off_out_ptr) {
             let moved = moved(ret);
             return (now_in.saturating_sub(moved), now_out.saturating_sub(moved));
@@ -321,8 +339,9 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
         same_fs: rec.side_in.sb == rec.side_out.sb,
     };
     // The source position costs a user-memory read when the caller passed
-    // `off_in` (most do): only short copies need it for their facts, and
-    // only reported calls for their record.
+    // `off_in` and the VFS did not show it (see positions_by_value()): only
+    // short copies need it for their facts, and only reported calls for
+    // their record.
     let mut read_pos = None;
     if outcome.needs_read_pos() {
         outcome.read_pos = entry_pos::<M>(

@@ -30,7 +30,8 @@ pub struct Inflight {
     /// User pointers of a syscall's offsets (their values are read at exit).
     pub off_in_ptr: u64,
     pub off_out_ptr: u64,
-    /// Positions an in-kernel caller passed by value.
+    /// Positions `vfs_copy_file_range` was passed by value (see
+    /// `call::positions_by_value`); zero until then.
     pub pos_in: i64,
     pub pos_out: i64,
     pub len: u64,

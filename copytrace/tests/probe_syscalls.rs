@@ -291,13 +291,27 @@ fn nonzero_flags_are_einval() {
     let src = open(&fs.path("a"), O_RDONLY);
     let dst = open(&fs.path("b"), O_WRONLY_CREAT);
     let d = watch();
+    // Offsets too: where the syscall refuses the flags itself, the call
+    // never reaches vfs_copy_file_range, so even the fentry back-end, which
+    // otherwise takes the positions from that call, reads them from user
+    // memory (older kernels refuse them inside it: by value there).
+    let (mut off_in, mut off_out) = (7i64, 9i64);
     assert_eq!(
-        cfr(raw(&src), None, raw(&dst), None, 55, 1),
+        cfr(
+            raw(&src),
+            Some(&mut off_in),
+            raw(&dst),
+            Some(&mut off_out),
+            55,
+            1
+        ),
         Err(libc::EINVAL)
     );
     let events = d.stop();
     let ev = find(&events, raw(&src), raw(&dst), 55);
     assert_eq!(ev["flags"], 1);
+    assert_eq!(ev["off_in"], 7, "{ev:#}");
+    assert_eq!(ev["off_out"], 9, "{ev:#}");
     assert_eq!(ev["verdict"], "error");
     assert_eq!(ev["reason"], "EINVAL: flags must be 0 (got 0x1)");
 }
