@@ -28,7 +28,7 @@ use aya_ebpf::{
 use copytrace_common::{contiguous, Origin};
 
 use crate::call::SyscallArgs;
-use crate::kread::{read, typed, Helper, Typed};
+use crate::kread::{read, typed, Helper, Memory, Typed};
 use crate::maps::offsets;
 
 /// The six argument words at `offs` of `base` (one read when they are consecutive).
@@ -110,8 +110,15 @@ pub fn cfr_sys_exit(ctx: TracePointContext) -> u32 {
 pub fn cfr_wrapper_entry(ctx: FEntryContext) -> u32 {
     let regs: u64 = ctx.arg(0);
     let off = offsets();
-    let consecutive = off.contiguous & contiguous::REGS != 0;
-    let w = args_at(regs, off.regs_args, consecutive);
+    let w = if typed() {
+        // The verifier knows the traced function's argument as a `struct
+        // pt_regs *`: six loads instead of helper calls, six of them on
+        // x86-64, which keeps the arguments apart (di, si, dx, r10, r8, r9).
+        let at = |i: usize| Typed::read::<u64>(regs, off.regs_args[i]).unwrap_or(0);
+        [at(0), at(1), at(2), at(3), at(4), at(5)]
+    } else {
+        args_at(regs, off.regs_args, off.contiguous & contiguous::REGS != 0)
+    };
     enter_syscall(&ctx, &SyscallArgs::from_words(w));
     0
 }
