@@ -12,7 +12,7 @@
 //! namespace sees it is read from the caller's mountinfo.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::model::event::Location;
 use crate::model::text::Untrusted;
@@ -149,7 +149,6 @@ pub struct MountTable {
     source: Box<dyn MountSource + Send>,
     by_id: HashMap<u32, Mount>,
     all: Vec<Mount>,
-    refreshed: Option<Instant>,
     /// CLOCK_MONOTONIC when the table was last read, in ns (the kernel's
     /// timestamps' clock).
     read_ns: u64,
@@ -186,7 +185,6 @@ impl MountTable {
             source,
             by_id: HashMap::new(),
             all: Vec::new(),
-            refreshed: None,
             read_ns: 0,
             missed: std::collections::HashSet::new(),
             host_ns,
@@ -197,7 +195,6 @@ impl MountTable {
 
     /// Re-reads the table.
     fn refresh(&mut self) {
-        self.refreshed = Some(Instant::now());
         self.read_ns = super::monotonic_ns();
         if let Some(text) = self.source.host() {
             self.all = parse(&text);
@@ -210,9 +207,10 @@ impl MountTable {
     /// (a table read since shows every mount there still is), and at most
     /// every [`REFRESH_EVERY`] for an id a re-read already missed.
     fn refresh_for(&mut self, loc: &Location, at_ns: u64) {
-        let missed = self.missed.contains(&loc.mnt_id);
-        let recent = self.refreshed.is_some_and(|t| t.elapsed() < REFRESH_EVERY);
-        if self.read_ns >= at_ns || (missed && recent) {
+        let read_ns = self.read_ns;
+        let recent =
+            || super::monotonic_ns().saturating_sub(read_ns) < REFRESH_EVERY.as_nanos() as u64;
+        if read_ns >= at_ns || (self.missed.contains(&loc.mnt_id) && recent()) {
             return;
         }
         self.refresh();
