@@ -201,11 +201,11 @@ pub fn enter_vfs<C: EbpfContext, M: Memory>(
 }
 
 /// Whether the record holds the call's entry positions, as
-/// `vfs_copy_file_range` was passed them: an in-kernel caller's call, or
-/// a syscall that reached the VFS under the fentry back-end.
+/// `vfs_copy_file_range` was passed them: a call that reached the VFS
+/// under the fentry back-end (an in-kernel caller's always has).
 #[inline(always)]
 fn positions_by_value(rec: &Inflight) -> bool {
-    rec.origin == Origin::Kernel as u8 || rec.status & status::VFS_REACHED != 0
+    rec.status & status::VFS_REACHED != 0
 }
 
 /// A position at entry: as passed by value when the record has it, else
