@@ -163,6 +163,8 @@ pub struct ReaderWatch {
     pub read_to: u64,
     /// Where it had read to when last woken, plus one (0: never).
     pub woken_at: u64,
+    /// When a suspicious call last woke it (`bpf_ktime_get_ns`).
+    pub suspicious_woken_ns: u64,
 }
 
 /// Per-CPU landing place of kread's span reads (one helper call for two fields).

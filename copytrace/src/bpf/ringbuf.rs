@@ -7,6 +7,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -18,7 +19,12 @@ use crate::sink::Demand;
 pub const MAX_BATCH: usize = 1024;
 
 /// How often the reader looks for events that did not trigger a wake-up.
-pub const STRAGGLER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+pub const STRAGGLER_POLL: Duration = Duration::from_millis(50);
+
+/// How soon the reader looks again after a wake-up brought records: the
+/// kernel wakes it for at most one suspicious call a millisecond, so the
+/// calls right after that one are waiting without a wake-up of their own.
+pub const AFTER_WAKE_LOOK: Duration = Duration::from_millis(2);
 
 /// Batches [`RingbufReader::drain`] takes at most (more than the 4 MiB ring holds).
 const DRAIN_BATCHES: usize = 8;
@@ -37,6 +43,9 @@ pub struct RingbufReader {
     fd: AsyncFd<RingBuf<MapData>>,
     /// A batch filled up after readiness was cleared: read without waiting.
     pending: bool,
+    /// The last wait ended in a wake-up that brought records: wait
+    /// [`AFTER_WAKE_LOOK`] rather than [`STRAGGLER_POLL`] next.
+    look_soon: bool,
 }
 
 /// Takes at most [`MAX_BATCH`] records (so a producer faster than us
@@ -79,7 +88,11 @@ impl RingbufReader {
         // for as long as the AsyncFd owns the RingBuf.
         let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
-        Ok(Self { fd, pending: false })
+        Ok(Self {
+            fd,
+            pending: false,
+            look_soon: false,
+        })
     }
 
     /// Waits until at least one record is available, then reads up to
@@ -105,8 +118,13 @@ impl RingbufReader {
         loop {
             // The kernel side wakes us only once a batch piles up (or at
             // once for a suspicious call); a short timer picks up the rest.
-            let Ok(guard) = tokio::time::timeout(STRAGGLER_POLL, self.fd.readable_mut()).await
-            else {
+            let wait = if self.look_soon {
+                AFTER_WAKE_LOOK
+            } else {
+                STRAGGLER_POLL
+            };
+            let Ok(guard) = tokio::time::timeout(wait, self.fd.readable_mut()).await else {
+                self.look_soon = false;
                 self.pending = drain_into(self.fd.get_mut(), demand(), out, counts);
                 if got(counts) {
                     return Ok(());
@@ -116,6 +134,7 @@ impl RingbufReader {
             let mut guard = guard?;
             if drain_into(guard.get_inner_mut(), demand(), out, counts) {
                 // A full batch: readiness stays set, more is waiting.
+                self.look_soon = true;
                 return Ok(());
             }
             // Seen empty: clear readiness, then look once more, so a record
@@ -123,6 +142,7 @@ impl RingbufReader {
             guard.clear_ready();
             self.pending = drain_into(guard.get_inner_mut(), demand(), out, counts);
             if got(counts) {
+                self.look_soon = true;
                 return Ok(());
             }
         }
