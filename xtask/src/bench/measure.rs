@@ -100,6 +100,19 @@ pub fn workloads(fx: &Fixture) -> Vec<Workload> {
     w
 }
 
+/// `w` (a `cfr` loop) at the files' positions: NULL offsets, as cp and
+/// Go's io.Copy pass them, so no offset is read from user memory.
+pub fn at_file_positions(w: &Workload) -> Workload {
+    let mut args = w.args.clone();
+    args[0] = "cfr-fpos".into();
+    Workload {
+        name: format!("{} at the file positions", w.name),
+        args,
+        iters: w.iters,
+        copies: true,
+    }
+}
+
 /// Suspicious calls: procfs → procfs silent zero copies.
 pub fn silent_workload() -> Workload {
     Workload {

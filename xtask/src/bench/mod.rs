@@ -160,11 +160,17 @@ pub fn bench(guest: bool) -> Result<()> {
         }
     }
     // The same programs, loaded for other consumers.
+    let at_fpos = measure::at_file_positions(&ws[0]);
     for (case, extra, w) in [
         (
             "ok 4 KiB tmpfs copy, every call reported (--print all)",
             &["--print", "all"][..],
             &ws[0],
+        ),
+        (
+            "the same at the file positions (NULL offsets, as cp and Go pass them), every call reported",
+            &["--print", "all"][..],
+            &at_fpos,
         ),
         (
             "silent zero copy, --no-stacks",

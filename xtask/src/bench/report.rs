@@ -108,6 +108,10 @@ pub fn markdown(r: &Results) -> String {
                 .sum();
             let _ = writeln!(md, "| {case} | {} | {total:.0} ns |", each.join(", "));
         }
+        let _ = writeln!(
+            md,
+            "\nThe two every-call rows differ by one read of the caller's memory: with offsets passed, the tracepoint back-end reads `*off_in` and `*off_out` at exit (one `bpf_probe_read_user` of both when they lie side by side), a helper that also runs the hardened-usercopy checks. The fentry back-end reads no user memory: it takes the positions `vfs_copy_file_range` was passed. A suspicious call wakes the daemon at once unless another did less than 1 ms before: each wake-up is a self-IPI (a VM exit under virtualization), which a flood of silent copies would otherwise pay per call."
+        );
     }
     if !r.floor.is_empty() {
         let _ = writeln!(

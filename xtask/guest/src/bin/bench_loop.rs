@@ -2,7 +2,10 @@
 //! strace can wrap them and probes see a process of their own.
 //!
 //! `bench-loop WORKLOAD ITERS THREADS [SRC DST LEN]` prints ns per operation:
-//! `cfr` copies LEN bytes from SRC to DST.<thread> at offset 0, `unrelated`
+//! `cfr` copies LEN bytes from SRC to DST.<thread> at offset 0, passing
+//! both offsets; `cfr-fpos` does the same at the files' positions (NULL
+//! offsets, as cp and Go's io.Copy pass them), seeking both back to 0
+//! before each call; `unrelated`
 //! opens, reads, writes and closes /dev/null, `silent` copies
 //! /proc/self/status to /proc/self/comm (nothing, successfully).
 #![allow(
@@ -25,24 +28,34 @@ fn open(path: &str, flags: i32) -> Result<i32> {
     Ok(fd)
 }
 
-fn cfr_loop(src: &str, dst: &str, len: usize, iters: u64) -> Result<()> {
+/// Where a copy loop's calls take their positions from.
+#[derive(Clone, Copy)]
+enum Positions {
+    /// Offsets passed by pointer, both 0.
+    Offsets,
+    /// NULL offsets: the files' positions, both seeked back to 0 first.
+    FilePositions,
+}
+
+fn cfr_loop(src: &str, dst: &str, len: usize, iters: u64, at: Positions) -> Result<()> {
     let a = open(src, libc::O_RDONLY)?;
     let b = open(dst, libc::O_WRONLY | libc::O_CREAT)?;
     for _ in 0..iters {
         let mut off_in = 0i64;
         let mut off_out = 0i64;
-        // SAFETY: valid fds and offset pointers.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_copy_file_range,
-                a,
-                &mut off_in,
-                b,
-                &mut off_out,
-                len,
-                0u32,
-            )
+        let (p_in, p_out) = match at {
+            Positions::Offsets => (&raw mut off_in, &raw mut off_out),
+            Positions::FilePositions => {
+                // SAFETY: valid fds.
+                unsafe {
+                    libc::lseek(a, 0, libc::SEEK_SET);
+                    libc::lseek(b, 0, libc::SEEK_SET);
+                }
+                (std::ptr::null_mut(), std::ptr::null_mut())
+            }
         };
+        // SAFETY: valid fds; offset pointers valid or NULL.
+        let r = unsafe { libc::syscall(libc::SYS_copy_file_range, a, p_in, b, p_out, len, 0u32) };
         if r != len as i64 {
             bail!(
                 "copy_file_range returned {r}: {}",
@@ -111,10 +124,15 @@ fn main() -> Result<()> {
             let a: Vec<String> = args.clone();
             std::thread::spawn(move || -> Result<()> {
                 match w.as_str() {
-                    "cfr" => {
+                    "cfr" | "cfr-fpos" => {
                         let len: usize = a.get(5).context("len")?.parse()?;
                         let dst = format!("{}.{t}", a.get(4).context("dst")?);
-                        cfr_loop(a.get(3).context("src")?, &dst, len, iters)
+                        let at = if w == "cfr" {
+                            Positions::Offsets
+                        } else {
+                            Positions::FilePositions
+                        };
+                        cfr_loop(a.get(3).context("src")?, &dst, len, iters, at)
                     }
                     "unrelated" => unrelated_loop(iters),
                     "silent" => silent_loop(iters),
