@@ -116,8 +116,9 @@ impl RingbufReader {
             }
         }
         loop {
-            // The kernel side wakes us only once a batch piles up (or at
-            // once for a suspicious call); a short timer picks up the rest.
+            // The kernel side wakes us only once a batch piles up (or for a
+            // suspicious call, at most once a millisecond); timers pick up
+            // the rest: soon after a wake-up, later when idle.
             let wait = if self.look_soon {
                 AFTER_WAKE_LOOK
             } else {
