@@ -266,6 +266,16 @@ pub fn start_bpftrace(root: &Path) -> Result<Child> {
     attached_bpftrace(Command::new("bpftrace").arg(&script))
 }
 
+/// Starts bpftrace with empty programs on the two copy_file_range
+/// tracepoints, and waits until it attached.
+pub fn start_empty_tracepoints() -> Result<Child> {
+    attached_bpftrace(Command::new("bpftrace").args([
+        "-e",
+        "tracepoint:syscalls:sys_enter_copy_file_range { } \
+         tracepoint:syscalls:sys_exit_copy_file_range { }",
+    ]))
+}
+
 /// Starts bpftrace and waits until it attached. It prints "Attaching N
 /// probes..." where its output goes; read (and discard) that output on
 /// stdout, as copytrace reads its events.

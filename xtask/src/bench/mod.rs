@@ -25,15 +25,19 @@ use crate::provision::ensure_debs;
 pub enum Mode {
     Untraced,
     Copytrace,
+    /// Empty programs on the two copy_file_range tracepoints: what any
+    /// tracepoint tool pays before its programs do anything.
+    EmptyTracepoints,
     Bpftrace,
     Strace,
 }
 
 impl Mode {
     /// Every mode, in table order.
-    pub const ALL: [Mode; 4] = [
+    pub const ALL: [Mode; 5] = [
         Mode::Untraced,
         Mode::Copytrace,
+        Mode::EmptyTracepoints,
         Mode::Bpftrace,
         Mode::Strace,
     ];
@@ -43,6 +47,7 @@ impl Mode {
         match self {
             Mode::Untraced => "untraced",
             Mode::Copytrace => "copytrace",
+            Mode::EmptyTracepoints => "empty tracepoints",
             Mode::Bpftrace => "bpftrace",
             Mode::Strace => "strace -f",
         }
@@ -56,6 +61,9 @@ pub struct Results {
     pub workloads: Vec<String>,
     /// [workload][mode].
     pub table: Vec<Vec<Option<Stats>>>,
+    /// [workload][mode]: the median of a mode's per-pass ratios to the
+    /// untraced run of the same pass, for the modes that alternate.
+    pub paired: Vec<Vec<Option<f64>>>,
     /// Kernel-side cost per case: (case, [(program, ns per run)]).
     pub costs: Vec<(String, Vec<measure::ProgramCost>)>,
     pub ingests: Vec<measure::Ingest>,
@@ -67,6 +75,16 @@ pub struct Results {
     /// The per-call loops in a qemu guest whose kernel allows fentry.
     pub guest: Option<crate::matrix::GuestResult>,
 }
+
+/// Passes of the alternating per-call runs: more than the other modes'
+/// [`measure::RUNS`], as their ratios are the figures the targets are
+/// about, and a pass is short.
+pub const ALTERNATING_PASSES: usize = 11;
+
+/// Time a tracer gets after attaching before the loops run: both keep
+/// working for a moment (the daemon reads its tables, bpftrace finishes
+/// setting up), on the CPU the loop would otherwise have to itself.
+const SETTLE: Duration = Duration::from_millis(1500);
 
 /// The guest the per-call loops also run in: a stock kernel that allows
 /// fentry, which this machine refuses.
@@ -82,23 +100,24 @@ pub fn bench(guest: bool) -> Result<()> {
     let ws = measure::workloads(&fx);
     let silent = measure::silent_workload();
     let mut table: Vec<Vec<Option<Stats>>> = vec![vec![None; Mode::ALL.len()]; ws.len()];
+    let mut paired: Vec<Vec<Option<f64>>> = vec![vec![None; Mode::ALL.len()]; ws.len()];
     let mut idle_rss_kib = 0;
     let mut ingests = Vec::new();
     let mut costs = Vec::new();
     let mut backend = String::from("?");
-    // Untraced and copytrace alternate pass by pass, the daemon started
-    // afresh for each: this machine's speed drifts by tens of percent over
-    // minutes (other tenants), and alternating puts that drift on both
-    // columns alike instead of on their ratio.
-    say("bench: untraced and copytrace, alternating");
-    let (ui, ci) = (Mode::Untraced as usize, Mode::Copytrace as usize);
-    let mut passes = vec![[Vec::new(), Vec::new()]; ws.len()];
+    // Untraced, copytrace and the empty tracepoints alternate pass by pass,
+    // the daemon started afresh for each: this machine's speed drifts by
+    // tens of percent over minutes (other tenants), and alternating puts
+    // that drift on the three columns alike instead of on their ratios.
+    say("bench: untraced, copytrace and empty tracepoints, alternating");
+    let alternating = [Mode::Untraced, Mode::Copytrace, Mode::EmptyTracepoints];
+    let mut passes = vec![[Vec::new(), Vec::new(), Vec::new()]; ws.len()];
     // Each pass's daemon start is also the start-up figure.
     let mut ready = Vec::new();
     for w in &ws {
         measure::run_loop(false, w, w.iters / 5)?;
     }
-    for pass in 0..measure::RUNS {
+    for pass in 0..ALTERNATING_PASSES {
         for (wi, w) in ws.iter().enumerate() {
             passes[wi][0].push(measure::run_loop(false, w, w.iters)?);
         }
@@ -114,13 +133,23 @@ pub fn bench(guest: bool) -> Result<()> {
                 .unwrap_or("?")
                 .to_string();
         }
+        std::thread::sleep(SETTLE);
         for (wi, w) in ws.iter().enumerate() {
             passes[wi][1].push(measure::run_loop(false, w, w.iters)?);
         }
+        drop(d);
+        let _empty = KillOnDrop(measure::start_empty_tracepoints()?);
+        std::thread::sleep(SETTLE);
+        for (wi, w) in ws.iter().enumerate() {
+            passes[wi][2].push(measure::run_loop(false, w, w.iters)?);
+        }
     }
-    for (wi, [untraced, traced]) in passes.into_iter().enumerate() {
-        table[wi][ui] = Some(stats(untraced));
-        table[wi][ci] = Some(stats(traced));
+    for (wi, [untraced, traced, empty]) in passes.into_iter().enumerate() {
+        for (mode, runs) in alternating.iter().zip([&untraced, &traced, &empty]) {
+            let ratios = runs.iter().zip(&untraced).map(|(r, u)| r / u).collect();
+            paired[wi][*mode as usize] = Some(stats(ratios).median);
+            table[wi][*mode as usize] = Some(stats(runs.clone()));
+        }
     }
     {
         let _d = measure::start_copytrace(&root, Watch::Machine, &[], None)?;
@@ -135,7 +164,7 @@ pub fn bench(guest: bool) -> Result<()> {
     }
     for (mi, mode) in Mode::ALL.iter().enumerate() {
         let _bpftrace = match mode {
-            Mode::Untraced | Mode::Copytrace => continue,
+            Mode::Untraced | Mode::Copytrace | Mode::EmptyTracepoints => continue,
             Mode::Bpftrace => Some(KillOnDrop(measure::start_bpftrace(&root)?)),
             Mode::Strace => None,
         };
@@ -205,6 +234,7 @@ pub fn bench(guest: bool) -> Result<()> {
         backend,
         workloads: ws.iter().map(|w| w.name.clone()).collect(),
         table,
+        paired,
         costs,
         floor,
         ingests,

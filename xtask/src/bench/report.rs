@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 
-use super::{measure::RUNS, Mode, Results};
+use super::{measure::RUNS, Mode, Results, ALTERNATING_PASSES};
 use crate::cmd::echo;
 
 /// Renders the report.
@@ -18,7 +18,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         md,
-        "copytrace used the **{}** back-end (the one `--probe auto` chose on this kernel), watching every process as the daemon does by default (the ingest rows watch only the loops, `--pid`, to check counts exactly). Median of {RUNS} runs after a warm-up; range in brackets. The untraced and copytrace runs alternate (a fresh daemon for each copytrace run), so the machine's drift falls on both columns alike.\n",
+        "copytrace used the **{}** back-end (the one `--probe auto` chose on this kernel), watching every process as the daemon does by default (the ingest rows watch only the loops, `--pid`, to check counts exactly). Median of {RUNS} runs after a warm-up; range in brackets. The untraced, copytrace and empty-tracepoint runs alternate, {ALTERNATING_PASSES} passes (a fresh daemon for each copytrace run), so the machine's drift falls on the three columns alike; their ratio is the median of each pass's ratio to the untraced run of the same pass. The empty tracepoints are bpftrace with empty programs on `sys_enter/exit_copy_file_range`: what attaching there costs before any program does work, so copytrace's own share is the difference between the two columns.\n",
         r.backend
     );
     let _ = writeln!(
@@ -35,13 +35,14 @@ pub fn markdown(r: &Results) -> String {
         let base = r.table[wi][0].map_or(f64::NAN, |s| s.median);
         let cells: Vec<String> = r.table[wi]
             .iter()
-            .map(|c| match c {
+            .zip(&r.paired[wi])
+            .map(|(c, paired)| match c {
                 Some(s) => format!(
                     "{:.0} ns [{:.0}–{:.0}] ({:.2}×)",
                     s.median,
                     s.min,
                     s.max,
-                    s.median / base
+                    paired.unwrap_or(s.median / base)
                 ),
                 None => "—".into(),
             })
