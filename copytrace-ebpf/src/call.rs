@@ -468,17 +468,19 @@ fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffse
 /// everything by the next call, so the ring's adaptive wake-up (flags 0)
 /// still woke it once per call, which made a flood of suspicious calls
 /// cost some 3 µs more each here. The calls inside the gap are read with
-/// the next wake-up or by the daemon's short look after one. Other calls
-/// wake it only when it seems asleep with a batch waiting. Each
-/// [`CHECK_BYTES`] of records, the
-/// record that completes them asks the ring how far the reader has read
-/// and how much is waiting, and wakes it when [`WAKE_BACKLOG`] or more is
-/// waiting, it read nothing since the last look, and it was not woken at
-/// that point already. So a sleeping reader is woken once the backlog
-/// passes the mark (by at most one look), and a busy one, which is not
-/// asleep, at most once per pause. A wake-up costs a self-IPI (a VM exit
-/// under virtualization), and asking the ring costs a helper call: both
-/// are too dear to pay per record. The daemon also drains on a timer.
+/// the next wake-up or by the daemon's short look after one.
+///
+/// Other calls wake it only when it seems asleep with a batch waiting.
+/// Each [`CHECK_BYTES`] of records, the record that completes them asks
+/// the ring how far the reader has read and how much is waiting, and
+/// wakes it when [`WAKE_BACKLOG`] or more is waiting, it read nothing
+/// since the last look, and it was not woken at that point already. So a
+/// sleeping reader is woken once the backlog passes the mark (by at most
+/// one look), and a busy one, which is not asleep, at most once per pause.
+///
+/// A wake-up costs a self-IPI (a VM exit under virtualization), and asking
+/// the ring costs a helper call: both are too dear to pay per record. The
+/// daemon also drains on a timer.
 #[inline(always)]
 fn wake_flags(suspicious: bool, len: u64, now_ns: u64) -> u32 {
     let Some(w) = READER.get_ptr_mut(0) else {

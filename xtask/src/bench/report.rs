@@ -18,7 +18,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         md,
-        "copytrace used the **{}** back-end (the one `--probe auto` chose on this kernel), watching every process as the daemon does by default (the ingest rows watch only the loops, `--pid`, to check counts exactly). Median of {RUNS} runs after a warm-up; range in brackets. The untraced, copytrace and empty-tracepoint runs alternate, {ALTERNATING_PASSES} passes (a fresh daemon for each copytrace run), so the machine's drift falls on the three columns alike; their ratio is the median of each pass's ratio to the untraced run of the same pass. The empty tracepoints are bpftrace with empty programs on `sys_enter/exit_copy_file_range`: what attaching there costs before any program does work, so copytrace's own share is the difference between the two columns.\n",
+        "copytrace used the **{}** back-end (the one `--probe auto` chose on this kernel), watching every process as the daemon does by default (the ingest rows watch only the loops, `--pid`, to check counts exactly). Medians after a warm-up, range in brackets. The untraced, copytrace and empty-tracepoint runs alternate over {ALTERNATING_PASSES} passes (a fresh daemon for each copytrace run), so the machine's drift falls on the three columns alike, and their ratio is the median of each pass's ratio to the untraced run of the same pass; bpftrace and strace take {RUNS} runs each. The empty tracepoints are bpftrace with empty programs on `sys_enter/exit_copy_file_range`: what attaching there costs before any program does work, so copytrace's own share is the difference between the two columns.\n",
         r.backend
     );
     let _ = writeln!(
