@@ -117,10 +117,15 @@ pub fn bench(guest: bool) -> Result<()> {
     for w in &ws {
         measure::run_loop(false, w, w.iters / 5)?;
     }
-    for pass in 0..ALTERNATING_PASSES {
+    // One run of every workload, into column `col` of `passes`.
+    let run_column = |passes: &mut Vec<[Vec<f64>; 3]>, col: usize| -> Result<()> {
         for (wi, w) in ws.iter().enumerate() {
-            passes[wi][0].push(measure::run_loop(false, w, w.iters)?);
+            passes[wi][col].push(measure::run_loop(false, w, w.iters)?);
         }
+        Ok(())
+    };
+    for pass in 0..ALTERNATING_PASSES {
+        run_column(&mut passes, 0)?;
         let d = measure::start_copytrace(&root, Watch::Machine, &[], None)?;
         ready.push(d.ready.as_secs_f64() * 1000.0);
         if pass == 0 {
@@ -134,19 +139,15 @@ pub fn bench(guest: bool) -> Result<()> {
                 .to_string();
         }
         std::thread::sleep(SETTLE);
-        for (wi, w) in ws.iter().enumerate() {
-            passes[wi][1].push(measure::run_loop(false, w, w.iters)?);
-        }
+        run_column(&mut passes, 1)?;
         drop(d);
         let _empty = KillOnDrop(measure::start_empty_tracepoints()?);
         std::thread::sleep(SETTLE);
-        for (wi, w) in ws.iter().enumerate() {
-            passes[wi][2].push(measure::run_loop(false, w, w.iters)?);
-        }
+        run_column(&mut passes, 2)?;
     }
-    for (wi, [untraced, traced, empty]) in passes.into_iter().enumerate() {
-        for (mode, runs) in alternating.iter().zip([&untraced, &traced, &empty]) {
-            let ratios = runs.iter().zip(&untraced).map(|(r, u)| r / u).collect();
+    for (wi, columns) in passes.into_iter().enumerate() {
+        for (mode, runs) in alternating.iter().zip(&columns) {
+            let ratios = runs.iter().zip(&columns[0]).map(|(r, u)| r / u).collect();
             paired[wi][*mode as usize] = Some(stats(ratios).median);
             table[wi][*mode as usize] = Some(stats(runs.clone()));
         }
