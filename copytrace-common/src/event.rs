@@ -30,6 +30,10 @@ pub const WALK_MAX: usize = NAME_AREA - 1 + NAME_READ;
 pub const STACK_DEPTH: usize = 32;
 /// Bytes of a user stack at the start of the tail.
 pub const STACK_BYTES: usize = 8 * STACK_DEPTH;
+/// Least time between two reader wake-ups the kernel asks for suspicious
+/// calls (`bpf_ktime_get_ns`): the calls inside it wait for the reader's
+/// next look.
+pub const SUSPICIOUS_WAKE_GAP_NS: u64 = 1_000_000;
 /// A mask over where a walk may start in [`Tail::bytes`]: the kernel
 /// applies it so that the verifier can bound the walk's writes.
 pub const TAIL_START_MASK: usize = 2047;

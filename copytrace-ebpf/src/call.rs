@@ -12,7 +12,8 @@ use aya_ebpf::{
 };
 use copytrace_common::{
     bound, counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
-    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, Tail, STACK_BYTES, TAIL_START_MASK,
+    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, Tail, STACK_BYTES,
+    SUSPICIOUS_WAKE_GAP_NS, TAIL_START_MASK,
 };
 
 use crate::inflight::{begin, end_call, live_call, Inflight};
@@ -23,10 +24,6 @@ use crate::maps::{
 };
 use crate::names;
 use crate::task::{self, FileSide};
-
-/// Least time between two wake-ups for suspicious calls: at most a
-/// thousand a second in a flood, and a lone call still shows at once.
-const SUSPICIOUS_WAKE_GAP_NS: u64 = 1_000_000;
 
 /// Record bytes between two looks at whether the reader is asleep (see
 /// [`wake_flags`]): a few hundred records, so a look costs each record little.
@@ -464,7 +461,8 @@ fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffse
 /// How a record wakes the reader.
 ///
 /// A suspicious call wakes it at once, unless another did less than
-/// [`SUSPICIOUS_WAKE_GAP_NS`] before: a reader that keeps up has read
+/// [`SUSPICIOUS_WAKE_GAP_NS`] before (1 ms: at most a thousand wake-ups
+/// a second in a flood, and a lone call still shows at once): a reader that keeps up has read
 /// everything by the next call, so the ring's adaptive wake-up (flags 0)
 /// still woke it once per call, which made a flood of suspicious calls
 /// cost some 3 µs more each here. The calls inside the gap are read with

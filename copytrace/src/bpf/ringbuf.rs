@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
+use copytrace_common::SUSPICIOUS_WAKE_GAP_NS;
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::model::event::{decode, peek_suspicious, CopyEvent};
@@ -22,9 +23,10 @@ pub const MAX_BATCH: usize = 1024;
 pub const STRAGGLER_POLL: Duration = Duration::from_millis(50);
 
 /// How soon the reader looks again after a wake-up brought records: the
-/// kernel wakes it for at most one suspicious call a millisecond, so the
-/// calls right after that one are waiting without a wake-up of their own.
-pub const AFTER_WAKE_LOOK: Duration = Duration::from_millis(2);
+/// kernel wakes it for at most one suspicious call per
+/// [`SUSPICIOUS_WAKE_GAP_NS`], so the calls right after that one are
+/// waiting without a wake-up of their own. Twice the gap: past its end.
+pub const AFTER_WAKE_LOOK: Duration = Duration::from_nanos(2 * SUSPICIOUS_WAKE_GAP_NS);
 
 /// Batches [`RingbufReader::drain`] takes at most (more than the 4 MiB ring holds).
 const DRAIN_BATCHES: usize = 8;
