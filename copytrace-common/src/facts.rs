@@ -24,8 +24,21 @@ pub mod fact {
     pub const IN_PRESENT: u32 = 1 << 5;
     /// fd_out resolved to an open file.
     pub const OUT_PRESENT: u32 = 1 << 6;
+    /// Fewer bytes than asked, but exactly the most one call copies
+    /// ([`super::max_rw_count`]): the kernel capped the request, and a copy
+    /// loop goes on with the next call.
+    pub const CAPPED: u32 = 1 << 7;
     /// Number of fact bits: facts words are below `1 << COUNT`.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
+}
+
+/// The most bytes one `copy_file_range` call copies on a kernel with pages
+/// of `page_size` bytes: `MAX_RW_COUNT`, `INT_MAX & PAGE_MASK`
+/// (include/linux/fs.h). The kernel caps every request to it, except where a
+/// filesystem's own `copy_file_range` op takes the whole length.
+#[inline(always)]
+pub const fn max_rw_count(page_size: u64) -> u64 {
+    (i32::MAX as u64) & !(page_size.wrapping_sub(1))
 }
 
 /// What the facts of a finished call are computed from.
@@ -45,6 +58,8 @@ pub struct CallOutcome {
     pub out_present: bool,
     /// Both are open and on the same superblock.
     pub same_fs: bool,
+    /// The running kernel's [`max_rw_count`] (0: unknown, never capped).
+    pub max_per_call: u64,
 }
 
 impl CallOutcome {
@@ -68,6 +83,12 @@ impl CallOutcome {
             }
             if self.ret == 0 {
                 f |= fact::COPIED_ZERO;
+            }
+            if self.max_per_call != 0
+                && self.ret as u64 == self.max_per_call
+                && self.len > self.max_per_call
+            {
+                f |= fact::CAPPED;
             }
         }
         if self.needs_read_pos() && self.read_pos.saturating_add(self.ret) >= self.size_in {
@@ -113,6 +134,7 @@ mod tests {
                 in_present: true,
                 out_present: true,
                 same_fs: true,
+                max_per_call: 0,
             }
             .facts()
         };
@@ -130,6 +152,7 @@ mod tests {
             in_present: true,
             out_present: true,
             same_fs: true,
+            max_per_call: max_rw_count(4096),
         };
         assert_eq!(
             c.facts(),
@@ -140,5 +163,32 @@ mod tests {
             ..c
         };
         assert_ne!(cross.facts() & fact::CROSS_DEV, 0);
+    }
+
+    /// The cap as measured on Linux 6.18 with 4 KiB pages: `cp` of a 3 GiB
+    /// file's first call returned 2,147,479,552 bytes.
+    #[test]
+    fn the_per_call_cap_is_int_max_rounded_down_to_a_page() {
+        assert_eq!(max_rw_count(4096), 2_147_479_552);
+        assert_eq!(max_rw_count(65536), 2_147_418_112);
+        let capped = CallOutcome {
+            len: 3 << 30,
+            ret: 2_147_479_552,
+            read_pos: 0,
+            size_in: 3 << 30,
+            in_present: true,
+            out_present: true,
+            same_fs: true,
+            max_per_call: max_rw_count(4096),
+        };
+        assert_ne!(capped.facts() & fact::CAPPED, 0);
+        assert_eq!(capped.facts() & fact::AT_SIZE, 0);
+        // Asking for exactly the cap and getting it is a full copy, not a cap.
+        let exact = CallOutcome {
+            len: 2_147_479_552,
+            ..capped
+        };
+        assert_eq!(exact.facts() & fact::CAPPED, 0);
+        assert_ne!(exact.facts() & fact::COPIED_ALL, 0);
     }
 }

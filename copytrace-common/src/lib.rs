@@ -22,7 +22,7 @@ pub use event::{
     NAME_READ, PATH_DEPTH, RECORD_MIN, STACK_BYTES, STACK_DEPTH, SUSPICIOUS_WAKE_GAP_NS, TAIL_BUF,
     TAIL_START_MASK, WALK_MAX,
 };
-pub use facts::{fact, CallOutcome};
+pub use facts::{fact, max_rw_count, CallOutcome};
 pub use offsets::{
     contiguous, setting, thread_slot, KernelOffsets, KernelTypes, ProbeConfig, INFLIGHT_OVERFLOW,
     RDONLY_CAST_PLACEHOLDER, THREAD_SLOT_COUNT,

@@ -156,6 +156,9 @@ pub struct ProbeConfig {
     pub stacks: u8,
     /// Explicit padding.
     pub _pad: u8,
+    /// The running kernel's per-call cap ([`crate::max_rw_count`] of its page
+    /// size), for the `CAPPED` fact.
+    pub max_rw_count: u64,
 }
 
 /// Slots of the run-time `SETTINGS` array map, which userspace writes while
@@ -168,6 +171,6 @@ pub mod setting {
 }
 
 const _: () = assert!(size_of::<KernelOffsets>() == (47 + 6 + 6 + 2) * 4);
-const _: () = assert!(size_of::<ProbeConfig>() == 8);
+const _: () = assert!(size_of::<ProbeConfig>() == 16);
 const _: () = assert!(THREAD_SLOT_COUNT.is_power_of_two());
 const _: () = assert!(size_of::<KernelTypes>() == 9 * 4);

@@ -19,7 +19,8 @@ pub enum SizeTruth {
     Content = 0,
     /// Files advertise 0 (or a stale number) and generate content on read.
     Generated = 1,
-    /// Files advertise one page whatever they contain (sysfs attributes).
+    /// Files advertise one fixed size whatever they contain: one page for
+    /// sysfs attributes, 80 bytes for mqueue queues.
     FixedPage = 2,
     /// No meaningful size: pipes, sockets, anonymous inodes.
     Stream = 3,
@@ -61,6 +62,13 @@ fn bit(words: &[u64; WORDS], idx: u32) -> bool {
 }
 
 impl ReportPolicy {
+    /// A table that reports nothing: the programs' value until userspace
+    /// sets the global at load.
+    pub const EMPTY: ReportPolicy = ReportPolicy {
+        suspicious: [[0; WORDS]; 4],
+        uniform: [0; WORDS],
+    };
+
     /// The table index of a call: its facts word and whether it failed.
     #[inline(always)]
     pub const fn index(facts: u32, failed: bool) -> u32 {
@@ -117,16 +125,25 @@ mod tests {
             failed || (t == SizeTruth::Generated && facts & fact::COPIED_ZERO != 0)
         };
         let p = ReportPolicy::from_rule(rule);
-        for idx in ReportPolicy::indexes() {
-            for t in SizeTruth::ALL {
-                let facts = idx & 0x7f;
-                assert_eq!(
-                    p.is_suspicious(t as u8, idx),
-                    rule(t, facts, idx >> 7 != 0),
-                    "idx {idx} truth {t:?}"
-                );
+        let mut seen = 0;
+        for facts in 0..1u32 << fact::COUNT {
+            for failed in [false, true] {
+                let idx = ReportPolicy::index(facts, failed);
+                seen += 1;
+                for t in SizeTruth::ALL {
+                    assert_eq!(
+                        p.is_suspicious(t as u8, idx),
+                        rule(t, facts, failed),
+                        "facts {facts:#x} failed {failed} truth {t:?}"
+                    );
+                }
             }
         }
+        assert_eq!(
+            seen,
+            ReportPolicy::indexes().count(),
+            "one index per call shape"
+        );
         let zero = ReportPolicy::index(fact::COPIED_ZERO | fact::IN_PRESENT, false);
         assert!(!p.is_uniform(zero), "depends on the source");
         assert!(p.is_uniform(ReportPolicy::index(0, true)), "every failure");

@@ -338,6 +338,7 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
         in_present: rec.file_in != 0,
         out_present: rec.file_out != 0,
         same_fs: rec.side_in.sb == rec.side_out.sb,
+        max_per_call: config().max_rw_count,
     };
     // The source position costs a user-memory read when the caller passed
     // `off_in` and the VFS did not show it (see positions_by_value()): only

@@ -99,14 +99,12 @@ static mut CONFIG: ProbeConfig = ProbeConfig {
     count_by_cgroup: 0,
     stacks: 1,
     _pad: 0,
+    max_rw_count: 0,
 };
 
 /// Which calls are suspicious: userspace's verdict rules as a table.
 #[unsafe(no_mangle)]
-static mut POLICY: ReportPolicy = ReportPolicy {
-    suspicious: [[0; 4]; 4],
-    uniform: [0; 4],
-};
+static mut POLICY: ReportPolicy = ReportPolicy::EMPTY;
 
 /// The kernel offsets global, read in place.
 #[inline(always)]

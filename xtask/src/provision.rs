@@ -30,6 +30,15 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("bpftrace", "benchmarks (bpftrace)"),
     ("bpftool", "benchmarks (per-program kernel cost)"),
     ("e2fsprogs", "ext4 test filesystems (mkfs.ext4)"),
+    (
+        "xfsprogs",
+        "xfs test filesystems (mkfs.xfs) and xfstests replays (xfs_io)",
+    ),
+    ("btrfs-progs", "btrfs test filesystems (mkfs.btrfs)"),
+    (
+        "linux-libc-dev",
+        "the uapi headers the filesystem registry is checked against",
+    ),
     ("prometheus", "metrics tests (prometheus, promtool)"),
     ("systemd", "unit checks (systemd-analyze)"),
     (

@@ -504,13 +504,7 @@ fn attach_fentry(
     let tracepoints_ready = tracefs::ensure_mounted()
         .ok()
         .is_some_and(|dir| offsets::add_tracepoint_fields(&mut offsets, &dir).is_ok());
-    let config = ProbeConfig {
-        follow_tgid: opts.follow_tgid,
-        backend: Backend::Fentry as u8,
-        count_by_cgroup: u8::from(opts.count_by_cgroup),
-        stacks: u8::from(opts.stacks),
-        _pad: 0,
-    };
+    let config = probe_config(Backend::Fentry, opts);
     // Parsed before the maps are created: it is the load's largest heap
     // allocation, and under a tight memory limit a map that cannot be
     // created is a clear error, while running out after the maps exist
@@ -554,6 +548,18 @@ fn attach_fentry(
     }
 }
 
+/// The load-time settings of `backend`'s programs.
+fn probe_config(backend: Backend, opts: &LoadOptions) -> ProbeConfig {
+    ProbeConfig {
+        follow_tgid: opts.follow_tgid,
+        backend: backend as u8,
+        count_by_cgroup: u8::from(opts.count_by_cgroup),
+        stacks: u8::from(opts.stacks),
+        _pad: 0,
+        max_rw_count: crate::model::limits::max_per_call(),
+    }
+}
+
 fn attach_tracepoints(
     offsets: &KernelOffsets,
     image: Image<'_>,
@@ -562,13 +568,7 @@ fn attach_tracepoints(
     let dir = tracefs::ensure_mounted()?;
     let mut offsets = *offsets;
     offsets::add_tracepoint_fields(&mut offsets, &dir)?;
-    let config = ProbeConfig {
-        follow_tgid: opts.follow_tgid,
-        backend: Backend::Tracepoint as u8,
-        count_by_cgroup: u8::from(opts.count_by_cgroup),
-        stacks: u8::from(opts.stacks),
-        _pad: 0,
-    };
+    let config = probe_config(Backend::Tracepoint, opts);
     let mut ebpf = load_object(&offsets, image, &config, opts)?;
     attach_thread_exit(&mut ebpf, Backend::Tracepoint)?;
     attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint)?;

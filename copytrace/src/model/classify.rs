@@ -296,7 +296,9 @@ pub fn verdict(f: &Facts) -> Verdict {
     let Some(truth) = f.size_truth_in else {
         return Verdict::Ok;
     };
-    let (copied_all, at_size) = (f.has(fact::COPIED_ALL), f.has(fact::AT_SIZE));
+    // A call the kernel capped at its per-call maximum copied all it could.
+    let copied_all = f.has(fact::COPIED_ALL) || f.has(fact::CAPPED);
+    let at_size = f.has(fact::AT_SIZE);
     if !copied_all {
         match truth {
             SizeTruth::Generated if at_size => return Verdict::SilentZeroCopy,
@@ -316,7 +318,7 @@ pub fn verdict(f: &Facts) -> Verdict {
     Verdict::Ok
 }
 
-fn reason(ev: &CopyEvent, v: Verdict, mech: Mechanism) -> String {
+fn reason(ev: &CopyEvent, facts: &Facts, v: Verdict, mech: Mechanism) -> String {
     let copied = ev.ret.max(0) as u64;
     let fs_in = fs_name(ev.file_in.as_ref());
     let fs_out = fs_name(ev.file_out.as_ref());
@@ -339,6 +341,11 @@ fn reason(ev: &CopyEvent, v: Verdict, mech: Mechanism) -> String {
             )
         }
         Verdict::Ok if ev.len == 0 => "zero-length request".into(),
+        Verdict::Ok if facts.has(fact::CAPPED) => format!(
+            "copied {copied} of {} bytes, the most the kernel copies in one call (MAX_RW_COUNT: INT_MAX rounded down to a {}-byte page); a copy loop goes on with the next call",
+            ev.len,
+            crate::model::limits::page_size()
+        ),
         Verdict::Ok if copied < ev.len && ev.file_in.is_some() => {
             format!("at end of file (position {pos}, size {size})")
         }
@@ -365,7 +372,8 @@ fn reason(ev: &CopyEvent, v: Verdict, mech: Mechanism) -> String {
 
 /// Classifies one call.
 pub fn classify(ev: &CopyEvent) -> Diagnosis {
-    let verdict = verdict(&Facts::of_event(ev));
+    let facts = Facts::of_event(ev);
+    let verdict = verdict(&facts);
     let mechanism = if ev.ret < 0 {
         Mechanism::None
     } else {
@@ -373,7 +381,7 @@ pub fn classify(ev: &CopyEvent) -> Diagnosis {
     };
     Diagnosis {
         verdict,
-        reason: reason(ev, verdict, mechanism),
+        reason: reason(ev, &facts, verdict, mechanism),
         mechanism,
     }
 }
@@ -384,12 +392,23 @@ mod tests {
     use crate::model::event::{from_raw, tests::blank};
     use copytrace_common::{Event, FileInfo};
 
-    const EXT4: u64 = 0xef53;
-    const TMPFS: u64 = 0x0102_1994;
-    const PROC: u64 = 0x9fa0;
-    const SYSFS: u64 = 0x6262_6572;
-    const TRACEFS: u64 = 0x7472_6163;
-    const CGROUP2: u64 = 0x6367_7270;
+    // Magics from the libc crate, never from the registry under test.
+    const EXT4: u64 = libc::EXT4_SUPER_MAGIC as u64;
+    const TMPFS: u64 = libc::TMPFS_MAGIC as u64;
+    const PROC: u64 = libc::PROC_SUPER_MAGIC as u64;
+    const SYSFS: u64 = libc::SYSFS_MAGIC as u64;
+    const TRACEFS: u64 = libc::TRACEFS_MAGIC as u64;
+    const CGROUP2: u64 = libc::CGROUP2_SUPER_MAGIC as u64;
+    const XFS: u64 = libc::XFS_SUPER_MAGIC as u64;
+    const NFS: u64 = libc::NFS_SUPER_MAGIC as u64;
+    /// MAX_RW_COUNT on this machine, from libc: INT_MAX rounded down to
+    /// `sysconf(_SC_PAGESIZE)`.
+    fn cap() -> u64 {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        (libc::c_int::MAX as u64) & !(page - 1)
+    }
+    // PIPEFS_MAGIC: libc lacks it (include/uapi/linux/magic.h).
     const PIPEFS: u64 = 0x5049_5045;
     const REG: u16 = 0o100644;
 
@@ -499,6 +518,28 @@ mod tests {
                 call(100, 1000, Some(ext4(100, 0)), Some(ext4(0, 0))),
                 Verdict::ShortRead,
                 "source ended at 100",
+            ),
+            (
+                "capped at MAX_RW_COUNT",
+                call(
+                    cap() as i64,
+                    3 << 30,
+                    Some(tmpfs(3 << 30, 0)),
+                    Some(tmpfs(0, 0)),
+                ),
+                Verdict::Ok,
+                "the most the kernel copies in one call",
+            ),
+            (
+                "one byte short of the cap is a short write",
+                call(
+                    cap() as i64 - 1,
+                    3 << 30,
+                    Some(tmpfs(3 << 30, 0)),
+                    Some(tmpfs(0, 0)),
+                ),
+                Verdict::ShortWrite,
+                "the destination (tmpfs) stopped the copy",
             ),
             (
                 "destination full",
@@ -634,17 +675,17 @@ mod tests {
 
     #[test]
     fn mechanism_from_f_op() {
-        let mut a = file(0x6969, 9, REG, 100, 0);
-        let mut b = file(0x6969, 10, REG, 0, 0);
+        let mut a = file(NFS, 9, REG, 100, 0);
+        let mut b = file(NFS, 10, REG, 0, 0);
         a.copy_op = 0xffff_1000;
         b.copy_op = 0xffff_1000;
         assert_eq!(
             verdict_of(&call(100, 100, Some(a), Some(b))).mechanism,
             Mechanism::FsCopy
         );
-        let mut x = file(0x5846_5342, 1, REG, 100, 0);
+        let mut x = file(XFS, 1, REG, 100, 0);
         x.remap_op = 0xffff_2000;
-        let y = file(0x5846_5342, 1, REG, 0, 0);
+        let y = file(XFS, 1, REG, 0, 0);
         assert_eq!(
             verdict_of(&call(100, 100, Some(x), Some(y))).mechanism,
             Mechanism::Remap

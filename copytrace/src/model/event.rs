@@ -220,6 +220,7 @@ impl CopyEvent {
             same_fs: fin
                 .zip(fout)
                 .is_some_and(|(i, o)| i.location.dev_raw == o.location.dev_raw),
+            max_per_call: crate::model::limits::max_per_call(),
         }
     }
 }

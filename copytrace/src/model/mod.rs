@@ -8,4 +8,5 @@ pub mod errno;
 pub mod event;
 pub mod filter;
 pub mod fs_magic;
+pub mod limits;
 pub mod text;

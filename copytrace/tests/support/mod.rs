@@ -205,6 +205,11 @@ pub struct Traced {
 /// Runs `copytrace trace --json -- COMMAND` (output under `out_dir`) and
 /// parses what it wrote; asserts that nothing was lost.
 pub fn trace(out_dir: &Path, command: &[&str]) -> Traced {
+    trace_with_env(out_dir, command, &[])
+}
+
+/// [`trace`] with more environment variables, which the command inherits.
+pub fn trace_with_env(out_dir: &Path, command: &[&str], env: &[(&str, &str)]) -> Traced {
     require_root();
     let out = out_dir.join("trace.jsonl");
     let mut cmd = Command::new(copytrace_bin());
@@ -217,6 +222,7 @@ pub fn trace(out_dir: &Path, command: &[&str]) -> Traced {
         .arg(&out)
         .arg("--")
         .args(command)
+        .envs(env.iter().copied())
         // The clients' own output would mix with the test harness's.
         .stdout(std::process::Stdio::null())
         .status()
@@ -294,12 +300,14 @@ pub fn go_client() -> PathBuf {
         .clone()
 }
 
-/// s_magic values the tests assert (include/uapi/linux/magic.h).
+/// s_magic values the tests assert, from the libc crate (PIPEFS_MAGIC, which
+/// libc lacks, from include/uapi/linux/magic.h).
 pub mod magic {
-    pub const EXT4: u64 = 0xef53;
-    pub const TMPFS: u64 = 0x0102_1994;
-    pub const PROC: u64 = 0x9fa0;
+    pub const EXT4: u64 = libc::EXT4_SUPER_MAGIC as u64;
+    pub const TMPFS: u64 = libc::TMPFS_MAGIC as u64;
+    pub const PROC: u64 = libc::PROC_SUPER_MAGIC as u64;
+    pub const SYSFS: u64 = libc::SYSFS_MAGIC as u64;
     pub const PIPEFS: u64 = 0x5049_5045;
-    pub const TRACEFS: u64 = 0x7472_6163;
-    pub const CGROUP2: u64 = 0x6367_7270;
+    pub const TRACEFS: u64 = libc::TRACEFS_MAGIC as u64;
+    pub const CGROUP2: u64 = libc::CGROUP2_SUPER_MAGIC as u64;
 }
