@@ -122,6 +122,18 @@ fn program(args: &[OsString]) -> i32 {
             println!("{r:?}");
             0
         }
+        // std-copy SRC DST: Rust's std::fs::copy, which loops over
+        // copy_file_range; prints the bytes copied.
+        "std-copy" => match std::fs::copy(arg(1), arg(2)) {
+            Ok(n) => {
+                println!("{n}");
+                0
+            }
+            Err(e) => {
+                eprintln!("std::fs::copy: {e}");
+                1
+            }
+        },
         // copies SRC LEN DST…: one call from SRC to each DST, in order.
         "copies" => {
             for dst in &args[3..] {

@@ -23,8 +23,15 @@ fn last_error(what: &str) -> ! {
     panic!("{what}: {}", std::io::Error::last_os_error())
 }
 
-/// mount(2).
+/// mount(2); panics on failure.
 pub fn mount(source: &str, target: &Path, fstype: &str, data: &str) {
+    if let Err(e) = try_mount(source, target, fstype, data) {
+        panic!("mount {fstype} on {}: {e}", target.display());
+    }
+}
+
+/// mount(2).
+pub fn try_mount(source: &str, target: &Path, fstype: &str, data: &str) -> std::io::Result<()> {
     let (s, t, f, d) = (
         CString::new(source).expect("source"),
         cpath(target),
@@ -34,8 +41,9 @@ pub fn mount(source: &str, target: &Path, fstype: &str, data: &str) {
     // SAFETY: every pointer is a valid NUL-terminated string for the call.
     let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, d.as_ptr().cast()) };
     if rc != 0 {
-        last_error(&format!("mount {fstype} on {}", target.display()));
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 /// A bind mount, unmounted when dropped: a test that fails half-way must
@@ -142,33 +150,69 @@ impl Mount {
     /// A fresh ext4 filesystem of `mib` MiB on a loop device, under `base`:
     /// made by `mkfs.ext4`, or copied from the template a guest provides.
     pub fn ext4(base: &Path, mib: u64) -> Self {
-        let dir = unique_dir(base, "ext4");
-        let image = dir.with_extension("img");
-        if suite::on_path("mkfs.ext4") {
-            let f = std::fs::File::create(&image).expect("image");
-            f.set_len(mib << 20).expect("size image");
-            let out = Command::new("mkfs.ext4")
-                .args(["-q", "-F"])
-                .arg(&image)
-                .output()
-                .expect("mkfs.ext4");
-            assert!(
-                out.status.success(),
-                "mkfs.ext4: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        } else if let Some(t) = std::env::var_os(EXT4_TEMPLATE_ENV) {
+        if !suite::on_path("mkfs.ext4") {
+            let Some(t) = std::env::var_os(EXT4_TEMPLATE_ENV) else {
+                panic!("no mkfs.ext4 and no ${EXT4_TEMPLATE_ENV}: `cargo xtask provision` installs e2fsprogs");
+            };
+            let dir = unique_dir(base, "ext4");
+            let image = dir.with_extension("img");
             std::fs::copy(&t, &image).expect("copy the ext4 template");
-        } else {
-            panic!("no mkfs.ext4 and no ${EXT4_TEMPLATE_ENV}: `cargo xtask provision` installs e2fsprogs");
+            return Self::attach(dir, image, "ext4");
         }
+        Self::on_loop(base, "ext4", mib).expect("mkfs.ext4 is on PATH")
+    }
+
+    /// A fresh filesystem of `fstype` ("ext4", "xfs", "btrfs") and `mib`
+    /// MiB on a loop device, under `base`, made by `mkfs.FSTYPE` with its
+    /// defaults (xfs: reflink on); None when that program is missing.
+    pub fn on_loop(base: &Path, fstype: &str, mib: u64) -> Option<Self> {
+        let mkfs = format!("mkfs.{fstype}");
+        if !suite::on_path(&mkfs) {
+            return None;
+        }
+        let dir = unique_dir(base, fstype);
+        let image = dir.with_extension("img");
+        let f = std::fs::File::create(&image).expect("image");
+        f.set_len(mib << 20).expect("size image");
+        let force = if fstype == "ext4" { "-F" } else { "-f" };
+        let out = Command::new(&mkfs)
+            .args(["-q", force])
+            .arg(&image)
+            .output()
+            .unwrap_or_else(|e| panic!("{mkfs}: {e}"));
+        assert!(
+            out.status.success(),
+            "{mkfs}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Self::attach(dir, image, fstype))
+    }
+
+    /// Mounts `image` at `dir` through a loop device.
+    fn attach(dir: PathBuf, image: PathBuf, fstype: &str) -> Self {
         let (dev, lo) = attach_loop(&image);
-        mount(&dev.to_string_lossy(), &dir, "ext4", "");
+        mount(&dev.to_string_lossy(), &dir, fstype, "");
         Mount {
             dir,
             image: Some(image),
             loop_fd: Some(lo),
         }
+    }
+
+    /// A filesystem that needs no device (`mount -t FSTYPE FSTYPE DIR -o
+    /// DATA`) under `base`, unmounted on drop; the error when this kernel
+    /// cannot mount it.
+    pub fn virtual_fs(base: &Path, fstype: &str, data: &str) -> std::io::Result<Self> {
+        let dir = unique_dir(base, fstype);
+        if let Err(e) = try_mount(fstype, &dir, fstype, data) {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e);
+        }
+        Ok(Mount {
+            dir,
+            image: None,
+            loop_fd: None,
+        })
     }
 
     /// A path inside the mount.
