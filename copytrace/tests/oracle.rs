@@ -333,10 +333,8 @@ impl World {
         }
         let mut fds = [0i32; 2];
         // SAFETY: valid array of two ints.
-        assert_eq!(
-            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) },
-            0
-        );
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        assert_eq!(rc, 0, "pipe2");
         // SAFETY: both fds are new and ours.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         eps.push(other("pipe", r));
@@ -539,11 +537,8 @@ fn set_fsize(limit: u64) {
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: a valid rlimit.
-    assert_eq!(
-        unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &r) },
-        0,
-        "setrlimit"
-    );
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &r) };
+    assert_eq!(rc, 0, "setrlimit");
 }
 
 /// Makes `n` seeded calls in a fresh world; returns what the oracle saw.
