@@ -536,3 +536,91 @@ fn capped_copies_of_a_3_gib_ext4_file_are_not_suspicious() {
     let fs = Mount::on_loop(&support::scratch(), "ext4", 6600).expect("mkfs.ext4");
     capped_clients(&fs, &["cp", "python"]);
 }
+
+/// Whether `filefrag -v` (e2fsprogs, FIEMAP) shows a shared extent in `path`.
+fn has_shared_extent(path: &Path) -> bool {
+    let out = std::process::Command::new("filefrag")
+        .arg("-v")
+        .arg(path)
+        .output()
+        .expect("filefrag (e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "filefrag: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).contains("shared")
+}
+
+/// Whether `name` is a function of the running kernel (/proc/kallsyms).
+fn kernel_has_function(name: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .expect("kallsyms")
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some(name))
+}
+
+/// On xfs (reflink on by default) and btrfs, a copy within one filesystem
+/// is a clone: FIEMAP then shows the extents shared, and copytrace names
+/// the mechanism `remap` and the kernel function behind it. Between two
+/// filesystems of the same type, whatever the kernel does (EXDEV since
+/// 5.19: neither has a `->copy_file_range`), copytrace says which.
+#[test]
+fn reflink_filesystems_remap_within_themselves() {
+    require_root();
+    if !require_program("mkfs.xfs", "xfsprogs")
+        || !require_program("mkfs.btrfs", "btrfs-progs")
+        || !require_program("filefrag", "e2fsprogs")
+    {
+        return;
+    }
+    let base = scratch_dir("remap");
+    for (fs, mib) in [("xfs", 320), ("btrfs", 128)] {
+        let a = Mount::on_loop(&base, fs, mib).expect("mkfs");
+        let b = Mount::on_loop(&base, fs, mib).expect("mkfs");
+        let len = 1usize << 20;
+        support::write_file(&a.path("src"), len);
+        let src = open(&a.path("src"), libc::O_RDONLY);
+        let same = open(&a.path("clone"), libc::O_WRONLY | libc::O_CREAT);
+        let other = open(&b.path("copy"), libc::O_WRONLY | libc::O_CREAT);
+        let d = watch();
+        let within = cfr(raw(&src), None, raw(&same), None, len, 0);
+        let mut at = 0i64;
+        let across = cfr(raw(&src), Some(&mut at), raw(&other), None, len, 0);
+        let events = d.stop();
+        assert_eq!(within, Ok(len), "{fs}: a clone within one filesystem");
+        // SAFETY: fsync of our fd, so FIEMAP sees settled extents.
+        unsafe { libc::fsync(raw(&same)) };
+        assert!(
+            has_shared_extent(&a.path("clone")),
+            "{fs}: FIEMAP shows the clone's extents shared"
+        );
+        let ev = support::find(&events, raw(&src), raw(&same), len as u64);
+        assert_eq!(ev["verdict"], "ok", "{ev:#}");
+        assert_eq!(ev["mechanism"], "remap", "{fs}: {ev:#}");
+        let op = ev["mechanism_op"].as_str().unwrap_or("");
+        assert!(
+            op.contains(fs) && op.contains("remap") && kernel_has_function(op),
+            "{fs}: mechanism_op {op:?} is this kernel's {fs} remap function"
+        );
+        let ev = support::find(&events, raw(&src), raw(&other), len as u64);
+        match across {
+            Err(e) => {
+                assert_eq!(e, libc::EXDEV, "{fs}: refused across two {fs} filesystems");
+                assert_eq!(ev["verdict"], "cross_fs", "{ev:#}");
+                assert_eq!(ev["ret"], -i64::from(libc::EXDEV));
+            }
+            Ok(n) => {
+                assert_eq!(ev["ret"], n, "{ev:#}");
+                assert_eq!(
+                    ev["verdict"], "cross_fs",
+                    "went through across two {fs}: {ev:#}"
+                );
+            }
+        }
+        eprintln!(
+            "{fs}: within: {within:?}, mechanism {} ({op}); across two {fs}: {across:?}, verdict {}",
+            "remap", ev["verdict"]
+        );
+    }
+}

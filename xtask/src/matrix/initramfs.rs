@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::{output, run};
 
 /// Modules the tests need (loop devices, ext4), with their dependencies.
-const MODULES: &[&str] = &["loop", "crc32c_generic", "ext4"];
+const MODULES: &[&str] = &["loop", "crc32c_generic", "ext4", "overlay"];
 
 /// Size of the empty ext4 image tests copy when the guest has no mkfs.ext4.
 const EXT4_TEMPLATE_MIB: u64 = 32;
