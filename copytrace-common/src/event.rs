@@ -62,6 +62,15 @@ pub mod status {
     pub const STACK: u8 = 1 << 7;
 }
 
+/// Bits of [`Event::gaps`].
+pub mod gap {
+    /// The call's exit was seen without its entry: a seccomp filter refused
+    /// the call before the syscall ran (the syscall exit tracepoint still
+    /// fires, the entry one does not), or the entry went untracked. Files,
+    /// length and offsets are unknown.
+    pub const NO_ENTRY: u8 = 1 << 0;
+}
+
 /// Bits of [`NameSpan::flags`].
 pub mod name_flag {
     /// The walk reached the root of its filesystem.
@@ -198,8 +207,8 @@ pub struct Event {
     pub origin: u8,
     /// Bits of [`status`].
     pub status: u8,
-    /// Explicit padding.
-    pub _pad: u8,
+    /// Bits of [`gap`]: what copytrace did not see of the call.
+    pub gaps: u8,
     /// `task_struct.comm`.
     pub comm: [u8; COMM_LEN],
     /// The parent's `comm`.

@@ -16,7 +16,7 @@ use copytrace_common::{
     SUSPICIOUS_WAKE_GAP_NS, TAIL_START_MASK,
 };
 
-use crate::inflight::{begin, end_call, live_call, Inflight};
+use crate::inflight::{begin, end_call, live_call, unseen_entry, Inflight};
 use crate::kread::{read_user, read_user_two, Fault, Memory};
 use crate::maps::{
     add, config, offsets, policy, types, want_all, COUNTERS, COUNTS, EVENTS, LATENCY, READER,
@@ -126,7 +126,7 @@ pub fn enter_syscall<C: EbpfContext, M: Memory>(ctx: &C, args: &SyscallArgs) {
             origin: Origin::Syscall as u8,
             status: st,
             live: 1,
-            _pad: 0,
+            gaps: 0,
             _pad_word: 0,
         },
     );
@@ -195,7 +195,7 @@ pub fn enter_vfs<C: EbpfContext, M: Memory>(
             origin: Origin::Kernel as u8,
             status: st,
             live: 1,
-            _pad: 0,
+            gaps: 0,
             _pad_word: 0,
         },
     );
@@ -321,8 +321,15 @@ fn count(key: &CountKey, len: u64, ret: i64) {
 /// Completes the current thread's in-flight call of `origin` with `ret`.
 #[inline(always)]
 pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
-    let Some(rec) = end_call(origin) else {
-        return;
+    let rec = match end_call(origin) {
+        Some(rec) => rec,
+        // Refused before the syscall ran (seccomp): counted and shown as the
+        // failure it is, with what exit alone knows.
+        None if matches!(origin, Origin::Syscall) && ret < 0 => match unseen_entry(now()) {
+            Some(rec) => rec,
+            None => return,
+        },
+        None => return,
     };
     // SAFETY: this CPU's copy of the call (see end_call()), untouched until
     // this program returns.
@@ -551,7 +558,7 @@ fn describe<C: EbpfContext, M: Memory>(
         (*ev).backend = config().backend;
         (*ev).origin = rec.origin;
         (*ev).status = call.status;
-        (*ev)._pad = 0;
+        (*ev).gaps = rec.gaps;
         let status = core::ptr::addr_of_mut!((*ev).status);
         // The stack, when taken, comes first in the tail; the walks follow.
         let tail = core::ptr::addr_of_mut!((*ev).tail);

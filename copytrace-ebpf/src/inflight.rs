@@ -12,7 +12,7 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid, EbpfContext};
 use aya_log_ebpf::warn;
-use copytrace_common::{counter, thread_slot, Origin};
+use copytrace_common::{counter, gap, thread_slot, Origin};
 
 use crate::maps::{add, COUNTERS, ENDING, INFLIGHT, SLOT_CLAIMS, THREAD_SLOTS};
 use crate::task::FileSide;
@@ -47,9 +47,10 @@ pub struct Inflight {
     /// between its calls (an update in place costs far less than an insert
     /// and a delete per call) and goes when the thread exits.
     pub live: u8,
-    /// Padding as scalars: the compiler turns a zeroed byte array into a
+    /// Bits of [`copytrace_common::gap`]: what copytrace did not see.
+    pub gaps: u8,
+    /// Padding as a scalar: the compiler turns a zeroed byte array into a
     /// call to a byte-at-a-time memset subprogram.
-    pub _pad: u8,
     pub _pad_word: u32,
 }
 
@@ -137,6 +138,41 @@ pub fn end_call(origin: Origin) -> Option<*const Inflight> {
         core::ptr::copy_nonoverlapping(rec, copy, 1);
         (*rec).live = 0;
     }
+    Some(copy)
+}
+
+/// A stand-in for the record of a syscall whose exit came without its
+/// entry: this CPU's `ENDING` slot, holding only what exit can know (no
+/// files, length or offsets). A seccomp filter that refuses
+/// copy_file_range stops the call before the syscall entry tracepoint, and
+/// the exit tracepoint still fires.
+#[inline(always)]
+pub fn unseen_entry(start_ns: u64) -> Option<*const Inflight> {
+    let copy = ENDING.get_ptr_mut(0)?;
+    let rec = Inflight {
+        start_ns,
+        file_in: 0,
+        file_out: 0,
+        side_in: FileSide::default(),
+        side_out: FileSide::default(),
+        off_in_ptr: 0,
+        off_out_ptr: 0,
+        pos_in: 0,
+        pos_out: 0,
+        len: 0,
+        fd_in: -1,
+        fd_out: -1,
+        flags: 0,
+        owner: 0,
+        origin: Origin::Syscall as u8,
+        status: 0,
+        live: 0,
+        gaps: gap::NO_ENTRY,
+        _pad_word: 0,
+    };
+    // SAFETY: this CPU's slot of ENDING, which only the running exit
+    // program uses.
+    unsafe { core::ptr::write(copy, rec) };
     Some(copy)
 }
 

@@ -619,8 +619,59 @@ fn reflink_filesystems_remap_within_themselves() {
             }
         }
         eprintln!(
-            "{fs}: within: {within:?}, mechanism {} ({op}); across two {fs}: {across:?}, verdict {}",
-            "remap", ev["verdict"]
+            "{fs}: within: {within:?}, mechanism remap ({op}); across two {fs}: {across:?}, verdict {}",
+            ev["verdict"]
         );
+    }
+}
+
+/// A seccomp filter that refuses copy_file_range (EPERM) stops the call
+/// before the syscall runs: the syscall entry tracepoint does not fire, the
+/// exit one does. Where copytrace's syscall side is on those tracepoints it
+/// counts and shows the call as an `error` with EPERM and no files; the
+/// fentry programs on the syscall wrapper and the VFS never run for it.
+#[test]
+fn a_call_seccomp_refuses_is_an_eperm_error_where_the_exit_is_seen() {
+    require_root();
+    let fs = Mount::tmpfs(&support::scratch(), "1m");
+    std::fs::write(fs.path("src"), vec![1u8; 100]).expect("write");
+    let (s, d) = (fs.path("src"), fs.path("dst"));
+    let program = serde_json::json!(["seccomp-copy", s, d]).to_string();
+    let me = std::env::current_exe().expect("test binary");
+    let t = support::trace_with_env(
+        &fs.dir,
+        &[me.to_str().expect("utf8")],
+        &[(copytrace_testkit::caller::ENV, program.as_str())],
+    );
+    assert_eq!(t.code, Some(0));
+    assert_eq!(
+        std::fs::metadata(&d).map(|m| m.len()).ok(),
+        Some(0),
+        "the filter refused the call: nothing was copied"
+    );
+    let backend = suite::probe().unwrap_or_default();
+    match (backend.as_str(), t.calls.as_slice()) {
+        // fentry on the syscall wrapper: the refused call never reaches it.
+        ("fentry", []) => eprintln!("fentry: the refused call is not seen"),
+        // The tracepoints, or fentry whose syscall side fell back to them.
+        (_, [call]) => {
+            assert_eq!(call["ret"], -i64::from(libc::EPERM), "{call:#}");
+            assert_eq!(call["verdict"], "error", "{call:#}");
+            assert_eq!(call["entry_seen"], false, "{call:#}");
+            assert!(
+                call["file_in"].is_null() && call["file_out"].is_null(),
+                "{call:#}"
+            );
+            let reason = call["reason"].as_str().unwrap_or("");
+            assert!(
+                reason.starts_with("EPERM") && reason.contains("seccomp"),
+                "{reason}"
+            );
+            assert_eq!(t.summary["suspicious"], 1);
+        }
+        (b, calls) => panic!(
+            "{b}: the refused call was seen {} times: {calls:#?}",
+            calls.len()
+        ),
     }
 }

@@ -204,15 +204,15 @@ pub fn checks() -> Report {
     out.push(match usable {
         Some(Backend::Fentry) if partial => check(
             Status::Info,
-            "copytrace will use fentry/fexit on vfs_copy_file_range (sees in-kernel callers) with syscall tracepoints for the syscall side: unrelated syscalls take the tracing slow path while attached",
+            "copytrace will use fentry/fexit on vfs_copy_file_range (sees in-kernel callers) with syscall tracepoints for the syscall side: unrelated syscalls take the tracing slow path while attached; calls a seccomp filter refuses are seen at exit only, as errors without files",
         ),
         Some(Backend::Fentry) => check(
             Status::Info,
-            "copytrace will use fentry/fexit: no cost to unrelated syscalls; sees in-kernel callers (nfsd, overlayfs)",
+            "copytrace will use fentry/fexit: no cost to unrelated syscalls; sees in-kernel callers (nfsd, overlayfs); calls a seccomp filter refuses never reach the traced functions and are not seen",
         ),
         Some(Backend::Tracepoint) => check(
             Status::Info,
-            "copytrace will use syscall tracepoints: every syscall of every task takes the tracing slow path while attached (tens of ns each, see docs/benchmarks.md); in-kernel callers are not seen",
+            "copytrace will use syscall tracepoints: every syscall of every task takes the tracing slow path while attached (tens of ns each, see docs/benchmarks.md); in-kernel callers are not seen; calls a seccomp filter refuses are seen at exit only, as errors without files",
         ),
         None => check(
             Status::Missing,

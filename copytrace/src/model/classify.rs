@@ -158,6 +158,11 @@ fn side_problem(f: Option<&FileSide>, which: &str, fd: i32) -> Option<String> {
 
 fn error_reason(ev: &CopyEvent, errno: i64) -> String {
     let name = errno::label(errno);
+    if !ev.entry_seen {
+        return format!(
+            "{name}: refused before the syscall ran, so no file was looked at: a seccomp filter (container profiles written before copy_file_range existed return EPERM or ENOSYS) or an entry copytrace could not track; fall back to read/write"
+        );
+    }
     let fin = ev.file_in.as_ref();
     let fout = ev.file_out.as_ref();
     let acc = |f: &FileSide| f.open_flags as i32 & libc::O_ACCMODE;

@@ -7,8 +7,8 @@
 use std::mem::size_of;
 
 use copytrace_common::{
-    name_flag, status, CallOutcome, Event, FileInfo, NameSpan, PathInfo, RECORD_MIN, STACK_DEPTH,
-    TAIL_BUF,
+    gap, name_flag, status, CallOutcome, Event, FileInfo, NameSpan, PathInfo, RECORD_MIN,
+    STACK_DEPTH, TAIL_BUF,
 };
 use serde::{Deserialize, Serialize};
 
@@ -180,6 +180,11 @@ pub struct CopyEvent {
     pub facts: u32,
     /// A kernel read failed while describing the call: some fields are missing.
     pub read_fault: bool,
+    /// Whether copytrace saw the call enter. A call a seccomp filter refused
+    /// shows only its exit (on the tracepoint back-end): no files, length
+    /// or offsets, just the error.
+    #[serde(default = "seen")]
+    pub entry_seen: bool,
     /// Source file, when `fd_in` named an open file.
     pub file_in: Option<FileSide>,
     /// Destination file, when `fd_out` named an open file.
@@ -223,6 +228,11 @@ impl CopyEvent {
             max_per_call: crate::model::limits::max_per_call(),
         }
     }
+}
+
+/// Records from before the field was sent saw every entry.
+fn seen() -> bool {
+    true
 }
 
 /// The bytes of a NUL-terminated field.
@@ -400,6 +410,7 @@ fn convert(e: &Event, held: usize) -> Result<CopyEvent, DecodeError> {
             .then_some(e.status & status::VFS_REACHED != 0),
         facts: e.facts,
         read_fault: e.status & status::READ_FAULT != 0,
+        entry_seen: e.gaps & gap::NO_ENTRY == 0,
         file_in: side(&e.files[0], tail),
         file_out: side(&e.files[1], tail),
         exe: (e.exe.ino != 0).then(|| location(&e.exe, tail)),

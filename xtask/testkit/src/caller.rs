@@ -100,6 +100,51 @@ fn wait_all() {
     while unsafe { libc::wait(&mut status) } > 0 {}
 }
 
+/// A seccomp filter on this process: copy_file_range fails with EPERM
+/// before the syscall runs; every other call is allowed.
+fn refuse_copy_file_range() {
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump_if = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let mut prog = [
+        // seccomp_data.nr is its first word.
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        jump_if(libc::SYS_copy_file_range as u32, 0, 1),
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: prctl with a valid filter program that outlives the call.
+    unsafe {
+        assert_eq!(
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+            0,
+            "no_new_privs"
+        );
+        let rc = libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &fprog as *const libc::sock_fprog,
+        );
+        assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
+    }
+}
+
 #[allow(
     clippy::print_stdout,
     reason = "a caller program's stdout is its result"
@@ -134,6 +179,15 @@ fn program(args: &[OsString]) -> i32 {
                 1
             }
         },
+        // seccomp-copy SRC DST: installs a seccomp filter that refuses
+        // copy_file_range with EPERM (as container profiles written before
+        // the call existed did), then makes one call; prints its result.
+        "seccomp-copy" => {
+            refuse_copy_file_range();
+            let r = copy(Path::new(arg(1)), Path::new(arg(2)), 100);
+            println!("{r:?}");
+            0
+        }
         // copies SRC LEN DST…: one call from SRC to each DST, in order.
         "copies" => {
             for dst in &args[3..] {
