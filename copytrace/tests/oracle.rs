@@ -20,8 +20,12 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use support::{cfr, open, require_root, scratch_dir, suite, watch, Mount};
 
-/// Seeds that once failed, replayed by every run before a fresh one.
-const REGRESSION_SEEDS: &[u64] = &[];
+/// Seeds that once failed, replayed by every run before a fresh one:
+/// - a zero copy from an overlay lower file at its end, which the oracle
+///   first judged by `st_dev` (overlay reports the lower filesystem's) and
+///   called cross-filesystem, where the kernel saw one overlay superblock;
+/// - a write near 2^63 that left a sparse file larger than the oracle reads.
+const REGRESSION_SEEDS: &[u64] = &[1_796_513_746_498_892_716, 0x18ee_7fc4_315c_e2c2];
 
 /// splitmix64: a seed fully decides a run.
 struct Rng(u64);
@@ -787,11 +791,11 @@ fn judge(seed: u64, n: usize) -> BTreeMap<String, usize> {
     table
 }
 
-/// Thousands of seeded random calls on the host, hundreds in a TCG guest.
+/// 3000 seeded random calls on the host, 300 in a TCG guest.
 #[test]
 fn verdicts_follow_from_the_kernels_truth() {
     require_root();
-    let n = if suite::in_guest() { 400 } else { 3000 };
+    let n = if suite::in_guest() { 300 } else { 3000 };
     let seeds: Vec<u64> = match std::env::var("COPYTRACE_ORACLE_SEED") {
         Ok(s) => vec![s.parse().expect("COPYTRACE_ORACLE_SEED is a number")],
         Err(_) => {

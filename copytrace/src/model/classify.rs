@@ -616,6 +616,26 @@ mod tests {
         }
     }
 
+    /// An exit seen without its entry (a seccomp filter refused the call)
+    /// has no files: the reason says the call never ran, not why a file
+    /// refused it.
+    #[test]
+    fn a_refused_call_seen_only_at_exit_says_so() {
+        let mut e = call(-i64::from(libc::EPERM), 0, None, None);
+        e.fd_in = -1;
+        e.fd_out = -1;
+        e.gaps = copytrace_common::gap::NO_ENTRY;
+        let d = verdict_of(&e);
+        assert_eq!(d.verdict, Verdict::Error);
+        assert!(
+            d.reason
+                .starts_with("EPERM: refused before the syscall ran"),
+            "{}",
+            d.reason
+        );
+        assert!(d.reason.contains("seccomp"), "{}", d.reason);
+    }
+
     #[test]
     fn error_reasons_name_the_cause() {
         let mut append = file(TMPFS, 2, REG, 0, 0);

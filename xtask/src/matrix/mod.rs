@@ -50,7 +50,7 @@ pub enum GuestSuite {
     Full,
     /// The binaries in [`KERNEL_DEPENDENT`].
     KernelDependent,
-    /// `probe_syscalls` only.
+    /// `probe_syscalls` and the verdict oracle only.
     Probes,
 }
 
@@ -61,6 +61,8 @@ pub const KERNEL_DEPENDENT: &[&str] = &[
     "clients_real",
     "diagnosis",
     "hostile_input",
+    "kernel_truth",
+    "oracle",
 ];
 
 impl GuestSuite {
@@ -69,7 +71,7 @@ impl GuestSuite {
         match self {
             GuestSuite::Full => true,
             GuestSuite::KernelDependent => KERNEL_DEPENDENT.contains(&name),
-            GuestSuite::Probes => name == "probe_syscalls",
+            GuestSuite::Probes => matches!(name, "probe_syscalls" | "oracle"),
         }
     }
 }

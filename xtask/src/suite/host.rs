@@ -22,6 +22,9 @@ pub const KERNEL_TESTS: &[&str] = &[
     "tail_socket",
     "hostile_input",
     "diagnosis",
+    "kernel_truth",
+    "oracle",
+    "xfstests_replay",
 ];
 
 /// Integration test binaries that need no probes.
