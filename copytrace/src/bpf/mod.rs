@@ -100,9 +100,6 @@ pub enum LoadError {
     FentryRefused(Box<LoadError>),
 }
 
-/// The kernel's internal ENOTSUPP, which the BPF syscalls pass to userspace.
-const ENOTSUPP: i32 = 524;
-
 /// Whether an error or one of its sources is the I/O error `errno`.
 fn has_errno(err: &(dyn std::error::Error + 'static), errno: i32) -> bool {
     let mut cur = Some(err);
@@ -410,7 +407,8 @@ fn attach_tracing(
     res.map_err(|e| {
         if is_eperm(&e) {
             LoadError::FentryDenied(prog)
-        } else if has_errno(&e, ENOTSUPP) {
+        } else if has_errno(&e, crate::model::errno::ENOTSUPP as i32) {
+            // The BPF syscalls pass the kernel's internal ENOTSUPP on.
             LoadError::FentryUnsupported(prog)
         } else {
             program_error(B, prog, e)

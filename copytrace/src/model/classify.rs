@@ -213,10 +213,12 @@ fn error_reason(ev: &CopyEvent, errno: i64) -> String {
         e if e == i64::from(libc::EFAULT) => "an offset pointer is not readable".into(),
         e if e == i64::from(libc::ETXTBSY) => "a file is an active swap file".into(),
         e if e == i64::from(libc::EPERM) => "a file is immutable or append-only".into(),
-        e if e == i64::from(libc::EOPNOTSUPP) || e == 524 => {
+        e if e == i64::from(libc::EOPNOTSUPP) || e == errno::ENOTSUPP => {
             "the filesystem does not support this copy; fall back to read/write".into()
         }
-        e if e == i64::from(libc::EINTR) || e == 512 => "interrupted by a signal".into(),
+        e if e == i64::from(libc::EINTR) || e == errno::ERESTARTSYS => {
+            "interrupted by a signal".into()
+        }
         e if e == i64::from(libc::EIO) => "I/O error on a device".into(),
         e if e == i64::from(libc::ENOMEM) => "kernel out of memory".into(),
         e if e == i64::from(libc::ENOSYS) => "copy_file_range is not supported here".into(),
