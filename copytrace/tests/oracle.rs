@@ -312,6 +312,13 @@ impl World {
             Ok(c) => {
                 eps.extend(generated("cgroup2", c.path("cgroup.procs"), libc::O_RDONLY));
                 eps.extend(generated("cgroup2", c.path("cgroup.stat"), libc::O_RDONLY));
+                // A destination: a cgroup source advertises size 0, so the
+                // kernel never writes it; anything else is refused (EXDEV).
+                eps.extend(generated(
+                    "cgroup2",
+                    c.path("cgroup.max.depth"),
+                    libc::O_WRONLY,
+                ));
                 mounts.push(c);
             }
             Err(e) => absent.push(format!("cgroup2: {e}")),
