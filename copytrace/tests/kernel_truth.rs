@@ -11,9 +11,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use copytrace::model::fs_magic::{self, SizeTruth};
+use copytrace_testkit::fs::in_private_namespaces;
 use serde_json::Value;
 use support::{
-    cfr, open, raw, require_program, require_root, scratch_dir, suite, trace, watch, Mount,
+    cfr, open, page_size, raw, require_program, require_root, scratch_dir, suite, trace, watch,
+    Mount,
 };
 
 /// `statfs(path).f_type`, as the kernel reports it.
@@ -83,11 +85,6 @@ fn try_content_len(path: &Path) -> std::io::Result<usize> {
         total += n as usize;
     }
     Ok(total)
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("page size")
 }
 
 /// How a test gets a filesystem and its sample files.
@@ -350,40 +347,15 @@ fn registry_matches_statfs_and_stat_of_real_mounts() {
     );
 }
 
-/// Runs `f` on a thread of its own in a new network and mount namespace,
-/// where sysfs is mounted afresh: a test may write `class/net/lo`
-/// attributes there without touching the host's. The namespace (and its
-/// `lo`) lives as long as that thread, so `f` does all its work there.
+/// Runs `f` in private namespaces (see [`in_private_namespaces`]) with
+/// sysfs mounted afresh at the directory it is given.
 fn in_private_sysfs<T: Send>(f: impl FnOnce(&Path) -> T + Send) -> T {
     let dir = scratch_dir("private-sysfs");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: unshare and mount on this thread only, with valid strings.
-            unsafe {
-                assert_eq!(
-                    libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS),
-                    0,
-                    "unshare"
-                );
-                let root = CString::new("/").expect("root");
-                // Private first: a mount under a shared one would reach the host.
-                assert_eq!(
-                    libc::mount(
-                        std::ptr::null(),
-                        root.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        std::ptr::null()
-                    ),
-                    0,
-                    "make / private"
-                );
-            }
-            copytrace_testkit::fs::mount("sysfs", &dir, "sysfs", "");
-            f(&dir)
-        })
-        .join()
-        .expect("the private-namespace thread")
+    in_private_namespaces(|| {
+        copytrace_testkit::fs::mount("sysfs", &dir, "sysfs", "");
+        let out = f(&dir);
+        copytrace_testkit::fs::unmount(&dir);
+        out
     })
 }
 

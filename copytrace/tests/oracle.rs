@@ -17,8 +17,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use copytrace_testkit::fs::in_private_namespaces;
 use serde_json::Value;
-use support::{cfr, open, require_root, scratch_dir, suite, watch, Mount};
+use support::{cfr, open, page_size, require_root, scratch_dir, suite, watch, Mount};
 
 /// Seeds that once failed, replayed by every run before a fresh one:
 /// - a zero copy from an overlay lower file at its end, which the oracle
@@ -68,11 +69,6 @@ struct Endpoint {
     path: Option<PathBuf>,
     fd: OwnedFd,
     kind: Kind,
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("page size")
 }
 
 /// The mount `fd` was opened through (`statx` `stx_mnt_id`). Every
@@ -501,39 +497,6 @@ fn expected(c: &Call, src_kind: Kind, cap: u64) -> (Vec<&'static str>, String) {
     }
 }
 
-/// Runs `f` on its own thread in new mount and network namespaces (mounts
-/// private), so fresh sysfs, tracefs and loop mounts never reach the host
-/// and `lo` may be written. Everything `f` mounts it must unmount.
-fn in_private_namespaces<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let root = CString::new("/").expect("root");
-            // SAFETY: unshare and mount affect this thread only; valid strings.
-            unsafe {
-                assert_eq!(
-                    libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS),
-                    0,
-                    "unshare"
-                );
-                assert_eq!(
-                    libc::mount(
-                        std::ptr::null(),
-                        root.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        std::ptr::null()
-                    ),
-                    0,
-                    "make / private"
-                );
-            }
-            f()
-        })
-        .join()
-        .expect("the oracle's thread")
-    })
-}
-
 /// CLOCK_MONOTONIC now, the clock the kernel side stamps calls with.
 fn monotonic_ns() -> u64 {
     // SAFETY: a zeroed timespec is a valid out-parameter.
@@ -745,8 +708,9 @@ fn describe(c: &Call, classes: (&str, &str)) -> String {
 }
 
 /// Runs one seed under the shared daemon and compares every verdict with
-/// the oracle's; returns the per-class table lines.
-fn judge(seed: u64, n: usize) -> BTreeMap<String, usize> {
+/// the oracle's; returns how many calls of each pair of endpoint classes
+/// got which kernel return and verdict.
+fn judge(seed: u64, n: usize) -> BTreeMap<(&'static str, &'static str, String, String), usize> {
     let cap = (libc::c_int::MAX as u64) & !(page_size() - 1);
     let d = watch();
     let run = run_calls(seed, n);
@@ -801,7 +765,7 @@ fn judge(seed: u64, n: usize) -> BTreeMap<String, usize> {
             Err(e) => copytrace::model::errno::label(i64::from(e)).to_string(),
         };
         *table
-            .entry(format!("{} -> {} | {ret} | {got}", classes.0, classes.1))
+            .entry((classes.0, classes.1, ret, got.to_string()))
             .or_insert(0) += 1;
     }
     assert!(
@@ -821,6 +785,24 @@ fn judge(seed: u64, n: usize) -> BTreeMap<String, usize> {
     table
 }
 
+/// The scenario class a pair of endpoints belongs to, for the report.
+fn scenario(src: &str, dst: &str) -> String {
+    const GENERATED: [&str; 5] = ["proc", "sysfs", "tracefs", "cgroup2", "debugfs"];
+    let odd = |c: &str| matches!(c, "pipe" | "device" | "directory");
+    let writable = |c: &str| !c.contains("O_APPEND") && c != "tmpfs read-only";
+    match (src, dst) {
+        (s, d) if odd(s) || odd(d) => "pipe, device or directory".into(),
+        (s, d) if GENERATED.contains(&s) && s == d => format!("{s} -> {s}"),
+        (s, _) if GENERATED.contains(&s) => "generated -> another filesystem".into(),
+        (_, d) if GENERATED.contains(&d) => "regular -> generated".into(),
+        ("overlay lower file", _) => "overlay lower file -> overlay file".into(),
+        (s, d) if family(s) != family(d) => "regular -> regular, two filesystems".into(),
+        (_, "small tmpfs") => "regular -> full 64 KiB tmpfs".into(),
+        (_, d) if !writable(d) => "destination O_APPEND or read-only".into(),
+        (s, _) => format!("regular -> regular on {}", family(s)),
+    }
+}
+
 /// 3000 seeded random calls on the host, 300 in a TCG guest.
 #[test]
 fn verdicts_follow_from_the_kernels_truth() {
@@ -835,13 +817,34 @@ fn verdicts_follow_from_the_kernels_truth() {
             REGRESSION_SEEDS.iter().copied().chain([fresh]).collect()
         }
     };
+    let mut by_scenario: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for seed in seeds {
         eprintln!("oracle: seed {seed} ({n} calls)");
         let table = judge(seed, n);
-        let lines: Vec<String> = table.iter().map(|(k, v)| format!("{v:5}  {k}")).collect();
+        let lines: Vec<String> = table
+            .iter()
+            .map(|((s, d, ret, v), n)| format!("{n:5}  {s} -> {d} | {ret} | {v}"))
+            .collect();
         eprintln!(
             "oracle: seed {seed}: class -> class | kernel return | verdict\n{}",
             lines.join("\n")
         );
+        for ((s, d, ret, v), n) in table {
+            *by_scenario
+                .entry(scenario(s, d))
+                .or_default()
+                .entry(format!("{ret}: {v}"))
+                .or_insert(0) += n;
+        }
     }
+    // Straight to stderr, past libtest's capture: the matrix guests' logs
+    // then show what each kernel returned and what copytrace said.
+    let mut report = String::from("oracle: scenario | kernel return: verdict (calls)\n");
+    for (sc, outcomes) in &by_scenario {
+        let mut o: Vec<(&String, &usize)> = outcomes.iter().collect();
+        o.sort_by(|a, b| b.1.cmp(a.1));
+        let o: Vec<String> = o.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+        report.push_str(&format!("oracle: {sc} | {}\n", o.join(", ")));
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes());
 }

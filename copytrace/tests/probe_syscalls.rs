@@ -472,12 +472,6 @@ fn descendants_are_followed_and_orphans_are_not() {
     );
 }
 
-/// This kernel's page size, as libc reports it.
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("page size")
-}
-
 #[test]
 fn every_event_carries_the_facts_its_count_used() {
     // The kernel keys its exact counts by the facts word it computes; the
@@ -512,7 +506,7 @@ fn every_event_carries_the_facts_its_count_used() {
             in_present: !fin.is_null(),
             out_present: !fout.is_null(),
             same_fs: !fin.is_null() && fin["dev"] == fout["dev"],
-            max_per_call: copytrace_common::max_rw_count(page_size()),
+            max_per_call: copytrace_common::max_rw_count(support::page_size()),
         };
         let kernel = ev["facts"].as_u64();
         assert!(kernel.is_some(), "no kernel facts: {ev:#}");

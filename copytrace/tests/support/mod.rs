@@ -32,6 +32,12 @@ pub fn copytrace_bin() -> PathBuf {
     suite::copytrace_bin(env!("CARGO_BIN_EXE_copytrace"))
 }
 
+/// This kernel's page size, as `sysconf(_SC_PAGESIZE)` reports it.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("page size")
+}
+
 /// Where tests create mounts and files.
 pub fn scratch() -> PathBuf {
     let dir = std::env::var_os("COPYTRACE_TEST_TMPDIR")

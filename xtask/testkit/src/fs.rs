@@ -338,3 +338,35 @@ pub fn cgroup2_root(base: &Path) -> (PathBuf, Option<Mount>) {
         }),
     )
 }
+
+/// Runs `f` on a thread of its own in new mount and network namespaces,
+/// with every mount made private first, so what `f` mounts never reaches
+/// the host and `lo` is its own to write. The namespaces live as long as
+/// that thread: `f` does all its work there and unmounts what it mounted.
+pub fn in_private_namespaces<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let root = CString::new("/").expect("root");
+            // SAFETY: unshare and mount affect this thread only; valid strings.
+            unsafe {
+                if libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS) != 0 {
+                    last_error("unshare");
+                }
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    private,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    last_error("make / private");
+                }
+            }
+            f()
+        })
+        .join()
+        .expect("the private-namespace thread")
+    })
+}
