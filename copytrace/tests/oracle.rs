@@ -814,7 +814,14 @@ fn verdicts_follow_from_the_kernels_truth() {
             let fresh = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64);
-            REGRESSION_SEEDS.iter().copied().chain([fresh]).collect()
+            // The regression seeds failed past call 300: a guest's run would
+            // not reach their failing calls.
+            let replays = if suite::in_guest() {
+                &[][..]
+            } else {
+                REGRESSION_SEEDS
+            };
+            replays.iter().copied().chain([fresh]).collect()
         }
     };
     let mut by_scenario: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
