@@ -6,16 +6,16 @@
 mod support;
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use copytrace::model::fs_magic::{self, SizeTruth};
-use copytrace_testkit::fs::in_private_namespaces;
+use copytrace_testkit::fs::{in_private_namespaces, try_open};
 use serde_json::Value;
 use support::{
-    cfr, open, page_size, raw, require_program, require_root, scratch_dir, suite, trace, watch,
-    Mount,
+    cfr, max_rw_count, open, page_size, raw, require_program, require_root, scratch_dir, suite,
+    trace, watch, Mount,
 };
 
 /// `statfs(path).f_type`, as the kernel reports it.
@@ -52,19 +52,7 @@ fn content_len(path: &Path) -> usize {
 
 /// [`content_len`], or the error of `open` or `read`.
 fn try_content_len(path: &Path) -> std::io::Result<usize> {
-    let c = CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
-    // SAFETY: valid C string.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new fd of ours.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = try_open(path, libc::O_RDONLY | libc::O_NONBLOCK)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0;
     while total < buf.len() {
@@ -407,7 +395,7 @@ fn three_gib(fs: &Mount) -> PathBuf {
 /// kernel copies per call: `INT_MAX` rounded down to a page (libc).
 fn capped_clients(fs: &Mount, clients: &[&str]) {
     let src = three_gib(fs);
-    let cap = (libc::c_int::MAX as u64) & !(page_size() - 1);
+    let cap = max_rw_count();
     let size = 3u64 << 30;
     for client in clients {
         let dst = fs.path("copy.img");

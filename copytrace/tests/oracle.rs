@@ -12,14 +12,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use copytrace_testkit::fs::in_private_namespaces;
+use copytrace_testkit::fs::{in_private_namespaces, try_open};
 use serde_json::Value;
-use support::{cfr, open, page_size, require_root, scratch_dir, suite, watch, Mount};
+use support::{cfr, max_rw_count, open, require_root, scratch_dir, suite, watch, Mount};
 
 /// Seeds that once failed, replayed by every run before a fresh one:
 /// - a zero copy from an overlay lower file at its end, which the oracle
@@ -129,14 +127,6 @@ fn generated_content(path: &Path) -> Vec<u8> {
     pread_all(fd.as_raw_fd(), 0, 1 << 20)
 }
 
-fn open_flags(path: &Path, flags: i32) -> Option<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: valid C string.
-    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
-    // SAFETY: a new fd of ours.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// The filesystems and files of one run, in a private mount and network
 /// namespace (see [`in_private_namespaces`]).
 struct World {
@@ -174,7 +164,7 @@ fn regular(rng: &mut Rng, class: &'static str, path: PathBuf, flags: i32) -> End
 fn generated(class: &'static str, path: PathBuf, flags: i32) -> Option<Endpoint> {
     Some(Endpoint {
         class,
-        fd: open_flags(&path, flags)?,
+        fd: try_open(&path, flags).ok()?,
         path: Some(path),
         kind: Kind::Generated,
     })
@@ -327,7 +317,8 @@ impl World {
                 names.sort();
                 let sample = names.into_iter().find(|p| {
                     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
-                        && open_flags(p, libc::O_RDONLY | libc::O_NONBLOCK)
+                        && try_open(p, libc::O_RDONLY | libc::O_NONBLOCK)
+                            .ok()
                             .is_some_and(|fd| !pread_all(fd.as_raw_fd(), 0, 64).is_empty())
                 });
                 match sample {
@@ -711,7 +702,7 @@ fn describe(c: &Call, classes: (&str, &str)) -> String {
 /// the oracle's; returns how many calls of each pair of endpoint classes
 /// got which kernel return and verdict.
 fn judge(seed: u64, n: usize) -> BTreeMap<(&'static str, &'static str, String, String), usize> {
-    let cap = (libc::c_int::MAX as u64) & !(page_size() - 1);
+    let cap = max_rw_count();
     let d = watch();
     let run = run_calls(seed, n);
     let events = d.stop();

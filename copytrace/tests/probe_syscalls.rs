@@ -506,7 +506,7 @@ fn every_event_carries_the_facts_its_count_used() {
             in_present: !fin.is_null(),
             out_present: !fout.is_null(),
             same_fs: !fin.is_null() && fin["dev"] == fout["dev"],
-            max_per_call: copytrace_common::max_rw_count(support::page_size()),
+            max_per_call: support::max_rw_count(),
         };
         let kernel = ev["facts"].as_u64();
         assert!(kernel.is_some(), "no kernel facts: {ev:#}");

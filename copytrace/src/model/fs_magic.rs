@@ -31,7 +31,7 @@ use SizeTruth::{Content, FixedPage, Generated, Stream};
 
 /// A magic from the libc crate (`statfs.f_type`, a `c_long` holding the
 /// kernel's unsigned `s_magic`), widened as the kernel side reads it.
-pub const fn libc_magic(m: libc::c_long) -> u64 {
+const fn libc_magic(m: libc::c_long) -> u64 {
     m as u64
 }
 
@@ -39,7 +39,7 @@ pub const fn libc_magic(m: libc::c_long) -> u64 {
 /// include/uapi/linux/magic.h are checked against that header (the
 /// `uapi_header` test); the rest, set only inside the kernel, against
 /// `statfs()` of a real mount (the `registry_*` kernel tests).
-pub mod unexported {
+mod unexported {
     /// `PIPEFS_MAGIC`.
     pub const PIPEFS: u64 = 0x5049_5045;
     /// `SOCKFS_MAGIC`.

@@ -38,6 +38,12 @@ pub fn page_size() -> u64 {
     u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("page size")
 }
 
+/// The most one copy_file_range call copies here (MAX_RW_COUNT), worked
+/// out from libc's `INT_MAX` and [`page_size`], not from copytrace.
+pub fn max_rw_count() -> u64 {
+    (libc::c_int::MAX as u64) & !(page_size() - 1)
+}
+
 /// Where tests create mounts and files.
 pub fn scratch() -> PathBuf {
     let dir = std::env::var_os("COPYTRACE_TEST_TMPDIR")
@@ -312,7 +318,6 @@ pub mod magic {
     pub const EXT4: u64 = libc::EXT4_SUPER_MAGIC as u64;
     pub const TMPFS: u64 = libc::TMPFS_MAGIC as u64;
     pub const PROC: u64 = libc::PROC_SUPER_MAGIC as u64;
-    pub const SYSFS: u64 = libc::SYSFS_MAGIC as u64;
     pub const PIPEFS: u64 = 0x5049_5045;
     pub const TRACEFS: u64 = libc::TRACEFS_MAGIC as u64;
     pub const CGROUP2: u64 = libc::CGROUP2_SUPER_MAGIC as u64;

@@ -138,13 +138,8 @@ fn attach_loop(image: &Path) -> (PathBuf, OwnedFd) {
 impl Mount {
     /// A tmpfs of `size` (e.g. "64k") under `base`.
     pub fn tmpfs(base: &Path, size: &str) -> Self {
-        let dir = unique_dir(base, "tmpfs");
-        mount("tmpfs", &dir, "tmpfs", &format!("size={size}"));
-        Mount {
-            dir,
-            image: None,
-            loop_fd: None,
-        }
+        Self::virtual_fs(base, "tmpfs", &format!("size={size}"))
+            .unwrap_or_else(|e| panic!("mount tmpfs under {}: {e}", base.display()))
     }
 
     /// A fresh ext4 filesystem of `mib` MiB on a loop device, under `base`:
@@ -235,16 +230,22 @@ impl Drop for Mount {
     }
 }
 
-/// Opens a path with raw flags (O_CLOEXEC added), mode 0644 when creating.
+/// Opens a path with raw flags (O_CLOEXEC added), mode 0644 when creating;
+/// panics on failure.
 pub fn open(path: &Path, flags: i32) -> OwnedFd {
+    try_open(path, flags).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// [`open`], or the error.
+pub fn try_open(path: &Path, flags: i32) -> std::io::Result<OwnedFd> {
     let c = cpath(path);
     // SAFETY: valid C string.
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
     if fd < 0 {
-        last_error(&format!("open {}", path.display()));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd was just opened and is ours.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Raw fd number of an owned fd.
