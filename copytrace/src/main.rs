@@ -55,6 +55,14 @@ fn tail_options(a: TailArgs) -> TailOptions {
 }
 
 fn main() -> ExitCode {
+    // The daemon's symbolizer process: no CLI, no logging, no runtime.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            copytrace::enrich::symbolizer::client::WORKER_COMMAND,
+        ))
+    {
+        return copytrace::enrich::symbolizer::worker::main();
+    }
     let cli = Cli::parse();
     // `run` may take its level from the config file; the logger starts open
     // and the daemon narrows it once the config is read.

@@ -108,7 +108,7 @@ proptest! {
     #[test]
     fn any_record_decodes_to_inert_output(bytes in record_bytes()) {
         if let Ok(event) = decode(&bytes) {
-            let record = ENRICH.with_borrow_mut(|ctx| Record::new(event, ctx));
+            let record = ENRICH.with_borrow_mut(|ctx| Record::new(event, ctx).0);
             let human = render::human_line(&record);
             prop_assert!(inert(&human).is_ok(), "{}", inert(&human).unwrap_err());
             if let Some(stack) = &record.stack {

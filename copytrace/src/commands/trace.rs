@@ -103,7 +103,7 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
     };
     // Every call of the child completed before it exited, so its events are
     // already in the ring buffer.
-    watch.drain(&mut sink);
+    watch.finish(&mut sink).await;
     let mut summary = sink.summary.take().unwrap_or_default();
     summary.lost = watch.lost_events();
     match sink.format {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::enrich::cgroups::{CgroupNames, Service};
 use crate::enrich::kallsyms::OpNames;
 use crate::enrich::mounts::{MountTable, Resolved};
-use crate::enrich::stack::{Stack, Stacks};
+use crate::enrich::stack::{Executable, Prepared, Stack, Stacks};
+use crate::enrich::symbolizer::protocol::Request;
 use crate::model::classify::{classify, Diagnosis, Mechanism};
 use crate::model::event::{CopyEvent, Location};
 use crate::model::text::Untrusted;
@@ -116,8 +117,9 @@ impl Enrich {
 }
 
 impl Record {
-    /// Classifies `event` and resolves its paths.
-    pub fn new(event: CopyEvent, ctx: &mut Enrich) -> Self {
+    /// Classifies `event` and resolves its paths. A stack that needs the
+    /// symbolizer comes back as its request, for the pipeline to send.
+    pub fn new(event: CopyEvent, ctx: &mut Enrich) -> (Self, Option<Request>) {
         let diagnosis = classify(&event);
         let op_addr = match diagnosis.mechanism {
             Mechanism::FsCopy => event.file_out.as_ref().map(|f| f.copy_op),
@@ -134,12 +136,21 @@ impl Record {
         let output = resolve(event.file_out.as_ref().map(|f| &f.location));
         let exe: Resolved = resolve(event.exe.as_ref());
         let service = ctx.cgroups.service(event.cgroup_id, pid);
-        let exe_path = exe.path.or(exe.ns_path);
-        let stack = event.stack.as_ref().map(|raw| {
-            ctx.stacks
-                .resolve(raw, pid, exe_path.as_ref().map(Untrusted::as_path))
+        // Only a host path is ever opened for the stack: a name inside the
+        // caller's namespace may be anything on the host.
+        let prepared = event.stack.as_ref().map(|raw| {
+            let executable = event.exe.as_ref().map(|location| Executable {
+                location,
+                host_path: exe.path.as_ref(),
+            });
+            ctx.stacks.prepare(raw, pid, executable)
         });
-        Self {
+        let (stack, request) = match prepared {
+            None => (None, None),
+            Some(Prepared::Done(s)) => (Some(s), None),
+            Some(Prepared::Ask(r)) => (None, Some(r)),
+        };
+        let record = Self {
             time: humantime::format_rfc3339_micros(ctx.clock.wall(event.start_ns)).to_string(),
             diagnosis,
             mechanism_op,
@@ -149,11 +160,12 @@ impl Record {
             path_out: output.path,
             path_out_alternatives: output.alternatives,
             path_out_ns: output.ns_path,
-            exe_path,
+            exe_path: exe.path.or(exe.ns_path),
             service,
             stack,
             latency_ns: event.latency_ns(),
             event,
-        }
+        };
+        (record, request)
     }
 }

@@ -71,7 +71,7 @@ mod tests {
         e.files[0].present = 1;
         e.files[0].magic = magic;
         e.files[0].mode = 0o100644;
-        Record::new(from_raw(&e).expect("valid event"), &mut Enrich::default())
+        Record::new(from_raw(&e).expect("valid event"), &mut Enrich::default()).0
     }
 
     #[test]

@@ -386,7 +386,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         }
     }
     notifier.send("STOPPING=1\nSTATUS=detaching probes");
-    watch.drain(&mut sinks);
+    watch.finish(&mut sinks).await;
     if let Some(t) = &mut sinks.tail {
         t.shutdown();
     }

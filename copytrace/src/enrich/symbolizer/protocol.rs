@@ -1,0 +1,123 @@
+//! What the daemon and its symbolizer process say to each other: one
+//! length-prefixed JSON message per request and per answer, on a pipe.
+//!
+//! Both ends bound what they read: the symbolizer parses files a traced
+//! user chose, so the daemon treats its answers as hostile too.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::enrich::stack::Stack;
+
+/// The longest request the symbolizer reads.
+pub const MAX_REQUEST: u32 = 64 * 1024;
+
+/// The longest answer the daemon reads; a longer one ends that symbolizer.
+pub const MAX_ANSWER: u32 = 256 * 1024;
+
+/// Who a file must be: what the kernel recorded of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileIdentity {
+    /// Device major number.
+    pub major: u32,
+    /// Device minor number.
+    pub minor: u32,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// Where an address lies in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Offset {
+    /// A file offset, from the caller's memory map.
+    File(u64),
+    /// The caller's `mm->start_code`: the address is in the executable's
+    /// code, and its file offset follows from the program headers.
+    CodeStart(u64),
+}
+
+/// A frame placed in a file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Placed {
+    /// The file's host path (a name only: it is opened and then checked).
+    pub path: Vec<u8>,
+    /// The identity the opened file must have.
+    pub identity: FileIdentity,
+    /// Where the address is in it.
+    pub offset: Offset,
+}
+
+/// One captured return address and where it was found, if anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FrameAt {
+    /// The address in the caller's memory.
+    pub addr: u64,
+    /// Its file, or `None` when it lies in no file this daemon can name.
+    pub placed: Option<Placed>,
+}
+
+/// Name these frames, innermost first.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Request {
+    /// The frames.
+    pub frames: Vec<FrameAt>,
+    /// Whether the caller's whole memory map was known: an address outside
+    /// it then ends the frame-pointer chain rather than just going unnamed.
+    pub maps_known: bool,
+}
+
+/// The symbolizer's answer to one request.
+pub type Answer = Result<Stack, String>;
+
+/// Why a message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The pipe failed or closed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The message claims more bytes than this side accepts.
+    #[error("a message of {0} bytes is over the {1}-byte limit")]
+    TooLong(u32, u32),
+    /// The message is not what the protocol says.
+    #[error("a message that does not parse: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+/// Encodes one message with its length prefix.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let body = serde_json::to_vec(msg)?;
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The body length a prefix announces, if it is within `max`.
+pub fn body_len(prefix: [u8; 4], max: u32) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(prefix);
+    if len > max {
+        return Err(FrameError::TooLong(len, max));
+    }
+    Ok(len as usize)
+}
+
+/// Reads one message (blocking; the symbolizer's side).
+pub fn read_blocking<T: for<'de> Deserialize<'de>>(
+    r: &mut impl Read,
+    max: u32,
+) -> Result<T, FrameError> {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix)?;
+    let mut body = vec![0u8; body_len(prefix, max)?];
+    r.read_exact(&mut body)?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// Writes one message (blocking; the symbolizer's side).
+pub fn write_blocking<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    let bytes = encode(msg).map_err(io::Error::other)?;
+    w.write_all(&bytes)?;
+    w.flush()
+}
