@@ -263,6 +263,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
     )?));
     if let (Some(k), Ok(mut m)) = (watch.counters(), metrics.lock()) {
         m.attach(backend, k, watch.read_counters());
+        m.attach_symbolizer(watch.symbolizer_counters());
     }
     if let Some(listener) = listener {
         tokio::spawn(metrics_http::serve(listener, metrics.clone()));

@@ -21,6 +21,7 @@ use crate::enrich::cgroups::CgroupNames;
 use crate::model::backend::Backend;
 use crate::model::classify::{verdict, Facts, Verdict};
 use crate::model::{errno, fs_magic};
+use crate::enrich::symbolizer::client::SymbolizerCounters;
 use crate::pipeline::PipelineCounters;
 
 /// Metric name prefix.
@@ -48,6 +49,9 @@ pub struct Metrics {
     events_undecodable: IntCounter,
     read_faults: IntCounter,
     untracked: IntCounter,
+    stacks_named: IntCounter,
+    stacks_unavailable: IntCounter,
+    symbolizer_starts: IntCounter,
     probes_attached: IntGaugeVec,
     /// Tail clients' dropped events (see sink::tail_hub).
     pub tail_dropped: IntCounter,
@@ -55,6 +59,7 @@ pub struct Metrics {
     pub tail_clients: IntGauge,
     kernel: Option<Arc<KernelCounters>>,
     pipeline: Option<Arc<PipelineCounters>>,
+    symbolizer: Option<Arc<SymbolizerCounters>>,
     /// Kernel values already added to the counters, per key.
     seen: HashMap<CountKey, CountVal>,
     /// Pulled counters: their source's value already added.
@@ -219,6 +224,18 @@ impl Metrics {
                 "tail_dropped_total",
                 "events not delivered to slow tail clients",
             )?,
+            stacks_named: counter(
+                "stacks_named_total",
+                "stacks of suspicious calls the symbolizer process named",
+            )?,
+            stacks_unavailable: counter(
+                "stacks_unavailable_total",
+                "stacks left unnamed because the symbolizer was late, died or was busy",
+            )?,
+            symbolizer_starts: counter(
+                "symbolizer_starts_total",
+                "times the symbolizer process was started (again after it was late or died)",
+            )?,
             registry,
             process,
             calls,
@@ -227,6 +244,7 @@ impl Metrics {
             tail_clients,
             kernel: None,
             pipeline: None,
+            symbolizer: None,
             seen: HashMap::new(),
             pulled: HashMap::new(),
             units: unit_top.map(UnitLabels::new),
@@ -245,6 +263,11 @@ impl Metrics {
             .set(1);
         self.kernel = Some(kernel);
         self.pipeline = Some(pipeline);
+    }
+
+    /// Where the symbolizer's counts come from.
+    pub fn attach_symbolizer(&mut self, symbolizer: Arc<SymbolizerCounters>) {
+        self.symbolizer = Some(symbolizer);
     }
 
     /// Notes probes detached (shutdown).
@@ -286,6 +309,13 @@ impl Metrics {
             let untracked =
                 kernel.counter(counter::INFLIGHT_FULL) + kernel.counter(counter::COUNTS_FULL);
             Self::pull(p, "untracked", &self.untracked, untracked);
+        }
+        if let Some(sc) = self.symbolizer.clone() {
+            let p = &mut self.pulled;
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            Self::pull(p, "stacks_named", &self.stacks_named, load(&sc.named));
+            Self::pull(p, "stacks_unavailable", &self.stacks_unavailable, load(&sc.unavailable));
+            Self::pull(p, "symbolizer_starts", &self.symbolizer_starts, load(&sc.starts));
         }
         if let Some(pc) = self.pipeline.clone() {
             let p = &mut self.pulled;

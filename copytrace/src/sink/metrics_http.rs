@@ -1,12 +1,17 @@
 //! The HTTP endpoint Prometheus scrapes: GET /metrics, nothing else.
 //!
 //! Any local user can reach it, so it holds at most [`MAX_CONNECTIONS`] at
-//! once (more wait in the kernel's backlog, costing us no descriptor),
-//! drops a client that has not sent its request headers within
-//! [`HEADER_TIMEOUT`] (slowloris) and closes every connection after
+//! once, drops a client that has not sent its request headers within
+//! [`HEADER_TIMEOUT`] (slowloris), closes every connection after
 //! [`CONNECTION_LIFETIME`] (idle keep-alives), and backs off when
 //! descriptors run out ([`Backoff`]).
+//!
+//! It accepts at once, always: when every slot is taken the oldest
+//! connection is closed to make room. A scraper sends its request as soon
+//! as it connects, so connections held open idle (by anyone, in any
+//! number) cannot keep it waiting in the listen backlog.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +21,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::sink::accept::Backoff;
 use crate::sink::metrics::Metrics;
@@ -60,16 +65,34 @@ fn handle(req: &Request<Incoming>, metrics: &Mutex<Metrics>) -> Response<Full<By
     }
 }
 
+/// Open connections by age: dropping an entry's sender closes it.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    by_age: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+impl Open {
+    /// Registers a new connection, closing the oldest if none is free.
+    fn admit(&mut self) -> (u64, oneshot::Receiver<()>) {
+        while self.by_age.len() >= MAX_CONNECTIONS {
+            if self.by_age.pop_first().is_none() {
+                break;
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.next;
+        self.next += 1;
+        self.by_age.insert(id, tx);
+        (id, rx)
+    }
+}
+
 /// Serves `/metrics` on an already bound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(Mutex::new(Open::default()));
     let mut backoff = Backoff::new("metrics listener");
     loop {
-        // Take a slot before accepting: while every slot is busy, new
-        // clients wait in the listen backlog and hold none of our fds.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((s, _)) => {
                 backoff.succeeded();
@@ -80,9 +103,12 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>) {
                 continue;
             }
         };
+        let Ok((id, evicted)) = open.lock().map(|mut o| o.admit()) else {
+            return;
+        };
         let metrics = metrics.clone();
+        let open = open.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
                 let resp = handle(&req, &metrics);
                 async move { Ok::<_, Infallible>(resp) }
@@ -91,10 +117,16 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>) {
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc);
-            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => log::debug!("metrics connection: {e}"),
-                Err(_) => log::debug!("metrics connection closed after {CONNECTION_LIFETIME:?}"),
+            tokio::select! {
+                done = tokio::time::timeout(CONNECTION_LIFETIME, conn) => match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => log::debug!("metrics connection: {e}"),
+                    Err(_) => log::debug!("metrics connection closed after {CONNECTION_LIFETIME:?}"),
+                },
+                _ = evicted => log::debug!("metrics connection closed for a newer one"),
+            }
+            if let Ok(mut o) = open.lock() {
+                o.by_age.remove(&id);
             }
         });
     }

@@ -37,6 +37,11 @@ pub fn hex_arg(bytes: &[u8]) -> String {
 /// A command running `program args…` in a fresh copy of this test binary.
 pub fn command(program: &str, args: &[&str]) -> Command {
     let exe = std::env::current_exe().expect("the test binary's path");
+    command_at(&exe, program, args)
+}
+
+/// A command running `program args…` in `exe`, a copy of this test binary.
+pub fn command_at(exe: &Path, program: &str, args: &[&str]) -> Command {
     let mut all = vec![program.to_string()];
     all.extend(args.iter().map(|a| a.to_string()));
     let mut cmd = Command::new(exe);
@@ -245,6 +250,29 @@ fn program(args: &[OsString]) -> i32 {
             code
         }
         // silent N: N procfs → procfs silent zero copies.
+        // Unlinks its own executable and leaves something else at that name
+        // (and at the name /proc/PID/maps then shows, "<name> (deleted)"):
+        // a FIFO, or a symlink to /dev/zero. Then makes a failing call (a
+        // suspicious one, whose stack is taken) and lingers `arg(2)` ms.
+        "swap" => {
+            let exe = std::fs::read_link("/proc/self/exe").expect("own executable");
+            let mut deleted = exe.clone().into_os_string();
+            deleted.push(" (deleted)");
+            let _ = std::fs::remove_file(&exe);
+            for name in [exe.as_os_str(), deleted.as_os_str()] {
+                let c = CString::new(name.as_bytes()).expect("no NUL in a path");
+                match arg(1).to_str() {
+                    // SAFETY: a valid path string.
+                    Some("fifo") => assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0, "mkfifo"),
+                    Some("zero") => std::os::unix::fs::symlink("/dev/zero", name).expect("symlink"),
+                    other => panic!("swap: unknown mode {other:?}"),
+                }
+            }
+            let _ = cfr(-1, None, -1, None, 1, 0);
+            let ms: u64 = arg(2).to_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+            0
+        }
         "silent" => {
             crate::fs::silent_copies(num(1));
             0

@@ -10,6 +10,19 @@ use serde_json::Value;
 
 use crate::suite;
 
+/// The capabilities deploy/copytrace.service grants (names as in its
+/// CapabilityBoundingSet, numbers from linux/capability.h).
+pub const UNIT_CAPABILITIES: [(&str, u32); 4] = [
+    ("CAP_BPF", 39),
+    ("CAP_PERFMON", 38),
+    ("CAP_SYS_RESOURCE", 24),
+    ("CAP_CHOWN", 0),
+];
+
+/// The highest capability number any kernel here knows (dropping an
+/// unknown one fails with EINVAL and is skipped).
+const CAP_LAST: u32 = 63;
+
 /// How to start a daemon.
 pub struct DaemonBuilder {
     bin: PathBuf,
@@ -18,6 +31,7 @@ pub struct DaemonBuilder {
     output: Output,
     nofile: Option<u64>,
     die_with_parent: bool,
+    unit_capabilities: bool,
 }
 
 /// What the daemon prints on stdout, and whether it is collected.
@@ -115,6 +129,25 @@ impl DaemonBuilder {
                 });
             }
         }
+        if self.unit_capabilities {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; no memory is touched.
+            unsafe {
+                cmd.pre_exec(|| {
+                    for cap in 0..=CAP_LAST {
+                        if UNIT_CAPABILITIES.iter().any(|(_, c)| *c == cap) {
+                            continue;
+                        }
+                        if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+                            && *libc::__errno_location() != libc::EINVAL
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         if self.die_with_parent {
             use std::os::unix::process::CommandExt;
             // SAFETY: prctl is async-signal-safe; no memory is touched.
@@ -174,6 +207,14 @@ impl DaemonBuilder {
         }
     }
 
+    /// Runs the daemon as root with only the capabilities the shipped unit
+    /// grants ([`UNIT_CAPABILITIES`]): no CAP_SYS_PTRACE, so other users'
+    /// memory maps are unreadable, and no CAP_SETUID for its helpers.
+    pub fn unit_capabilities(mut self) -> Self {
+        self.unit_capabilities = true;
+        self
+    }
+
     /// Starts the daemon and waits until its probes are attached; a daemon
     /// that exits first fails the test with its log ("PROBES DID NOT LOAD").
     pub fn start(self) -> Daemon {
@@ -195,6 +236,7 @@ impl Daemon {
             output: Output::Discarded,
             nofile: None,
             die_with_parent: false,
+            unit_capabilities: false,
         }
     }
 

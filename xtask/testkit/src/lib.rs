@@ -7,6 +7,7 @@
 
 pub mod caller;
 pub mod daemon;
+pub mod elf;
 pub mod fs;
 pub mod net;
 pub mod suite;
