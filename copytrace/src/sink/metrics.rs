@@ -18,10 +18,10 @@ use prometheus::{
 
 use crate::bpf::counters::KernelCounters;
 use crate::enrich::cgroups::CgroupNames;
+use crate::enrich::symbolizer::client::SymbolizerCounters;
 use crate::model::backend::Backend;
 use crate::model::classify::{verdict, Facts, Verdict};
 use crate::model::{errno, fs_magic};
-use crate::enrich::symbolizer::client::SymbolizerCounters;
 use crate::pipeline::PipelineCounters;
 
 /// Metric name prefix.
@@ -314,8 +314,18 @@ impl Metrics {
             let p = &mut self.pulled;
             let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             Self::pull(p, "stacks_named", &self.stacks_named, load(&sc.named));
-            Self::pull(p, "stacks_unavailable", &self.stacks_unavailable, load(&sc.unavailable));
-            Self::pull(p, "symbolizer_starts", &self.symbolizer_starts, load(&sc.starts));
+            Self::pull(
+                p,
+                "stacks_unavailable",
+                &self.stacks_unavailable,
+                load(&sc.unavailable),
+            );
+            Self::pull(
+                p,
+                "symbolizer_starts",
+                &self.symbolizer_starts,
+                load(&sc.starts),
+            );
         }
         if let Some(pc) = self.pipeline.clone() {
             let p = &mut self.pulled;

@@ -25,6 +25,7 @@ pub const KERNEL_TESTS: &[&str] = &[
     "kernel_truth",
     "oracle",
     "xfstests_replay",
+    "watcher_attacks",
 ];
 
 /// Integration test binaries that need no probes.

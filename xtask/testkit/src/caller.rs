@@ -66,6 +66,46 @@ fn copy(src: &Path, dst: &Path, len: usize) -> Result<usize, i32> {
     cfr(raw(&a), None, raw(&b), None, len, 0)
 }
 
+/// `copy_file_range(-1, NULL, -1, NULL, 1, 0)` with the system call
+/// instruction in this executable itself (not in libc), so the first frame
+/// the kernel captures is in the executable.
+#[inline(never)]
+fn ebadf_from_here() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a system call with integer arguments and null pointers; it
+    // fails with EBADF and touches no memory. rcx and r11 are clobbered.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_copy_file_range => _,
+            in("rdi") -1i64,
+            in("rsi") 0u64,
+            in("rdx") -1i64,
+            in("r10") 0u64,
+            in("r8") 1u64,
+            in("r9") 0u64,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above; x0 holds the result.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            inlateout("x0") -1i64 => _,
+            in("x1") 0u64,
+            in("x2") -1i64,
+            in("x3") 0u64,
+            in("x4") 1u64,
+            in("x5") 0u64,
+            in("x8") libc::SYS_copy_file_range,
+            options(nostack),
+        );
+    }
+}
+
 fn fork() -> i32 {
     // SAFETY: the caller programs are single-threaded when they fork
     // (the constructor runs before libtest starts any thread).
@@ -262,13 +302,16 @@ fn program(args: &[OsString]) -> i32 {
             for name in [exe.as_os_str(), deleted.as_os_str()] {
                 let c = CString::new(name.as_bytes()).expect("no NUL in a path");
                 match arg(1).to_str() {
-                    // SAFETY: a valid path string.
-                    Some("fifo") => assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0, "mkfifo"),
+                    Some("fifo") => {
+                        // SAFETY: a valid NUL-terminated path.
+                        let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o666) };
+                        assert_eq!(rc, 0, "mkfifo");
+                    }
                     Some("zero") => std::os::unix::fs::symlink("/dev/zero", name).expect("symlink"),
                     other => panic!("swap: unknown mode {other:?}"),
                 }
             }
-            let _ = cfr(-1, None, -1, None, 1, 0);
+            ebadf_from_here();
             let ms: u64 = arg(2).to_str().and_then(|s| s.parse().ok()).unwrap_or(0);
             std::thread::sleep(Duration::from_millis(ms));
             0

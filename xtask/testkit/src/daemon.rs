@@ -208,8 +208,8 @@ impl DaemonBuilder {
     }
 
     /// Runs the daemon as root with only the capabilities the shipped unit
-    /// grants ([`UNIT_CAPABILITIES`]): no CAP_SYS_PTRACE, so other users'
-    /// memory maps are unreadable, and no CAP_SETUID for its helpers.
+    /// grants ([`UNIT_CAPABILITIES`]): no CAP_SETUID or CAP_SETGID, so its
+    /// symbolizer stays uid 0 as under the unit, and no CAP_SYS_PTRACE.
     pub fn unit_capabilities(mut self) -> Self {
         self.unit_capabilities = true;
         self

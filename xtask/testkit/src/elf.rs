@@ -197,7 +197,7 @@ pub fn build(spec: &Spec) -> Vec<u8> {
     }
     let shstr_off = code_off + body.len() as u64;
     body.extend_from_slice(&shstrtab);
-    while body.len() % 8 != 0 {
+    while !body.len().is_multiple_of(8) {
         body.push(0);
     }
     let shoff = code_off + body.len() as u64;
@@ -221,7 +221,7 @@ pub fn build(spec: &Spec) -> Vec<u8> {
     put_u16(&mut out, 64);
     put_u16(&mut out, shnum);
     put_u16(&mut out, shnum - 1); // e_shstrndx: .shstrtab is last
-    // PT_LOAD, R+X, the whole file.
+                                  // PT_LOAD, R+X, the whole file.
     put_u32(&mut out, 1);
     put_u32(&mut out, 5);
     put_u64(&mut out, 0);
