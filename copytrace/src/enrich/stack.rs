@@ -338,14 +338,14 @@ mod tests {
 
     #[test]
     fn names_frames_and_stacks_are_bounded() {
-        let long = Untrusted::new(vec![b'x'; 4 * 1024 * 1024]);
+        let long = Untrusted::new(vec![b'x'; 16 * MAX_NAME]);
         let frame = Frame {
             function: Some(long.clone()),
-            inlined: vec![long; 100],
+            inlined: vec![long; 2 * MAX_INLINED],
             ..unnamed(1)
         };
         let s = Stack {
-            frames: vec![frame; 100],
+            frames: vec![frame; 2 * STACK_DEPTH],
             cut: Some("y".repeat(1 << 20)),
             note: String::new(),
         }

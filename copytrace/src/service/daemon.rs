@@ -319,7 +319,12 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
     // rather than lines on stdout (which would be the same entries, unstructured).
     let journal = if format == Format::Human && journal::stdout_is_journal() {
         match Journal::connect(config.print) {
-            Ok(j) => Some(j),
+            Ok(mut j) => {
+                if let Ok(m) = metrics.lock() {
+                    j.set_metrics(m.journal_held_back.clone());
+                }
+                Some(j)
+            }
             Err(e) => {
                 log::warn!(
                     "stdout is the journal but its socket is not usable ({e}): printing lines"
@@ -362,6 +367,9 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
             res = watch.next_batch(&mut sinks) => res?,
             _ = wd_tick.tick(), if watchdog.is_some() => notifier.send("WATCHDOG=1"),
             _ = status_tick.tick(), if notifier.enabled() => {
+                if let Some(j) = &mut sinks.journal {
+                    j.summarise();
+                }
                 let now = status_line(&metrics, backend);
                 if now != status {
                     notifier.send(&now);

@@ -7,10 +7,14 @@
 
 use std::io;
 use std::os::unix::net::UnixDatagram;
+use std::time::Instant;
+
+use prometheus::IntCounter;
 
 use crate::enrich::record::Record;
 use crate::model::classify::Verdict;
 use crate::sink::console::Print;
+use crate::sink::rate_limit::{RateLimit, Summary, IN_ALL, PER_UID, SUMMARY_EVERY};
 use crate::sink::render;
 use crate::sink::{Demand, RecordSink};
 
@@ -85,23 +89,85 @@ pub fn entry(r: &Record) -> Vec<u8> {
     b
 }
 
+/// The entry saying what the rate limit held back.
+pub fn summary_entry(s: &Summary) -> Vec<u8> {
+    let total: u64 = s.by_uid.iter().map(|(_, n)| n).sum::<u64>() + s.others;
+    let mut who: Vec<String> = s
+        .by_uid
+        .iter()
+        .map(|(uid, n)| match *uid {
+            u32::MAX => format!("{n} of users beyond the ones tracked"),
+            uid => format!("{n} of uid {uid}"),
+        })
+        .collect();
+    if s.others > 0 {
+        who.push(format!("{} of other users", s.others));
+    }
+    let message = format!(
+        "held back {total} journal entries of suspicious calls in the last {}s ({}): at most {} at once then {}/s per user, {}/s in all; copytrace_calls_total still counts every call",
+        SUMMARY_EVERY.as_secs(),
+        who.join(", "),
+        PER_UID.burst,
+        PER_UID.per_second,
+        IN_ALL.per_second,
+    );
+    let mut b = Vec::with_capacity(512);
+    field(&mut b, "MESSAGE", message.as_bytes());
+    field(&mut b, "PRIORITY", b"4");
+    field(&mut b, "SYSLOG_IDENTIFIER", b"copytrace");
+    field(&mut b, "COPYTRACE_HELD_BACK", total.to_string().as_bytes());
+    b
+}
+
 /// Sends records to the journal.
 pub struct Journal {
     socket: UnixDatagram,
     print: Print,
     failed: bool,
+    limit: RateLimit,
+    held_back: Option<IntCounter>,
 }
 
 impl Journal {
-    /// Connects to journald's socket.
+    /// Connects to journald's socket. Sends never block: an entry journald
+    /// has no room for is counted as held back.
     pub fn connect(print: Print) -> io::Result<Self> {
         let socket = UnixDatagram::unbound()?;
         socket.connect(SOCKET)?;
+        socket.set_nonblocking(true)?;
         Ok(Journal {
             socket,
             print,
             failed: false,
+            limit: RateLimit::new(PER_UID, IN_ALL, Instant::now()),
+            held_back: None,
         })
+    }
+
+    /// Where to count entries held back (rate limit, or journald busy).
+    pub fn set_metrics(&mut self, held_back: IntCounter) {
+        self.held_back = Some(held_back);
+    }
+
+    fn hold_back(&self) {
+        if let Some(c) = &self.held_back {
+            c.inc();
+        }
+    }
+
+    fn send(&mut self, entry: &[u8]) {
+        match self.socket.send(entry) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.hold_back(),
+            Err(e) => {
+                self.hold_back();
+                // Entries are small (no memfd fallback needed); say it once.
+                if !self.failed {
+                    log::warn!("cannot write to the journal ({e}); entries are counted as held back");
+                    self.failed = true;
+                }
+            }
+        }
     }
 
     /// Changes which calls are sent (config reload).
@@ -128,12 +194,24 @@ impl RecordSink for Journal {
         if !show {
             return;
         }
-        if let Err(e) = self.socket.send(&entry(r)) {
-            // Entries are small (no memfd fallback needed); say it once.
-            if !self.failed {
-                log::warn!("cannot write to the journal ({e}); later entries are dropped too");
-                self.failed = true;
-            }
+        if !self.limit.admit(r.event.uid, Instant::now()) {
+            self.hold_back();
+            return;
+        }
+        self.send(&entry(r));
+    }
+
+    fn batch_end(&mut self) {
+        self.summarise();
+    }
+}
+
+impl Journal {
+    /// Writes the held-back summary when one is due (also called on a
+    /// timer, so it comes after a flood has stopped).
+    pub fn summarise(&mut self) {
+        if let Some(s) = self.limit.summary(Instant::now()) {
+            self.send(&summary_entry(&s));
         }
     }
 }

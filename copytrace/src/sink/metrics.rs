@@ -57,6 +57,8 @@ pub struct Metrics {
     pub tail_dropped: IntCounter,
     /// Connected tail clients.
     pub tail_clients: IntGauge,
+    /// Journal entries held back (see sink::rate_limit).
+    pub journal_held_back: IntCounter,
     kernel: Option<Arc<KernelCounters>>,
     pipeline: Option<Arc<PipelineCounters>>,
     symbolizer: Option<Arc<SymbolizerCounters>>,
@@ -223,6 +225,10 @@ impl Metrics {
             tail_dropped: counter(
                 "tail_dropped_total",
                 "events not delivered to slow tail clients",
+            )?,
+            journal_held_back: counter(
+                "journal_held_back_total",
+                "journal entries of suspicious calls held back by the per-user rate limit or a busy journald",
             )?,
             stacks_named: counter(
                 "stacks_named_total",
