@@ -163,7 +163,9 @@ impl Journal {
                 self.hold_back();
                 // Entries are small (no memfd fallback needed); say it once.
                 if !self.failed {
-                    log::warn!("cannot write to the journal ({e}); entries are counted as held back");
+                    log::warn!(
+                        "cannot write to the journal ({e}); entries are counted as held back"
+                    );
                     self.failed = true;
                 }
             }

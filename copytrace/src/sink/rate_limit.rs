@@ -113,7 +113,10 @@ impl RateLimit {
             OVERFLOW_UID
         };
         let rate = self.per_uid;
-        let user = self.users.entry(key).or_insert_with(|| Bucket::full(rate, now));
+        let user = self
+            .users
+            .entry(key)
+            .or_insert_with(|| Bucket::full(rate, now));
         user.refill(rate, now);
         self.all.refill(self.in_all, now);
         if user.tokens >= 1.0 && self.all.tokens >= 1.0 {
@@ -128,7 +131,8 @@ impl RateLimit {
     /// What was held back since the last summary, once [`SUMMARY_EVERY`]
     /// has passed and something was.
     pub fn summary(&mut self, now: Instant) -> Option<Summary> {
-        if self.held.is_empty() || now.saturating_duration_since(self.last_summary) < SUMMARY_EVERY {
+        if self.held.is_empty() || now.saturating_duration_since(self.last_summary) < SUMMARY_EVERY
+        {
             return None;
         }
         self.last_summary = now;
@@ -159,8 +163,14 @@ mod tests {
         let mut r = RateLimit::new(SLOW, WIDE, t0);
         let passed = (0..100).filter(|_| r.admit(1000, t0)).count();
         assert_eq!(passed, 3, "the burst");
-        assert!(r.admit(1001, t0), "another user has an allowance of its own");
-        assert!(r.admit(1000, t0 + Duration::from_secs(1)), "refilled by the rate");
+        assert!(
+            r.admit(1001, t0),
+            "another user has an allowance of its own"
+        );
+        assert!(
+            r.admit(1000, t0 + Duration::from_secs(1)),
+            "refilled by the rate"
+        );
         let s = r.summary(t0 + SUMMARY_EVERY).expect("held back");
         assert_eq!(s.by_uid, vec![(1000, 97)]);
         assert_eq!(s.others, 0);

@@ -54,6 +54,9 @@ const PLAN: &[&str] = &[
     "another user cannot tail",
     "Prometheus in the guest scrapes exact counts",
     "systemd-analyze security copytrace.service <= 2.5",
+    "the unit bounds memory, tasks and core dumps",
+    "the symbolizer runs confined, without capabilities",
+    "a user's flood of suspicious calls is rate-limited in the journal",
     "the watchdog restarts a hung daemon (SIGSTOP)",
     "apt purge leaves no file, group or unit",
 ];
@@ -494,6 +497,136 @@ fn security_score() -> bool {
     )
 }
 
+fn unit_limits() -> bool {
+    let got: Vec<(String, String)> = ["MemoryMax", "TasksMax", "LimitCORE"]
+        .iter()
+        .map(|p| (p.to_string(), systemctl_show(p)))
+        .collect();
+    let bounded = |v: &str| !v.is_empty() && v != "infinity" && v != "18446744073709551615";
+    let ok = bounded(&got[0].1) && bounded(&got[1].1) && got[2].1 == "0";
+    check(
+        "the unit bounds memory, tasks and core dumps",
+        ok,
+        &format!("{got:?}"),
+    )
+}
+
+/// `flood N`: N failing calls, as whoever runs it.
+fn flood(n: u64) {
+    for _ in 0..n {
+        // SAFETY: copy_file_range on invalid descriptors with null offsets: EBADF.
+        unsafe {
+            libc::syscall(
+                libc::SYS_copy_file_range,
+                -1,
+                0usize,
+                -1,
+                0usize,
+                1usize,
+                0u32,
+            );
+        }
+    }
+}
+
+/// The process ids of the daemon's symbolizer.
+fn symbolizer_pids() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            (args.get(1) == Some(&&b"symbolize-worker"[..]))
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+fn symbolizer_confined(silent_so_far: &mut u64) -> bool {
+    // A suspicious call with a stack starts the symbolizer.
+    silent_copy();
+    *silent_so_far += 1;
+    let pid = wait(30, || symbolizer_pids().into_iter().next());
+    let status = pid
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let caps = ["CapEff:", "CapPrm:", "CapAmb:"].map(field);
+    let ok = pid.is_some()
+        && caps
+            .iter()
+            .all(|c| c.trim_start_matches('0').is_empty() && !c.is_empty())
+        && field("NoNewPrivs:") == "1"
+        && field("Seccomp:") == "2";
+    check(
+        "the symbolizer runs confined, without capabilities",
+        ok,
+        &format!(
+            "pid {pid:?} Uid {} CapEff/Prm/Amb {caps:?} NoNewPrivs {} Seccomp {}",
+            field("Uid:"),
+            field("NoNewPrivs:"),
+            field("Seccomp:")
+        ),
+    )
+}
+
+fn journal_flood() -> bool {
+    const CALLS: u64 = 30_000;
+    let me = std::env::current_exe().unwrap_or_default();
+    let since = sh("date", &["+%Y-%m-%d %H:%M:%S"]).1.trim().to_string();
+    let st = Command::new(&me)
+        .args(["flood", &CALLS.to_string()])
+        .uid(65534)
+        .gid(65534)
+        .status();
+    let ran = st.is_ok_and(|s| s.success());
+    // The summary comes within 30 s of the first held-back entry.
+    let summary = wait(60, || {
+        let (_, out) = sh(
+            "journalctl",
+            &[
+                "-u",
+                "copytrace",
+                "--since",
+                &since,
+                "-o",
+                "json",
+                "--no-pager",
+                "COPYTRACE_HELD_BACK",
+            ],
+        );
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find_map(|v| {
+                v["COPYTRACE_HELD_BACK"]
+                    .as_str()
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+    });
+    let (_, all) = sh(
+        "journalctl",
+        &["--since", &since, "--no-pager", "-o", "cat"],
+    );
+    let suppressed = all
+        .lines()
+        .find(|l| l.contains("Suppressed") && l.contains("copytrace"))
+        .map(str::to_string);
+    check(
+        "a user's flood of suspicious calls is rate-limited in the journal",
+        ran && summary.is_some_and(|n| n > 0 && n <= CALLS) && suppressed.is_none(),
+        &format!("{CALLS} calls as nobody: held back {summary:?}; journald: {suppressed:?}"),
+    )
+}
+
 fn unit_naming(silent_so_far: &mut u64) -> bool {
     let me = std::env::current_exe()
         .map(|p| p.to_string_lossy().into_owned())
@@ -618,6 +751,9 @@ fn run_checks() {
     tail_group();
     prometheus_counts(silent);
     security_score();
+    unit_limits();
+    symbolizer_confined(&mut silent);
+    journal_flood();
     watchdog();
     fleet(SILENT_FLEET, 3);
     purge(&before);
@@ -627,6 +763,15 @@ fn main() {
     // `silent`: one silent zero copy (the systemd-run caller).
     if std::env::args().nth(1).as_deref() == Some("silent") {
         silent_copy();
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("flood") {
+        flood(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        );
         return;
     }
     let role = std::fs::read_to_string(Path::new(DATA).join("role")).unwrap_or_default();
