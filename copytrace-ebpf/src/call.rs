@@ -75,7 +75,7 @@ fn unseen_zero() -> i64 {
 
 /// Entry of the system call (tracepoint or fentry on the syscall wrapper).
 #[inline(always)]
-pub fn enter_syscall<C: EbpfContext, M: Memory>(ctx: &C, args: &SyscallArgs) {
+pub fn enter_syscall<M: Memory>(args: &SyscallArgs) {
     let (cfg, off) = (config(), offsets());
     if !task::followed::<M>(cfg, off) {
         return;
@@ -106,37 +106,33 @@ pub fn enter_syscall<C: EbpfContext, M: Memory>(ctx: &C, args: &SyscallArgs) {
     if args.off_out != 0 {
         st |= status::OFF_OUT_GIVEN;
     }
-    begin(
-        ctx,
-        Inflight {
-            start_ns,
-            file_in,
-            file_out,
-            side_in,
-            side_out,
-            off_in_ptr: args.off_in,
-            off_out_ptr: args.off_out,
-            pos_in: unseen_zero(),
-            pos_out: unseen_zero(),
-            len: args.len,
-            fd_in: args.fd_in as i32,
-            fd_out: args.fd_out as i32,
-            flags: args.flags as u32,
-            owner: 0,
-            origin: Origin::Syscall as u8,
-            status: st,
-            live: 1,
-            gaps: 0,
-            _pad_word: 0,
-        },
-    );
+    begin(Inflight {
+        start_ns,
+        file_in,
+        file_out,
+        side_in,
+        side_out,
+        off_in_ptr: args.off_in,
+        off_out_ptr: args.off_out,
+        pos_in: unseen_zero(),
+        pos_out: unseen_zero(),
+        len: args.len,
+        fd_in: args.fd_in as i32,
+        fd_out: args.fd_out as i32,
+        flags: args.flags as u32,
+        owner: 0,
+        origin: Origin::Syscall as u8,
+        status: st,
+        live: 1,
+        gaps: 0,
+        _pad_word: 0,
+    });
 }
 
 /// Entry of `vfs_copy_file_range`: notes that a tracked syscall reached the
 /// VFS, or records a call from an in-kernel caller (nfsd, overlayfs…).
 #[inline(always)]
-pub fn enter_vfs<C: EbpfContext, M: Memory>(
-    ctx: &C,
+pub fn enter_vfs<M: Memory>(
     file_in: u64,
     pos_in: i64,
     file_out: u64,
@@ -175,30 +171,27 @@ pub fn enter_vfs<C: EbpfContext, M: Memory>(
             (FileSide::default(), FileSide::default())
         }
     };
-    begin(
-        ctx,
-        Inflight {
-            start_ns,
-            file_in,
-            file_out,
-            side_in,
-            side_out,
-            off_in_ptr: 0,
-            off_out_ptr: 0,
-            pos_in,
-            pos_out,
-            len,
-            fd_in: -1,
-            fd_out: -1,
-            flags,
-            owner: 0,
-            origin: Origin::Kernel as u8,
-            status: st,
-            live: 1,
-            gaps: 0,
-            _pad_word: 0,
-        },
-    );
+    begin(Inflight {
+        start_ns,
+        file_in,
+        file_out,
+        side_in,
+        side_out,
+        off_in_ptr: 0,
+        off_out_ptr: 0,
+        pos_in,
+        pos_out,
+        len,
+        fd_in: -1,
+        fd_out: -1,
+        flags,
+        owner: 0,
+        origin: Origin::Kernel as u8,
+        status: st,
+        live: 1,
+        gaps: 0,
+        _pad_word: 0,
+    });
 }
 
 /// Whether the record holds the call's entry positions, as

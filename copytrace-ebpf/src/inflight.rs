@@ -8,10 +8,10 @@
 //! (an insert that fails when the key exists, so one thread wins), and
 //! frees it when it exits: one insert and one delete per thread that ever
 //! copies, none per call. A thread whose slot another thread holds keeps its
-//! record in the `INFLIGHT` hash, as every thread once did.
+//! record in the `INFLIGHT` hash for the length of one call: the hash is
+//! then full only while 4096 such threads are inside copy_file_range at once.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid, EbpfContext};
-use aya_log_ebpf::warn;
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid};
 use copytrace_common::{counter, gap, thread_slot, Origin};
 
 use crate::maps::{add, COUNTERS, ENDING, INFLIGHT, SLOT_CLAIMS, THREAD_SLOTS};
@@ -89,7 +89,7 @@ fn own_slot(tid: u32, take: bool) -> Option<*mut Inflight> {
 /// Records a call's entry (every entry path ends here): in place in the
 /// thread's record when it has one, else in a new one.
 #[inline(always)]
-pub fn begin<C: EbpfContext>(ctx: &C, mut rec: Inflight) {
+pub fn begin(mut rec: Inflight) {
     let tid = tid();
     // The copy rewrites the owner word with the value it holds.
     rec.owner = tid;
@@ -100,8 +100,9 @@ pub fn begin<C: EbpfContext>(ctx: &C, mut rec: Inflight) {
         return;
     }
     if INFLIGHT.insert(tid, &rec, 0).is_err() {
+        // Counted, not logged: a log line per call would let whoever fills
+        // the map flood the journal (the alert on the counter speaks instead).
         add(&COUNTERS, counter::INFLIGHT_FULL, 1);
-        warn!(ctx, "in-flight map full: call of tid {} not tracked", tid);
     }
 }
 
@@ -137,6 +138,13 @@ pub fn end_call(origin: Origin) -> Option<*const Inflight> {
     unsafe {
         core::ptr::copy_nonoverlapping(rec, copy, 1);
         (*rec).live = 0;
+    }
+    // A record in the overflow hash goes with its call: threads that
+    // copied once and then idle must not hold the hash, or a user's idle
+    // threads would leave every new thread on the machine untracked.
+    let tid = tid();
+    if own_slot(tid, false).is_none() {
+        let _ = INFLIGHT.remove(tid);
     }
     Some(copy)
 }

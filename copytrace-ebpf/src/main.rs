@@ -68,17 +68,17 @@ pub fn cfr_sys_enter(ctx: TracePointContext) -> u32 {
     } else {
         args_at(ctx.as_ptr() as u64, off.tp_enter_args, consecutive)
     };
-    enter_syscall(&ctx, &SyscallArgs::from_words(w));
+    enter_syscall(&SyscallArgs::from_words(w));
     0
 }
 
 /// A syscall's entry, read the way this kernel allows.
 #[inline(always)]
-fn enter_syscall<C: EbpfContext>(ctx: &C, args: &SyscallArgs) {
+fn enter_syscall(args: &SyscallArgs) {
     if typed() {
-        call::enter_syscall::<C, Typed>(ctx, args);
+        call::enter_syscall::<Typed>(args);
     } else {
-        call::enter_syscall::<C, Helper>(ctx, args);
+        call::enter_syscall::<Helper>(args);
     }
 }
 
@@ -119,7 +119,7 @@ pub fn cfr_wrapper_entry(ctx: FEntryContext) -> u32 {
     } else {
         args_at(regs, off.regs_args, off.contiguous & contiguous::REGS != 0)
     };
-    enter_syscall(&ctx, &SyscallArgs::from_words(w));
+    enter_syscall(&SyscallArgs::from_words(w));
     0
 }
 
@@ -138,9 +138,9 @@ pub fn cfr_vfs_entry(ctx: FEntryContext) -> u32 {
     let (file_in, pos_in, file_out) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
     let (pos_out, len, flags) = (ctx.arg(3), ctx.arg(4), ctx.arg(5));
     if typed() {
-        call::enter_vfs::<_, Typed>(&ctx, file_in, pos_in, file_out, pos_out, len, flags);
+        call::enter_vfs::<Typed>(file_in, pos_in, file_out, pos_out, len, flags);
     } else {
-        call::enter_vfs::<_, Helper>(&ctx, file_in, pos_in, file_out, pos_out, len, flags);
+        call::enter_vfs::<Helper>(file_in, pos_in, file_out, pos_out, len, flags);
     }
     0
 }

@@ -499,3 +499,48 @@ fn the_attack_executables_are_what_they_claim() {
     let size = std::fs::metadata(&bomb).map(|m| m.len()).unwrap_or(0);
     assert!(size < 4096, "{size} bytes");
 }
+
+#[test]
+fn idle_threads_cannot_leave_new_threads_untracked() {
+    require_root();
+    // More threads than the in-flight slots and the overflow hash hold
+    // together: that is the size of the attack, not an expected value.
+    let threads =
+        (copytrace_common::THREAD_SLOT_COUNT + copytrace_common::INFLIGHT_OVERFLOW) as usize + 500;
+    if suite::in_guest() {
+        suite::skip("21,000 threads take minutes under TCG; the host runs this test");
+        return;
+    }
+    let t = Target::start();
+    // Spread over processes: one process's thread stacks would pass the
+    // kernel's limit on mappings (vm.max_map_count).
+    let per_process = 7000;
+    let mut holders = Vec::new();
+    for i in 0..threads.div_ceil(per_process) {
+        let n = per_process.min(threads - i * per_process);
+        let mut child = support::caller::command("idle-threads", &[&n.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("idle threads");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("piped");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+            .expect("ready line");
+        assert_eq!(line.trim(), "ready", "{n} idle threads");
+        holders.push(support::KillOnDrop(child));
+    }
+    // A new thread of anyone's: its call must be tracked and reported.
+    let marker = 424_242usize;
+    std::thread::spawn(move || support::cfr(-1, None, -1, None, marker, 0))
+        .join()
+        .expect("the new thread");
+    std::thread::sleep(Duration::from_secs(1));
+    let untracked = t.metric("copytrace_calls_untracked_total");
+    drop(holders);
+    let events = t.stop();
+    assert!(
+        events.iter().any(|e| e["len"] == marker),
+        "the new thread's call is reported"
+    );
+    assert_eq!(untracked, 0.0, "no call went untracked");
+}

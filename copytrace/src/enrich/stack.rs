@@ -11,6 +11,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -219,16 +221,44 @@ pub enum Prepared {
 /// of suspicious calls from one loop costs one symbolization).
 const REMEMBERED_STACKS: usize = 256;
 
+/// How long a process's memory map is reused for its next stacks: a flood
+/// of calls from one process (with a map of tens of thousands of lines)
+/// reads it once.
+const MAPS_FOR: Duration = Duration::from_secs(1);
+
+/// Processes whose maps are kept at once.
+const MAPS_KEPT: usize = 64;
+
 /// Places captured stacks in files and remembers named ones.
 #[derive(Debug, Default)]
 pub struct Stacks {
     recent: VecDeque<Request>,
     named: HashMap<Request, Stack>,
+    maps: HashMap<u32, (Instant, Option<Arc<[Mapping]>>)>,
 }
 
 impl Stacks {
+    /// `pid`'s executable mappings, read at most once per [`MAPS_FOR`].
+    fn maps_of(&mut self, pid: u32) -> Option<Arc<[Mapping]>> {
+        let now = Instant::now();
+        if let Some((at, m)) = self.maps.get(&pid) {
+            if now.duration_since(*at) < MAPS_FOR {
+                return m.clone();
+            }
+        }
+        if self.maps.len() >= MAPS_KEPT {
+            self.maps.retain(|_, (at, _)| now.duration_since(*at) < MAPS_FOR);
+            if self.maps.len() >= MAPS_KEPT {
+                self.maps.clear();
+            }
+        }
+        let m: Option<Arc<[Mapping]>> = maps_of(pid).map(Into::into);
+        self.maps.insert(pid, (now, m.clone()));
+        m
+    }
+
     /// Places `raw`'s frames for the symbolizer, or answers from memory.
-    pub fn prepare(&self, raw: &RawStack, pid: u32, exe: Option<Executable<'_>>) -> Prepared {
+    pub fn prepare(&mut self, raw: &RawStack, pid: u32, exe: Option<Executable<'_>>) -> Prepared {
         if let Some(e) = raw.error {
             return Prepared::Done(Stack {
                 frames: Vec::new(),
@@ -237,7 +267,7 @@ impl Stacks {
             });
         }
         let addrs: Vec<u64> = raw.addrs.iter().copied().take(STACK_DEPTH).collect();
-        let maps = maps_of(pid);
+        let maps = self.maps_of(pid);
         let frames = match &maps {
             Some(maps) => addrs
                 .iter()

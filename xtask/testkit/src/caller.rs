@@ -316,6 +316,32 @@ fn program(args: &[OsString]) -> i32 {
             std::thread::sleep(Duration::from_millis(ms));
             0
         }
+        // `arg(1)` threads each make one failing call and then idle, alive,
+        // until the process is killed; "ready" on stdout once all called.
+        "idle-threads" => {
+            let n: usize = arg(1).to_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            for _ in 0..n {
+                let tx = tx.clone();
+                std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        let _ = cfr(-1, None, -1, None, 1, 0);
+                        let _ = tx.send(());
+                        loop {
+                            std::thread::park();
+                        }
+                    })
+                    .expect("spawn an idle thread");
+            }
+            for _ in 0..n {
+                rx.recv().expect("each thread made its call");
+            }
+            println!("ready");
+            loop {
+                std::thread::park();
+            }
+        }
         "silent" => {
             crate::fs::silent_copies(num(1));
             0

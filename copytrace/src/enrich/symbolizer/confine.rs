@@ -99,7 +99,13 @@ fn check(what: &str, rc: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn set_limit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
+/// The type glibc and musl give `RLIMIT_*`.
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
+fn set_limit(resource: Resource, value: u64) -> io::Result<()> {
     let lim = libc::rlimit {
         rlim_cur: value,
         rlim_max: value,

@@ -588,7 +588,7 @@ fn journal_flood() -> bool {
         .uid(65534)
         .gid(65534)
         .status();
-    let ran = st.is_ok_and(|s| s.success());
+    let ran = st.as_ref().is_ok_and(|s| s.success());
     // The summary comes within 30 s of the first held-back entry.
     let summary = wait(60, || {
         let (_, out) = sh(
@@ -623,7 +623,9 @@ fn journal_flood() -> bool {
     check(
         "a user's flood of suspicious calls is rate-limited in the journal",
         ran && summary.is_some_and(|n| n > 0 && n <= CALLS) && suppressed.is_none(),
-        &format!("{CALLS} calls as nobody: held back {summary:?}; journald: {suppressed:?}"),
+        &format!(
+            "{CALLS} calls as nobody ({st:?}): held back {summary:?}; journald: {suppressed:?}"
+        ),
     )
 }
 
