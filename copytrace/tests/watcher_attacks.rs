@@ -531,7 +531,7 @@ fn idle_threads_cannot_leave_new_threads_untracked() {
     }
     // A new thread of anyone's: its call must be tracked and reported.
     let marker = 424_242usize;
-    std::thread::spawn(move || support::cfr(-1, None, -1, None, marker, 0))
+    let _ebadf = std::thread::spawn(move || support::cfr(-1, None, -1, None, marker, 0))
         .join()
         .expect("the new thread");
     std::thread::sleep(Duration::from_secs(1));

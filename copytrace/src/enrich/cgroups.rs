@@ -57,27 +57,39 @@ fn container_id(c: &[u8]) -> Option<String> {
 }
 
 /// Derives the unit and container of a cgroup path.
+///
+/// Whoever a unit delegates its cgroup to (a container runtime, a nested
+/// systemd, a user's manager) can create any names below it, so the
+/// outermost names decide: the first unit that is not a slice is the unit,
+/// and the container id is the outermost one. Below a user manager
+/// (`user@UID.service`) the rest is the user's own unit path, and only a
+/// rootless runtime's scope (`libpod-<id>.scope`…) names a container there.
 pub fn service_of(path: &[u8]) -> Service {
     let comps: Vec<&[u8]> = path
         .split(|&b| b == b'/')
         .filter(|c| !c.is_empty())
         .collect();
-    // The deepest unit that is not a slice is the unit; below a user
-    // manager (user@UID.service) the rest is the user's own unit path.
     let mut unit = None;
     let mut user_unit = None;
+    let mut container = None;
     for (i, c) in comps.iter().enumerate() {
-        if c.starts_with(b"user@") && c.ends_with(b".service") {
+        let user_manager = c.starts_with(b"user@") && c.ends_with(b".service");
+        if unit.is_none() && (user_manager || (is_unit(c) && !c.ends_with(b".slice"))) {
             unit = Some(*c);
+        }
+        if user_manager {
             let rest: Vec<&[u8]> = comps[i + 1..].to_vec();
             if !rest.is_empty() {
                 user_unit = Some(rest.join(&b'/'));
             }
+            container = container.or_else(|| {
+                rest.iter()
+                    .filter(|c| c.ends_with(b".scope"))
+                    .find_map(|c| container_id(c))
+            });
             break;
         }
-        if is_unit(c) && !c.ends_with(b".slice") {
-            unit = Some(*c);
-        }
+        container = container.or_else(|| container_id(c));
     }
     if unit.is_none() {
         unit = comps.iter().rev().find(|c| is_unit(c)).copied();
@@ -86,7 +98,7 @@ pub fn service_of(path: &[u8]) -> Service {
         cgroup: Some(Untrusted::new(path.to_vec())),
         unit: unit.map(|u| Untrusted::new(u.to_vec())),
         user_unit: user_unit.map(Untrusted::new),
-        container_id: comps.iter().rev().find_map(|c| container_id(c)),
+        container_id: container,
     }
 }
 
@@ -100,6 +112,15 @@ const WALK_FLOOR: Duration = Duration::from_millis(50);
 /// grow the daemon without bound).
 const MAX_REMEMBERED: usize = 65_536;
 
+/// Most directories one walk reads: a user who mints cgroups by the
+/// hundred thousand makes walks cost at most this.
+const MAX_WALKED: usize = MAX_REMEMBERED;
+
+/// A walk that took `t` allows the next only `WALK_DUTY × t` later: walks
+/// take at most a tenth of the daemon's time, however many cgroups exist
+/// and however often new ids are asked about.
+const WALK_DUTY: u32 = 10;
+
 /// cgroup id → path, cached.
 #[derive(Debug, Default)]
 pub struct CgroupNames {
@@ -108,6 +129,8 @@ pub struct CgroupNames {
     /// Ids a walk did not find (a cgroup removed before we looked).
     missed: std::collections::HashSet<u64>,
     walked: Option<Instant>,
+    /// No walk before this (set from the last walk's cost).
+    quiet_until: Option<Instant>,
 }
 
 /// Where cgroup2 is mounted, from the host's mount table.
@@ -150,15 +173,23 @@ impl CgroupNames {
 
     /// Walks the hierarchy unless one ran within `interval`; says whether it ran.
     fn walk(&mut self, interval: Duration) -> bool {
-        if self.walked.is_some_and(|t| t.elapsed() < interval) {
+        let now = Instant::now();
+        if self.walked.is_some_and(|t| now.duration_since(t) < interval)
+            || self.quiet_until.is_some_and(|t| now < t)
+        {
             return false;
         }
-        self.walked = Some(Instant::now());
+        self.walked = Some(now);
         let Some(root) = self.root.clone() else {
             return true;
         };
         let mut stack = vec![(root.clone(), b"/".to_vec())];
+        let mut read = 0;
         while let Some((dir, rel)) = stack.pop() {
+            read += 1;
+            if read > MAX_WALKED {
+                break;
+            }
             if let Ok(m) = std::fs::metadata(&dir) {
                 self.remember(m.ino(), rel.clone());
             }
@@ -177,6 +208,8 @@ impl CgroupNames {
                 }
             }
         }
+        let took = now.elapsed();
+        self.quiet_until = Some(Instant::now() + took * WALK_DUTY);
         true
     }
 
@@ -274,6 +307,35 @@ mod tests {
             unit("/user.slice").0.as_deref(),
             Some("user.slice"),
             "a slice when nothing deeper"
+        );
+    }
+
+    #[test]
+    fn names_below_a_delegation_cannot_pose_as_another_unit_or_container() {
+        let id = "a".repeat(64);
+        let other = "b".repeat(64);
+        assert_eq!(
+            unit("/system.slice/x.scope/sshd.service").0.as_deref(),
+            Some("x.scope"),
+            "the outermost unit, not one its delegate created"
+        );
+        assert_eq!(
+            unit(&format!("/system.slice/docker-{id}.scope/{other}")),
+            (Some(format!("docker-{id}.scope")), None, Some(id.clone())),
+            "the outermost container"
+        );
+        assert_eq!(
+            unit(&format!("/user.slice/user-1000.slice/user@1000.service/app.slice/{id}")).2,
+            None,
+            "a bare id a session user made names no container"
+        );
+        assert_eq!(
+            unit(&format!(
+                "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{id}.scope"
+            ))
+            .2,
+            Some(id.clone()),
+            "a rootless runtime's scope does"
         );
     }
 

@@ -234,12 +234,15 @@ const MAPS_KEPT: usize = 64;
 pub struct Stacks {
     recent: VecDeque<Request>,
     named: HashMap<Request, Stack>,
-    maps: HashMap<u32, (Instant, Option<Arc<[Mapping]>>)>,
+    maps: HashMap<u32, (Instant, Maps)>,
 }
+
+/// A process's executable mappings, or `None` when unreadable.
+type Maps = Option<Arc<[Mapping]>>;
 
 impl Stacks {
     /// `pid`'s executable mappings, read at most once per [`MAPS_FOR`].
-    fn maps_of(&mut self, pid: u32) -> Option<Arc<[Mapping]>> {
+    fn maps_of(&mut self, pid: u32) -> Maps {
         let now = Instant::now();
         if let Some((at, m)) = self.maps.get(&pid) {
             if now.duration_since(*at) < MAPS_FOR {
@@ -252,7 +255,7 @@ impl Stacks {
                 self.maps.clear();
             }
         }
-        let m: Option<Arc<[Mapping]>> = maps_of(pid).map(Into::into);
+        let m: Maps = maps_of(pid).map(Into::into);
         self.maps.insert(pid, (now, m.clone()));
         m
     }
