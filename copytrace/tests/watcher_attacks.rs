@@ -544,3 +544,60 @@ fn idle_threads_cannot_leave_new_threads_untracked() {
     );
     assert_eq!(untracked, 0.0, "no call went untracked");
 }
+
+/// Removes a cgroup and the (empty) cgroups directly in it, even if the test panicked.
+struct RemoveCgroups(PathBuf);
+
+impl Drop for RemoveCgroups {
+    fn drop(&mut self) {
+        if let Ok(dir) = std::fs::read_dir(&self.0) {
+            for e in dir.filter_map(Result::ok) {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn minting_cgroups_does_not_stall_the_daemon() {
+    require_root();
+    let scratch = support::scratch();
+    let (root, _mount) = support::cgroup2_root(&scratch);
+    let base = root.join(format!("ct-churn-{}", std::process::id()));
+    std::fs::create_dir(&base).expect("a cgroup of our own");
+    let _cleanup = RemoveCgroups(base.clone());
+    // Many cgroups make every walk of the hierarchy long.
+    let many = if suite::in_guest() { 2_000 } else { 20_000 };
+    for i in 0..many {
+        std::fs::create_dir(base.join(format!("c{i}"))).expect("mkdir cgroup");
+    }
+    let t = Target::start();
+    let rounds = 100;
+    let mut slowest = Duration::ZERO;
+    for i in 0..rounds {
+        // A new cgroup, a call from it, gone: an id the daemon never saw.
+        let cg = base.join(format!("x{i}"));
+        std::fs::create_dir(&cg).expect("mkdir cgroup");
+        let st = support::caller::command("cgroup", &[cg.to_str().unwrap_or(""), "silent", "1"])
+            .status()
+            .expect("caller");
+        assert!(st.success());
+        let _ = std::fs::remove_dir(&cg);
+        if i % 10 == 0 {
+            let start = Instant::now();
+            t.scrape_within(SCRAPE_QUICKLY);
+            slowest = slowest.max(start.elapsed());
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let events = t.stop();
+    let silent = events
+        .iter()
+        .filter(|e| e["verdict"] == "silent_zero_copy")
+        .count();
+    eprintln!("{rounds} calls from new cgroups among {many}: slowest scrape {slowest:?}");
+    assert_eq!(silent, rounds, "every call reported");
+}

@@ -116,9 +116,14 @@ const MAX_REMEMBERED: usize = 65_536;
 /// hundred thousand makes walks cost at most this.
 const MAX_WALKED: usize = MAX_REMEMBERED;
 
-/// A walk that took `t` allows the next only `WALK_DUTY × t` later: walks
-/// take at most a tenth of the daemon's time, however many cgroups exist
-/// and however often new ids are asked about.
+/// A walk goes on in steps of at most this long: a call from an unknown
+/// cgroup never holds the event loop longer, however many cgroups exist
+/// (its record may lack the path until the walk has reached it).
+const WALK_STEP: Duration = Duration::from_millis(20);
+
+/// A step that took `t` allows the next only `WALK_DUTY × t` later: walks
+/// take at most a tenth of the daemon's time, however often new ids are
+/// asked about.
 const WALK_DUTY: u32 = 10;
 
 /// cgroup id → path, cached.
@@ -129,8 +134,12 @@ pub struct CgroupNames {
     /// Ids a walk did not find (a cgroup removed before we looked).
     missed: std::collections::HashSet<u64>,
     walked: Option<Instant>,
-    /// No walk before this (set from the last walk's cost).
+    /// No walk step before this (set from the last step's cost).
     quiet_until: Option<Instant>,
+    /// The walk in progress: directories still to read.
+    pending: Vec<(PathBuf, Vec<u8>)>,
+    /// Directories the walk in progress has read.
+    read: usize,
 }
 
 /// Where cgroup2 is mounted, from the host's mount table.
@@ -171,46 +180,56 @@ impl CgroupNames {
         self.by_id.insert(id, path);
     }
 
-    /// Walks the hierarchy unless one ran within `interval`; says whether it ran.
+    /// Goes on with the walk of the hierarchy for at most [`WALK_STEP`],
+    /// starting one unless one started within `interval`. Says whether a
+    /// whole walk has just ended.
     fn walk(&mut self, interval: Duration) -> bool {
         let now = Instant::now();
-        if self.walked.is_some_and(|t| now.duration_since(t) < interval)
-            || self.quiet_until.is_some_and(|t| now < t)
-        {
+        if self.quiet_until.is_some_and(|t| now < t) {
             return false;
         }
-        self.walked = Some(now);
-        let Some(root) = self.root.clone() else {
-            return true;
-        };
-        let mut stack = vec![(root.clone(), b"/".to_vec())];
-        let mut read = 0;
-        while let Some((dir, rel)) = stack.pop() {
-            read += 1;
-            if read > MAX_WALKED {
+        if self.pending.is_empty() {
+            if self
+                .walked
+                .is_some_and(|t| now.duration_since(t) < interval)
+            {
+                return false;
+            }
+            let Some(root) = self.root.clone() else {
+                return false;
+            };
+            self.walked = Some(now);
+            self.read = 0;
+            self.pending.push((root, b"/".to_vec()));
+        }
+        while let Some((dir, rel)) = self.pending.pop() {
+            self.read += 1;
+            if self.read > MAX_WALKED {
+                self.pending.clear();
                 break;
             }
             if let Ok(m) = std::fs::metadata(&dir) {
                 self.remember(m.ino(), rel.clone());
             }
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in rd.filter_map(Result::ok) {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    use std::os::unix::ffi::OsStrExt;
-                    let mut r = rel.clone();
-                    if r.len() > 1 {
-                        r.push(b'/');
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.filter_map(Result::ok) {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        use std::os::unix::ffi::OsStrExt;
+                        let mut r = rel.clone();
+                        if r.len() > 1 {
+                            r.push(b'/');
+                        }
+                        r.extend_from_slice(e.file_name().as_bytes());
+                        self.pending.push((e.path(), r));
                     }
-                    r.extend_from_slice(e.file_name().as_bytes());
-                    stack.push((e.path(), r));
                 }
             }
+            if now.elapsed() > WALK_STEP {
+                break;
+            }
         }
-        let took = now.elapsed();
-        self.quiet_until = Some(Instant::now() + took * WALK_DUTY);
-        true
+        self.quiet_until = Some(Instant::now() + now.elapsed() * WALK_DUTY);
+        self.pending.is_empty()
     }
 
     /// The cgroup path of `id` (the caller `pid`'s cgroup at the call).
@@ -325,7 +344,10 @@ mod tests {
             "the outermost container"
         );
         assert_eq!(
-            unit(&format!("/user.slice/user-1000.slice/user@1000.service/app.slice/{id}")).2,
+            unit(&format!(
+                "/user.slice/user-1000.slice/user@1000.service/app.slice/{id}"
+            ))
+            .2,
             None,
             "a bare id a session user made names no container"
         );

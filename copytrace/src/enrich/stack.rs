@@ -250,7 +250,8 @@ impl Stacks {
             }
         }
         if self.maps.len() >= MAPS_KEPT {
-            self.maps.retain(|_, (at, _)| now.duration_since(*at) < MAPS_FOR);
+            self.maps
+                .retain(|_, (at, _)| now.duration_since(*at) < MAPS_FOR);
             if self.maps.len() >= MAPS_KEPT {
                 self.maps.clear();
             }
