@@ -132,7 +132,11 @@ impl MountSource for ProcMounts {
     }
 
     fn of_pid(&self, pid: u32) -> Option<Vec<u8>> {
-        std::fs::read(format!("/proc/{pid}/mountinfo")).ok()
+        use std::io::Read;
+        let file = std::fs::File::open(format!("/proc/{pid}/mountinfo")).ok()?;
+        let mut text = Vec::new();
+        file.take(MAX_FOREIGN_MOUNTINFO + 1).read_to_end(&mut text).ok()?;
+        (text.len() as u64 <= MAX_FOREIGN_MOUNTINFO).then_some(text)
     }
 
     fn host_ns(&self) -> Option<u32> {
@@ -155,6 +159,8 @@ pub struct MountTable {
     /// Mount ids a refresh did not find (gone, or another namespace's).
     missed: std::collections::HashSet<u32>,
     host_ns: Option<u32>,
+    /// (pid, mount namespace) → its table, read at most once per [`FOREIGN_FOR`].
+    foreign: HashMap<(u32, u32), (std::time::Instant, ForeignMounts)>,
 }
 
 impl std::fmt::Debug for MountTable {
@@ -177,6 +183,21 @@ const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// Most mount ids remembered as missed.
 const MAX_MISSED: usize = 4096;
 
+/// The longest mount table read from a caller's namespace: a user
+/// namespace can hold ~100,000 mounts (10 MB); past this the caller's own
+/// view of its files goes unnamed.
+const MAX_FOREIGN_MOUNTINFO: u64 = 1024 * 1024;
+
+/// How long a caller namespace's table is reused (one read per burst of
+/// calls, not one per file side per call).
+const FOREIGN_FOR: Duration = Duration::from_secs(1);
+
+/// Caller namespaces whose tables are kept at once.
+const FOREIGN_KEPT: usize = 64;
+
+/// A caller namespace's mounts, or `None` when unreadable or too long.
+type ForeignMounts = Option<std::sync::Arc<[Mount]>>;
+
 impl MountTable {
     /// A table read from `source`.
     pub fn with_source(source: Box<dyn MountSource + Send>) -> Self {
@@ -188,6 +209,7 @@ impl MountTable {
             read_ns: 0,
             missed: std::collections::HashSet::new(),
             host_ns,
+            foreign: HashMap::new(),
         };
         t.refresh();
         t
@@ -234,6 +256,26 @@ impl MountTable {
         self.by_id.get(&loc.mnt_id).filter(|m| m.dev == loc.dev)
     }
 
+    /// The mount table of the caller `pid`'s namespace `ns`.
+    fn foreign_table(&mut self, pid: u32, ns: u32) -> ForeignMounts {
+        let now = std::time::Instant::now();
+        if let Some((at, t)) = self.foreign.get(&(pid, ns)) {
+            if now.duration_since(*at) < FOREIGN_FOR {
+                return t.clone();
+            }
+        }
+        if self.foreign.len() >= FOREIGN_KEPT {
+            self.foreign
+                .retain(|_, (at, _)| now.duration_since(*at) < FOREIGN_FOR);
+            if self.foreign.len() >= FOREIGN_KEPT {
+                self.foreign.clear();
+            }
+        }
+        let t: ForeignMounts = self.source.of_pid(pid).map(|text| parse(&text).into());
+        self.foreign.insert((pid, ns), (now, t.clone()));
+        t
+    }
+
     /// Resolves where a file lives; `pid` is the caller (for its
     /// namespace's view), `at_ns` when the call ended (CLOCK_MONOTONIC).
     pub fn resolve(&mut self, loc: &Location, pid: u32, at_ns: u64) -> Resolved {
@@ -276,10 +318,9 @@ impl MountTable {
         }
         found.sort_by_key(|p| p.as_bytes().len());
         let ns_path = foreign
-            .then(|| self.source.of_pid(pid))
+            .then(|| self.foreign_table(pid, loc.mnt_ns))
             .flatten()
-            .map(|t| parse(&t))
-            .and_then(|mounts| mounts.into_iter().find(|m| m.id == loc.mnt_id))
+            .and_then(|mounts| mounts.iter().find(|m| m.id == loc.mnt_id).cloned())
             .and_then(|m| join(&m, fs_path));
         let mut found = found.into_iter();
         Resolved {
