@@ -601,3 +601,32 @@ fn minting_cgroups_does_not_stall_the_daemon() {
     eprintln!("{rounds} calls from new cgroups among {many}: slowest scrape {slowest:?}");
     assert_eq!(silent, rounds, "every call reported");
 }
+
+#[test]
+fn a_name_inside_another_mount_namespace_is_never_opened_on_the_host() {
+    require_root();
+    let t = Target::start();
+    let status = copytrace_testkit::fs::in_private_namespaces(|| {
+        // Only this namespace sees the executable, and sees it as /dev/zero.
+        let dev = Path::new("/dev");
+        copytrace_testkit::fs::mount("tmpfs", dev, "tmpfs", "size=1m,mode=0755");
+        elf::write(&dev.join("zero"), &Spec::default());
+        let st = run_as_nobody(&mut Command::new(dev.join("zero")));
+        support::unmount(dev);
+        st
+    });
+    assert!(status.success(), "{status}");
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = t.metric("process_resident_memory_bytes");
+    let events = t.stop();
+    let calls = attack_calls(&events);
+    assert_eq!(calls.len(), 1, "{events:#?}");
+    let c = calls[0];
+    assert!(
+        first_function(c).is_none(),
+        "the host's /dev/zero is not the executable: {c:#}"
+    );
+    assert!(cut(c).starts_with("stack not available"), "{c:#}");
+    eprintln!("{}", cut(c));
+    assert!(rss < 512.0 * 1024.0 * 1024.0, "resident {rss} bytes");
+}

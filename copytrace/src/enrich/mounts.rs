@@ -135,7 +135,9 @@ impl MountSource for ProcMounts {
         use std::io::Read;
         let file = std::fs::File::open(format!("/proc/{pid}/mountinfo")).ok()?;
         let mut text = Vec::new();
-        file.take(MAX_FOREIGN_MOUNTINFO + 1).read_to_end(&mut text).ok()?;
+        file.take(MAX_FOREIGN_MOUNTINFO + 1)
+            .read_to_end(&mut text)
+            .ok()?;
         (text.len() as u64 <= MAX_FOREIGN_MOUNTINFO).then_some(text)
     }
 

@@ -29,7 +29,7 @@ pub const KERNEL_TESTS: &[&str] = &[
 ];
 
 /// Integration test binaries that need no probes.
-pub const PLAIN_TESTS: &[&str] = &["cli_errors", "untrusted_input"];
+pub const PLAIN_TESTS: &[&str] = &["cli_errors", "untrusted_input", "symbolizer_fuzz"];
 
 /// The back-ends, by name, in the order runs are reported.
 pub const BACKENDS: [&str; 2] = ["fentry", "tracepoint"];

@@ -31,7 +31,7 @@ pub const QUEUE: usize = 64;
 
 /// The least time between two starts of the symbolizer (a binary that
 /// crashes it on every call must not make the daemon fork in a loop).
-const RESTART_DELAY: Duration = Duration::from_millis(250);
+pub const RESTART_DELAY: Duration = Duration::from_millis(250);
 
 /// What the symbolizer did, for the metrics.
 #[derive(Debug, Default)]
@@ -84,10 +84,15 @@ impl Symbolizer {
     /// Starts the task (the process starts with the first request). Must
     /// run inside a tokio runtime.
     pub fn start() -> Self {
+        Self::start_with(PathBuf::from("/proc/self/exe"))
+    }
+
+    /// Starts the task with `program` (a copytrace binary) as the symbolizer.
+    pub fn start_with(program: PathBuf) -> Self {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (tx, answers) = mpsc::channel(QUEUE);
         let counters = Arc::new(SymbolizerCounters::default());
-        tokio::spawn(serve(rx, tx, counters.clone()));
+        tokio::spawn(serve(program, rx, tx, counters.clone()));
         Self {
             jobs,
             answers,
@@ -125,9 +130,8 @@ struct Worker {
     stdout: ChildStdout,
 }
 
-fn spawn(counters: &SymbolizerCounters) -> Result<Worker, String> {
-    let exe = PathBuf::from("/proc/self/exe");
-    let mut child = Command::new(exe)
+fn spawn(program: &PathBuf, counters: &SymbolizerCounters) -> Result<Worker, String> {
+    let mut child = Command::new(program)
         .arg(WORKER_COMMAND)
         .env_clear()
         .stdin(Stdio::piped())
@@ -196,6 +200,7 @@ async fn end(mut w: Worker, failure: Failure) -> String {
 }
 
 async fn serve(
+    program: PathBuf,
     mut jobs: mpsc::Receiver<Job>,
     answers: mpsc::Sender<Answered>,
     counters: Arc<SymbolizerCounters>,
@@ -209,7 +214,7 @@ async fn serve(
             None if Instant::now() < next_start => Err("the symbolizer is restarting".to_string()),
             None => {
                 next_start = Instant::now() + RESTART_DELAY;
-                spawn(&counters)
+                spawn(&program, &counters)
             }
         };
         let (stack, named) = match outcome {
