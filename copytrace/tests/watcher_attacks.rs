@@ -630,3 +630,25 @@ fn a_name_inside_another_mount_namespace_is_never_opened_on_the_host() {
     eprintln!("{}", cut(c));
     assert!(rss < 512.0 * 1024.0 * 1024.0, "resident {rss} bytes");
 }
+
+#[test]
+fn frames_of_an_executable_with_unaligned_code_are_named_right() {
+    require_root();
+    // LLD (Rust's default linker now) does not page-align the first code
+    // segment; the kernel's start_code is then unaligned too. The caller
+    // exits at once, so the daemon places the frame from start_code.
+    let dir = attack_dir("unaligned");
+    let spec = Spec {
+        unaligned_code: true,
+        ..Spec::default()
+    };
+    let exe = attack_exe(&dir, "lld-like", &spec, NOBODY);
+    let t = Target::start();
+    assert!(run_as_nobody(&mut Command::new(&exe)).success());
+    std::thread::sleep(Duration::from_secs(1));
+    let events = t.stop();
+    let calls = attack_calls(&events);
+    assert_eq!(calls.len(), 1, "{events:#?}");
+    assert_eq!(first_function(calls[0]), Some(ENTRY_NAME), "{:#}", calls[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

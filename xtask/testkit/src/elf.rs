@@ -20,6 +20,10 @@ pub struct Spec {
     /// Adds `.debug_info` and a SHF_COMPRESSED `.debug_abbrev` whose
     /// header claims this many decompressed bytes.
     pub compressed_debug_claims: Option<u64>,
+    /// Puts the code in a segment of its own whose address is not
+    /// page-aligned (as LLD lays out executables): the kernel's
+    /// `start_code` is then that unaligned address.
+    pub unaligned_code: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -95,9 +99,17 @@ fn put_u64(b: &mut Vec<u8>, v: u64) {
 pub fn build(spec: &Spec) -> Vec<u8> {
     const EHDR: u64 = 64;
     const PHDR: u64 = 56;
+    const PAGE: u64 = 0x1000;
     let code = code();
-    let code_off = EHDR + PHDR;
-    let code_addr = BASE + code_off;
+    let phnum: u16 = if spec.unaligned_code { 2 } else { 1 };
+    let code_off = EHDR + PHDR * u64::from(phnum);
+    // The code segment's address is congruent to its offset, a page above
+    // the headers' segment.
+    let code_addr = if spec.unaligned_code {
+        BASE + PAGE + code_off
+    } else {
+        BASE + code_off
+    };
     let name = spec
         .symbol
         .clone()
@@ -217,19 +229,29 @@ pub fn build(spec: &Spec) -> Vec<u8> {
     put_u32(&mut out, 0);
     put_u16(&mut out, EHDR as u16);
     put_u16(&mut out, PHDR as u16);
-    put_u16(&mut out, 1);
+    put_u16(&mut out, phnum);
     put_u16(&mut out, 64);
     put_u16(&mut out, shnum);
-    put_u16(&mut out, shnum - 1); // e_shstrndx: .shstrtab is last
-                                  // PT_LOAD, R+X, the whole file.
-    put_u32(&mut out, 1);
-    put_u32(&mut out, 5);
-    put_u64(&mut out, 0);
-    put_u64(&mut out, BASE);
-    put_u64(&mut out, BASE);
-    put_u64(&mut out, file_len);
-    put_u64(&mut out, file_len);
-    put_u64(&mut out, 0x1000);
+    // e_shstrndx: .shstrtab is last.
+    put_u16(&mut out, shnum - 1);
+    let mut load = |flags: u32, offset: u64, vaddr: u64, size: u64| {
+        put_u32(&mut out, 1);
+        put_u32(&mut out, flags);
+        put_u64(&mut out, offset);
+        put_u64(&mut out, vaddr);
+        put_u64(&mut out, vaddr);
+        put_u64(&mut out, size);
+        put_u64(&mut out, size);
+        put_u64(&mut out, PAGE);
+    };
+    if spec.unaligned_code {
+        // R: the headers; R+X: the rest, from the code on.
+        load(4, 0, BASE, code_off);
+        load(5, code_off, code_addr, file_len - code_off);
+    } else {
+        // R+X: the whole file.
+        load(5, 0, BASE, file_len);
+    }
     out.extend_from_slice(&body);
     // Section headers: null, ours, .shstrtab.
     out.extend_from_slice(&[0; 64]);
@@ -285,6 +307,18 @@ mod tests {
         let exe = dir.join("tiny");
         write(&exe, &Spec::default());
         let st = std::process::Command::new(&exe).status().expect("run");
+        assert!(st.success(), "{st}");
+        let unaligned = dir.join("unaligned");
+        write(
+            &unaligned,
+            &Spec {
+                unaligned_code: true,
+                ..Spec::default()
+            },
+        );
+        let st = std::process::Command::new(&unaligned)
+            .status()
+            .expect("run");
         let _ = std::fs::remove_dir_all(&dir);
         assert!(st.success(), "{st}");
     }
