@@ -453,3 +453,21 @@ fn daemon_restart_ends_tail_or_is_followed() {
     assert!(line.contains("silent_zero_copy"), "{line}");
     drop(follow);
 }
+
+#[test]
+fn a_file_at_the_socket_path_is_never_replaced() {
+    support::require_root();
+    let dir = support::scratch_dir("not-a-socket");
+    let path = dir.join("copytrace.sock");
+    std::fs::write(&path, b"precious").expect("write");
+    let out = Command::new(copytrace_bin())
+        .args(["run", "--no-metrics", "--socket"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("is not a socket"), "{err}");
+    assert_eq!(std::fs::read(&path).expect("still there"), b"precious");
+}

@@ -23,6 +23,12 @@ pub const DEFAULT_SOCKET: &str = "/run/copytrace/copytrace.sock";
 /// Most units `metrics.unit_top` may give a label value of their own.
 pub const MAX_UNIT_TOP: usize = 100;
 
+/// The largest `tail.client_queue` accepted (records a slow client may lag behind).
+pub const MAX_CLIENT_QUEUE: usize = 65_536;
+
+/// The largest `tail.history` accepted (suspicious calls kept for new clients).
+pub const MAX_HISTORY: usize = 100_000;
+
 /// Errors from reading configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -174,6 +180,20 @@ impl Config {
         if self.tail.client_queue == 0 {
             return Err("tail.client_queue: must be at least 1".into());
         }
+        // The broadcast queue allocates every slot up front, and each
+        // history entry keeps a record: a typo must not be a start-up OOM.
+        if self.tail.client_queue > MAX_CLIENT_QUEUE {
+            return Err(format!(
+                "tail.client_queue: {} is more than {MAX_CLIENT_QUEUE}",
+                self.tail.client_queue
+            ));
+        }
+        if self.tail.history > MAX_HISTORY {
+            return Err(format!(
+                "tail.history: {} is more than {MAX_HISTORY}",
+                self.tail.history
+            ));
+        }
         if !self.tail.socket.is_absolute() {
             return Err(format!(
                 "tail.socket: {} must be an absolute path",
@@ -201,6 +221,16 @@ fn key_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_and_history_sizes_are_bounded() {
+        // tokio's broadcast channel allocates every slot at start-up.
+        let huge = parse("[tail]\nclient_queue = 4096000000\n");
+        assert!(huge.is_err_and(|e| e.contains("tail.client_queue")));
+        let history = parse(&format!("[tail]\nhistory = {}\n", MAX_HISTORY + 1));
+        assert!(history.is_err_and(|e| e.contains("tail.history")));
+        assert!(parse(&format!("[tail]\nclient_queue = {MAX_CLIENT_QUEUE}\n")).is_ok());
+    }
 
     fn parse(t: &str) -> Result<Config, String> {
         Config::parse(t, Path::new("test.toml")).map_err(|e| e.to_string())

@@ -50,6 +50,9 @@ pub enum TailError {
     /// Another process is already serving it.
     #[error("another copytrace is already serving {0} (stop it, or set tail.socket / --socket)")]
     InUse(PathBuf),
+    /// Something that is not a socket has the name.
+    #[error("{0} exists and is not a socket: copytrace will not replace it (remove it, or set tail.socket / --socket)")]
+    NotASocket(PathBuf),
 }
 
 /// Clients served at once, counted from accept (hello included), so idle
@@ -158,6 +161,13 @@ impl TailHub {
         let path = cfg.socket.clone();
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
             return Err(TailError::InUse(path));
+        }
+        // Only a stale socket may be replaced: never a file, a symlink or a directory.
+        if let Ok(m) = std::fs::symlink_metadata(&path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !m.file_type().is_socket() {
+                return Err(TailError::NotASocket(path));
+            }
         }
         let dir = path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(dir).map_err(socket_err(&path))?;
@@ -294,7 +304,14 @@ impl TailHub {
     /// Tells clients goodbye and removes the socket.
     pub fn shutdown(&mut self) {
         let _ = self.stop.send(true);
-        let _ = std::fs::remove_file(&self.path);
+        // Removed only while it is still a socket (ours: the name is ours to remove).
+        let is_socket = std::fs::symlink_metadata(&self.path).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_socket()
+        });
+        if is_socket {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
