@@ -471,7 +471,11 @@ fn idle_connections_cannot_keep_prometheus_out() {
 #[test]
 fn the_attack_executables_are_what_they_claim() {
     // The truth about the hand-built executables, from tools no one here wrote.
-    if suite::in_guest() || !support::require_program("readelf", "binutils") {
+    if suite::in_guest() {
+        suite::skip("no binutils in the guests; the host checks the executables with readelf");
+        return;
+    }
+    if !support::require_program("readelf", "binutils") {
         return;
     }
     let dir = attack_dir("readelf");
