@@ -24,7 +24,14 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("coreutils", "client tests (cp, cat)"),
     ("util-linux", "mount namespaces (unshare), mount"),
     ("golang-go", "client and stack tests (Go io.Copy)"),
-    ("gcc", "stack tests (C caller with frame pointers)"),
+    (
+        "gcc",
+        "stack tests (C caller with frame pointers), symbolizer fuzz (DWARF inputs)",
+    ),
+    (
+        "binutils",
+        "attack tests (readelf checks the hand-built executables)",
+    ),
     ("strace", "benchmarks (strace -f)"),
     ("procps", "benchmarks (sysctl kernel.bpf_stats_enabled)"),
     ("bpftrace", "benchmarks (bpftrace)"),
