@@ -342,6 +342,12 @@ fn program(args: &[OsString]) -> i32 {
                 std::thread::park();
             }
         }
+        // A failing call from this executable's own code, then `arg(1)` ms alive.
+        "ebadf-linger" => {
+            ebadf_from_here();
+            std::thread::sleep(Duration::from_millis(num(1) as u64));
+            0
+        }
         "silent" => {
             crate::fs::silent_copies(num(1));
             0

@@ -20,6 +20,9 @@ pub struct Spec {
     /// Adds `.debug_info` and a SHF_COMPRESSED `.debug_abbrev` whose
     /// header claims this many decompressed bytes.
     pub compressed_debug_claims: Option<u64>,
+    /// Position-independent (ET_DYN, addresses from 0): the kernel loads it
+    /// at a random address each run, so no two runs share addresses.
+    pub pie: bool,
     /// Puts the code in a segment of its own whose address is not
     /// page-aligned (as LLD lays out executables): the kernel's
     /// `start_code` is then that unaligned address.
@@ -101,14 +104,15 @@ pub fn build(spec: &Spec) -> Vec<u8> {
     const PHDR: u64 = 56;
     const PAGE: u64 = 0x1000;
     let code = code();
+    let base = if spec.pie { 0 } else { BASE };
     let phnum: u16 = if spec.unaligned_code { 2 } else { 1 };
     let code_off = EHDR + PHDR * u64::from(phnum);
     // The code segment's address is congruent to its offset, a page above
     // the headers' segment.
     let code_addr = if spec.unaligned_code {
-        BASE + PAGE + code_off
+        base + PAGE + code_off
     } else {
-        BASE + code_off
+        base + code_off
     };
     let name = spec
         .symbol
@@ -220,7 +224,7 @@ pub fn build(spec: &Spec) -> Vec<u8> {
     out.extend_from_slice(b"\x7fELF");
     out.extend_from_slice(&[2, 1, 1, 0]);
     out.extend_from_slice(&[0; 8]);
-    put_u16(&mut out, 2); // ET_EXEC
+    put_u16(&mut out, if spec.pie { 3 } else { 2 }); // ET_DYN or ET_EXEC
     put_u16(&mut out, EM);
     put_u32(&mut out, 1);
     put_u64(&mut out, code_addr); // e_entry
@@ -246,11 +250,11 @@ pub fn build(spec: &Spec) -> Vec<u8> {
     };
     if spec.unaligned_code {
         // R: the headers; R+X: the rest, from the code on.
-        load(4, 0, BASE, code_off);
+        load(4, 0, base, code_off);
         load(5, code_off, code_addr, file_len - code_off);
     } else {
         // R+X: the whole file.
-        load(5, 0, BASE, file_len);
+        load(5, 0, base, file_len);
     }
     out.extend_from_slice(&body);
     // Section headers: null, ours, .shstrtab.

@@ -31,7 +31,21 @@ use crate::model::text::Untrusted;
 
 /// Files one blazesym instance may hold open before it is replaced (it
 /// keeps every file it has seen, and this process has [`MAX_FILES`] descriptors).
-const FILES_PER_SYMBOLIZER: usize = (MAX_FILES / 2) as usize;
+const FILES_PER_SYMBOLIZER: usize = (MAX_FILES / 4) as usize;
+
+/// Versions of files (a file whose size or mtime changed is a new one to
+/// blazesym, which keeps the old one open) one blazesym instance may load
+/// before it is replaced.
+const VERSIONS_PER_SYMBOLIZER: usize = (MAX_FILES / 4) as usize;
+
+/// What blazesym tells versions of a file apart by.
+type Version = (u64, u64, u64, i64, i64);
+
+fn version_of(file: &File) -> Option<Version> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
 
 /// The uid that owns the system's binaries: only their debug links and
 /// `.dwp` files are followed (a user's binary must not make us open other paths).
@@ -59,6 +73,7 @@ impl Opened {
 struct Namer {
     symbolizer: Symbolizer,
     files: HashMap<(Vec<u8>, FileIdentity), Result<Opened, Refusal>>,
+    loaded: std::collections::HashSet<Version>,
 }
 
 fn new_symbolizer() -> Symbolizer {
@@ -70,6 +85,7 @@ impl Namer {
         Self {
             symbolizer: new_symbolizer(),
             files: HashMap::new(),
+            loaded: std::collections::HashSet::new(),
         }
     }
 
@@ -78,6 +94,7 @@ impl Namer {
         let key = (placed.path.clone(), placed.identity);
         if !self.files.contains_key(&key) && self.files.len() >= FILES_PER_SYMBOLIZER {
             self.symbolizer = new_symbolizer();
+            self.loaded.clear();
             self.files.clear();
         }
     }
@@ -239,6 +256,13 @@ fn stack(namer: &mut Namer, req: &Request) -> Stack {
                 ));
                 break;
             }
+        }
+        if let Some(v) = version_of(&opened.file) {
+            if !namer.loaded.contains(&v) && namer.loaded.len() >= VERSIONS_PER_SYMBOLIZER {
+                namer.symbolizer = new_symbolizer();
+                namer.loaded.clear();
+            }
+            namer.loaded.insert(v);
         }
         let named = Namer::name(&namer.symbolizer, opened, &placed.path, lookup, f.addr);
         match named {
