@@ -2,27 +2,23 @@
 //! then for each ring-buffer batch decode ([`crate::model::event`]) →
 //! classify and enrich ([`Record::new`]) → hand to a sink ([`crate::sink`]).
 //! A record whose stack needs naming waits, off the loop, for the
-//! symbolizer process ([`crate::enrich::symbolizer`]); later records do
-//! not wait for it, so a suspicious call may reach the sinks after calls
-//! made up to [`DEADLINE`] later.
+//! symbolizer process ([`crate::enrich::symbolizer`]), and the records
+//! after it wait behind it ([`Pending`]): sinks see calls in the order they
+//! were made, a few seconds late at worst.
 //!
 //! The kernel side reports every call only while someone holds its
 //! [`ReportAll`] switch; the sinks say which records they want ([`Demand`])
 //! and the pipeline builds records only for calls a sink will show.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
 use crate::bpf::counters::KernelCounters;
 use crate::bpf::ringbuf::{ReadCounters, RingbufReader};
 use crate::bpf::{self, LoadError, LoadOptions, Probes, ReportAll};
+use crate::enrich::pending::Pending;
 use crate::enrich::record::{Enrich, Record};
-use crate::enrich::stack::Stack;
-use crate::enrich::symbolizer::client::{
-    Answered, Busy, Symbolizer, SymbolizerCounters, DEADLINE, QUEUE,
-};
-use crate::enrich::symbolizer::protocol::Request;
+use crate::enrich::symbolizer::client::{Symbolizer, SymbolizerCounters};
 use crate::model::backend::{Backend, ProbeChoice};
 use crate::model::classify::report_policy;
 use crate::model::event::CopyEvent;
@@ -68,107 +64,9 @@ pub struct Watch {
     reader: RingbufReader,
     enrich: Enrich,
     batch: Vec<CopyEvent>,
-    naming: Naming,
-}
-
-/// Records that wait past this many for the symbolizer get their stack
-/// unnamed at once (a flood from many places must not grow memory).
-const MAX_WAITING: usize = 4 * QUEUE;
-
-/// Records waiting for their stack to be named.
-struct Naming {
-    symbolizer: Symbolizer,
-    /// Ticket → the request and the records that share it.
-    waiting: HashMap<u64, (Request, Vec<Record>)>,
-    /// Request → its ticket: calls from the same place share one answer.
-    tickets: HashMap<Request, u64>,
-    records: usize,
-    next_ticket: u64,
-}
-
-impl Naming {
-    fn new() -> Self {
-        Self {
-            symbolizer: Symbolizer::start(),
-            waiting: HashMap::new(),
-            tickets: HashMap::new(),
-            records: 0,
-            next_ticket: 0,
-        }
-    }
-
-    /// Takes `record` until its stack is named, or returns it with the
-    /// stack unnamed when too many wait already.
-    fn wait(&mut self, mut record: Record, request: Request) -> Option<Record> {
-        let unnamed = |record: &mut Record, request: &Request, why: String| {
-            let addrs: Vec<u64> = request.frames.iter().map(|f| f.addr).collect();
-            record.stack = Some(Stack::unnamed(&addrs, why));
-        };
-        if self.records >= MAX_WAITING {
-            unnamed(
-                &mut record,
-                &request,
-                format!("{MAX_WAITING} stacks are waiting for the symbolizer"),
-            );
-            return Some(record);
-        }
-        if let Some(t) = self.tickets.get(&request) {
-            if let Some((_, records)) = self.waiting.get_mut(t) {
-                records.push(record);
-                self.records += 1;
-                return None;
-            }
-        }
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        match self.symbolizer.ask(ticket, request.clone()) {
-            Ok(()) => {
-                self.tickets.insert(request.clone(), ticket);
-                self.waiting.insert(ticket, (request, vec![record]));
-                self.records += 1;
-                None
-            }
-            Err(Busy(request)) => {
-                unnamed(
-                    &mut record,
-                    &request,
-                    format!("{QUEUE} stacks are queued for the symbolizer"),
-                );
-                Some(record)
-            }
-        }
-    }
-
-    /// The records an answer completes.
-    fn complete(&mut self, a: Answered, enrich: &mut Enrich) -> Vec<Record> {
-        let Some((request, mut records)) = self.waiting.remove(&a.ticket) else {
-            return Vec::new();
-        };
-        self.tickets.remove(&request);
-        self.records -= records.len();
-        if a.named {
-            enrich.stacks.remember(request, &a.stack);
-        }
-        for r in &mut records {
-            r.stack = Some(a.stack.clone());
-        }
-        records
-    }
-
-    /// Every waiting record, its stack unnamed for `why`.
-    fn give_up(&mut self, why: &str) -> Vec<Record> {
-        self.tickets.clear();
-        self.records = 0;
-        let mut out = Vec::new();
-        for (_, (request, records)) in self.waiting.drain() {
-            let addrs: Vec<u64> = request.frames.iter().map(|f| f.addr).collect();
-            for mut r in records {
-                r.stack = Some(Stack::unnamed(&addrs, why.to_string()));
-                out.push(r);
-            }
-        }
-        out
-    }
+    pending: Pending,
+    /// Records ready for the sinks.
+    out: Vec<Record>,
 }
 
 /// Gives back to the system the heap that start-up used and freed (BTF
@@ -201,7 +99,8 @@ impl Watch {
             reader,
             enrich,
             batch: Vec::with_capacity(256),
-            naming: Naming::new(),
+            pending: Pending::new(Symbolizer::start()),
+            out: Vec::new(),
         })
     }
 
@@ -243,36 +142,42 @@ impl Watch {
 
     /// The symbolizer's counters, shared.
     pub fn symbolizer_counters(&self) -> Arc<SymbolizerCounters> {
-        self.naming.symbolizer.counters()
+        self.pending.counters()
+    }
+
+    /// Hands the records that may go now to `sink`.
+    fn flush(&mut self, sink: &mut impl RecordSink) {
+        for r in self.out.drain(..) {
+            sink.record(&r);
+        }
+        sink.batch_end();
     }
 
     fn emit(&mut self, sink: &mut impl RecordSink) {
         for ev in self.batch.drain(..) {
             let (record, request) = Record::new(ev, &mut self.enrich);
-            let ready = match request {
-                None => Some(record),
-                Some(req) => self.naming.wait(record, req),
-            };
-            if let Some(r) = ready {
-                sink.record(&r);
-            }
+            self.pending.push(record, request, &mut self.out);
         }
-        sink.batch_end();
+        self.flush(sink);
     }
 
-    /// Waits for the next batch of calls, or the next named stack, and
-    /// passes each wanted record to `sink`.
+    /// Waits for the next batch of calls, a named stack or the end of a
+    /// stack's wait, and passes each wanted record to `sink`, in call order.
     pub async fn next_batch(&mut self, sink: &mut impl RecordSink) -> Result<(), WatchError> {
+        let deadline = self.pending.next_deadline();
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
         tokio::select! {
             read = self.reader.read_batch(|| sink.demand(), &mut self.batch, &self.read) => {
                 read.map_err(WatchError::Read)?;
                 self.emit(sink);
             }
-            Some(answer) = self.naming.symbolizer.answer() => {
-                for r in self.naming.complete(answer, &mut self.enrich) {
-                    sink.record(&r);
-                }
-                sink.batch_end();
+            Some(answer) = self.pending.symbolizer().answer() => {
+                self.pending.answer(answer, &mut self.enrich, &mut self.out);
+                self.flush(sink);
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                self.pending.expire(&mut self.out);
+                self.flush(sink);
             }
         }
         // Under a steady stream a batch is always ready; yield so the
@@ -282,29 +187,25 @@ impl Watch {
     }
 
     /// Passes every wanted call already in the ring buffer to `sink`, and
-    /// the records waiting for their stacks once named (or, past the
-    /// symbolizer's deadline, unnamed).
+    /// the records held for their stacks once named (or, past their wait,
+    /// unnamed).
     pub async fn finish(&mut self, sink: &mut impl RecordSink) {
         self.reader
             .drain(sink.demand(), &mut self.batch, &self.read);
         self.emit(sink);
-        let until = tokio::time::Instant::now() + DEADLINE + DEADLINE;
-        while !self.naming.waiting.is_empty() {
-            match tokio::time::timeout_at(until, self.naming.symbolizer.answer()).await {
-                Ok(Some(answer)) => {
-                    for r in self.naming.complete(answer, &mut self.enrich) {
-                        sink.record(&r);
-                    }
-                }
-                Ok(None) | Err(_) => break,
+        while let Some(deadline) = self.pending.next_deadline() {
+            let answer =
+                tokio::time::timeout_at(deadline, self.pending.symbolizer().answer()).await;
+            match answer {
+                Ok(Some(a)) => self.pending.answer(a, &mut self.enrich, &mut self.out),
+                Ok(None) => break,
+                Err(_) => self.pending.expire(&mut self.out),
             }
         }
-        for r in self
-            .naming
-            .give_up("copytrace stopped before the symbolizer answered")
-        {
-            sink.record(&r);
-        }
-        sink.batch_end();
+        self.pending.give_up_all(
+            "copytrace stopped before the symbolizer answered",
+            &mut self.out,
+        );
+        self.flush(sink);
     }
 }

@@ -249,8 +249,11 @@ fn history_replays_the_last_suspicious_calls() {
     // 4 suspicious calls happened, the daemon keeps 3.
     // Kernel-side counts are immediate; history fills as the reported
     // (suspicious) calls are read.
+    // Their records are held until their stacks are named.
     wait_for(20, "the four suspicious calls delivered", || {
-        (d.metric("copytrace_events_received_total")? >= 4.0).then_some(())
+        let received = d.metric("copytrace_events_received_total")?;
+        let held = d.metric("copytrace_records_held")?;
+        (received >= 4.0 && held == 0.0).then_some(())
     });
     let mut c = Raw::connect(&d.socket, &hello("", 2));
     let replay = c.until_live();

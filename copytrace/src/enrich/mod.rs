@@ -7,6 +7,7 @@
 pub mod cgroups;
 pub mod kallsyms;
 pub mod mounts;
+pub mod pending;
 pub mod record;
 pub mod stack;
 pub mod symbolizer;

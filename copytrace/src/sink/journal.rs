@@ -155,12 +155,12 @@ impl Journal {
         }
     }
 
-    fn send(&mut self, entry: &[u8]) {
+    /// Writes one entry; says whether journald took it.
+    fn send(&mut self, entry: &[u8]) -> bool {
         match self.socket.send(entry) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.hold_back(),
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) => {
-                self.hold_back();
                 // Entries are small (no memfd fallback needed); say it once.
                 if !self.failed {
                     log::warn!(
@@ -168,6 +168,7 @@ impl Journal {
                     );
                     self.failed = true;
                 }
+                false
             }
         }
     }
@@ -200,7 +201,9 @@ impl RecordSink for Journal {
             self.hold_back();
             return;
         }
-        self.send(&entry(r));
+        if !self.send(&entry(r)) {
+            self.hold_back();
+        }
     }
 
     fn batch_end(&mut self) {
@@ -212,8 +215,11 @@ impl Journal {
     /// Writes the held-back summary when one is due (also called on a
     /// timer, so it comes after a flood has stopped).
     pub fn summarise(&mut self) {
-        if let Some(s) = self.limit.summary(Instant::now()) {
-            self.send(&summary_entry(&s));
+        let now = Instant::now();
+        if let Some(s) = self.limit.summary(now) {
+            if !self.send(&summary_entry(&s)) {
+                self.limit.put_back(s, now);
+            }
         }
     }
 }

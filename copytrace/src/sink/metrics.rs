@@ -52,6 +52,7 @@ pub struct Metrics {
     stacks_named: IntCounter,
     stacks_unavailable: IntCounter,
     symbolizer_starts: IntCounter,
+    records_held: IntGauge,
     probes_attached: IntGaugeVec,
     /// Tail clients' dropped events (see sink::tail_hub).
     pub tail_dropped: IntCounter,
@@ -190,6 +191,11 @@ impl Metrics {
         registry.register(Box::new(probes_attached.clone()))?;
         registry.register(Box::new(build_info))?;
         let tail_clients = IntGauge::new("tail_clients", "connected tail clients")?;
+        let records_held = IntGauge::new(
+            "records_held",
+            "records held, in call order, until the symbolizer names a suspicious call's stack",
+        )?;
+        registry.register(Box::new(records_held.clone()))?;
         registry.register(Box::new(tail_clients.clone()))?;
         // Process metrics (RSS, CPU, fds) keep their standard unprefixed names.
         let process = Registry::new();
@@ -248,6 +254,7 @@ impl Metrics {
             errors,
             probes_attached,
             tail_clients,
+            records_held,
             kernel: None,
             pipeline: None,
             symbolizer: None,
@@ -332,6 +339,8 @@ impl Metrics {
                 &self.symbolizer_starts,
                 load(&sc.starts),
             );
+            self.records_held
+                .set(i64::try_from(load(&sc.held)).unwrap_or(i64::MAX));
         }
         if let Some(pc) = self.pipeline.clone() {
             let p = &mut self.pulled;

@@ -144,6 +144,20 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// Takes back a summary that could not be written: its counts join the
+    /// next one, which is due at once.
+    pub fn put_back(&mut self, s: Summary, now: Instant) {
+        for (uid, n) in s.by_uid {
+            *self.held.entry(uid).or_default() += n;
+        }
+        if s.others > 0 {
+            *self.held.entry(OVERFLOW_UID).or_default() += s.others;
+        }
+        self.last_summary = now.checked_sub(SUMMARY_EVERY).unwrap_or(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +189,9 @@ mod tests {
         assert_eq!(s.by_uid, vec![(1000, 97)]);
         assert_eq!(s.others, 0);
         assert_eq!(r.summary(t0 + SUMMARY_EVERY * 3), None, "nothing new");
+        let t1 = t0 + SUMMARY_EVERY * 4;
+        r.put_back(s.clone(), t1);
+        assert_eq!(r.summary(t1), Some(s), "an unsent summary comes again");
     }
 
     #[test]

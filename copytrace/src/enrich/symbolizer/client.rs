@@ -42,6 +42,9 @@ pub struct SymbolizerCounters {
     pub unavailable: AtomicU64,
     /// Times it was started.
     pub starts: AtomicU64,
+    /// Records held, in call order, until their stacks are named (kept
+    /// by [`crate::enrich::pending::Pending`]).
+    pub held: AtomicU64,
 }
 
 /// One request in, one stack out.

@@ -620,11 +620,32 @@ fn journal_flood() -> bool {
         .lines()
         .find(|l| l.contains("Suppressed") && l.contains("copytrace"))
         .map(str::to_string);
+    let (_, errors) = sh(
+        "journalctl",
+        &[
+            "-u",
+            "copytrace",
+            "--since",
+            &since,
+            "--no-pager",
+            "-o",
+            "cat",
+            "COPYTRACE_VERDICT=error",
+        ],
+    );
+    let metric = http_get("127.0.0.1:9977", "/metrics")
+        .and_then(|m| sample(&m, "copytrace_journal_held_back_total"));
+    let (_, last) = sh(
+        "journalctl",
+        &["-u", "copytrace", "--no-pager", "-n", "3", "-o", "cat"],
+    );
     check(
         "a user's flood of suspicious calls is rate-limited in the journal",
         ran && summary.is_some_and(|n| n > 0 && n <= CALLS) && suppressed.is_none(),
         &format!(
-            "{CALLS} calls as nobody ({st:?}): held back {summary:?}; journald: {suppressed:?}"
+            "{CALLS} calls as nobody ({st:?}): held back {summary:?} (metric {metric:?}); {} entries written; journald: {suppressed:?}; last: {}",
+            errors.lines().count(),
+            last.replace('\n', " | ")
         ),
     )
 }
