@@ -591,6 +591,7 @@ fn journal_flood() -> bool {
     let ran = st.as_ref().is_ok_and(|s| s.success());
     // The summary comes within 30 s of the first held-back entry.
     let summary = wait(60, || {
+        // `-o verbose` prints every field as `    NAME=value`.
         let (_, out) = sh(
             "journalctl",
             &[
@@ -599,18 +600,13 @@ fn journal_flood() -> bool {
                 "--since",
                 &since,
                 "-o",
-                "json",
+                "verbose",
                 "--no-pager",
-                "COPYTRACE_HELD_BACK",
             ],
         );
         out.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find_map(|v| {
-                v["COPYTRACE_HELD_BACK"]
-                    .as_str()
-                    .and_then(|n| n.parse::<u64>().ok())
-            })
+            .find_map(|l| l.trim().strip_prefix("COPYTRACE_HELD_BACK="))
+            .and_then(|n| n.parse::<u64>().ok())
     });
     let (_, all) = sh(
         "journalctl",
