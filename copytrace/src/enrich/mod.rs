@@ -5,6 +5,7 @@
 //! [`record::Record`].
 
 pub mod cgroups;
+pub mod fresh;
 pub mod kallsyms;
 pub mod mounts;
 pub mod pending;

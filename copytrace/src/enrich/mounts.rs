@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::fresh::Fresh;
 use crate::model::event::Location;
 use crate::model::text::Untrusted;
 
@@ -162,7 +163,7 @@ pub struct MountTable {
     missed: std::collections::HashSet<u32>,
     host_ns: Option<u32>,
     /// (pid, mount namespace) → its table, read at most once per [`FOREIGN_FOR`].
-    foreign: HashMap<(u32, u32), (std::time::Instant, ForeignMounts)>,
+    foreign: Fresh<(u32, u32), ForeignMounts>,
 }
 
 impl std::fmt::Debug for MountTable {
@@ -211,7 +212,7 @@ impl MountTable {
             read_ns: 0,
             missed: std::collections::HashSet::new(),
             host_ns,
-            foreign: HashMap::new(),
+            foreign: Fresh::new(FOREIGN_FOR, FOREIGN_KEPT),
         };
         t.refresh();
         t
@@ -258,26 +259,6 @@ impl MountTable {
         self.by_id.get(&loc.mnt_id).filter(|m| m.dev == loc.dev)
     }
 
-    /// The mount table of the caller `pid`'s namespace `ns`.
-    fn foreign_table(&mut self, pid: u32, ns: u32) -> ForeignMounts {
-        let now = std::time::Instant::now();
-        if let Some((at, t)) = self.foreign.get(&(pid, ns)) {
-            if now.duration_since(*at) < FOREIGN_FOR {
-                return t.clone();
-            }
-        }
-        if self.foreign.len() >= FOREIGN_KEPT {
-            self.foreign
-                .retain(|_, (at, _)| now.duration_since(*at) < FOREIGN_FOR);
-            if self.foreign.len() >= FOREIGN_KEPT {
-                self.foreign.clear();
-            }
-        }
-        let t: ForeignMounts = self.source.of_pid(pid).map(|text| parse(&text).into());
-        self.foreign.insert((pid, ns), (now, t.clone()));
-        t
-    }
-
     /// Resolves where a file lives; `pid` is the caller (for its
     /// namespace's view), `at_ns` when the call ended (CLOCK_MONOTONIC).
     pub fn resolve(&mut self, loc: &Location, pid: u32, at_ns: u64) -> Resolved {
@@ -320,7 +301,12 @@ impl MountTable {
         }
         found.sort_by_key(|p| p.as_bytes().len());
         let ns_path = foreign
-            .then(|| self.foreign_table(pid, loc.mnt_ns))
+            .then(|| {
+                let source = &self.source;
+                self.foreign.get_or_read((pid, loc.mnt_ns), || {
+                    source.of_pid(pid).map(|t| parse(&t).into())
+                })
+            })
             .flatten()
             .and_then(|mounts| mounts.iter().find(|m| m.id == loc.mnt_id).cloned())
             .and_then(|m| join(&m, fs_path));

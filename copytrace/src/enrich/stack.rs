@@ -12,12 +12,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use copytrace_common::event::STACK_DEPTH;
 
+use super::fresh::Fresh;
 use super::symbolizer::protocol::{FileIdentity, FrameAt, Offset, Placed, Request};
 use crate::model::event::{Location, RawStack};
 use crate::model::text::Untrusted;
@@ -230,37 +231,27 @@ const MAPS_FOR: Duration = Duration::from_secs(1);
 const MAPS_KEPT: usize = 64;
 
 /// Places captured stacks in files and remembers named ones.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stacks {
     recent: VecDeque<Request>,
     named: HashMap<Request, Stack>,
-    maps: HashMap<u32, (Instant, Maps)>,
+    maps: Fresh<u32, Maps>,
 }
 
 /// A process's executable mappings, or `None` when unreadable.
 type Maps = Option<Arc<[Mapping]>>;
 
-impl Stacks {
-    /// `pid`'s executable mappings, read at most once per [`MAPS_FOR`].
-    fn maps_of(&mut self, pid: u32) -> Maps {
-        let now = Instant::now();
-        if let Some((at, m)) = self.maps.get(&pid) {
-            if now.duration_since(*at) < MAPS_FOR {
-                return m.clone();
-            }
+impl Default for Stacks {
+    fn default() -> Self {
+        Self {
+            recent: VecDeque::new(),
+            named: HashMap::new(),
+            maps: Fresh::new(MAPS_FOR, MAPS_KEPT),
         }
-        if self.maps.len() >= MAPS_KEPT {
-            self.maps
-                .retain(|_, (at, _)| now.duration_since(*at) < MAPS_FOR);
-            if self.maps.len() >= MAPS_KEPT {
-                self.maps.clear();
-            }
-        }
-        let m: Maps = maps_of(pid).map(Into::into);
-        self.maps.insert(pid, (now, m.clone()));
-        m
     }
+}
 
+impl Stacks {
     /// Places `raw`'s frames for the symbolizer, or answers from memory.
     pub fn prepare(&mut self, raw: &RawStack, pid: u32, exe: Option<Executable<'_>>) -> Prepared {
         if let Some(e) = raw.error {
@@ -271,7 +262,7 @@ impl Stacks {
             });
         }
         let addrs: Vec<u64> = raw.addrs.iter().copied().take(STACK_DEPTH).collect();
-        let maps = self.maps_of(pid);
+        let maps = self.maps.get_or_read(pid, || maps_of(pid).map(Into::into));
         let frames = match &maps {
             Some(maps) => addrs
                 .iter()
