@@ -111,6 +111,13 @@ impl Target {
         sample(&self.scrape_within(SCRAPE_QUICKLY), series).unwrap_or(0.0)
     }
 
+    /// Waits until no record is held for its stack (the daemon's gauge).
+    fn wait_released(&self) {
+        support::wait_for(120, "the held records released", || {
+            (self.metric("copytrace_records_held") == 0.0).then_some(())
+        });
+    }
+
     fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.daemon.child.id()))
             .map(|d| d.count())
@@ -314,10 +321,11 @@ fn a_thousand_versions_of_a_binary_do_not_exhaust_descriptors() {
         assert!(run_as_nobody(&mut Command::new(&exe)).success());
     }
     t.scrape_within(SCRAPE_QUICKLY);
-    // Once the backlog is named, one more version is named too.
-    std::thread::sleep(Duration::from_secs(3));
+    // Once the backlog is out, one more version is named too.
+    t.wait_released();
     assert!(run_as_nobody(&mut Command::new(&exe)).success());
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(500));
+    t.wait_released();
     let fds_after = t.open_fds();
     let calls_counted = error_calls(&t.scrape_within(SCRAPE_QUICKLY));
     let events = t.stop();

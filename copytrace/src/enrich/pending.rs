@@ -109,18 +109,27 @@ impl Pending {
             return;
         };
         let seq = self.first + self.order.len() as u64;
-        let until = Some(Instant::now() + WAIT);
+        let deadline = Instant::now() + WAIT;
+        let until = Some(deadline);
         if let Some(asked) = self
             .tickets
             .get(&request)
             .and_then(|t| self.asked.get_mut(t))
         {
-            asked.seqs.push(seq);
-            self.order.push_back(Slot { record, until });
+            if asked.seqs.len() < MAX_HELD {
+                asked.seqs.push(seq);
+                self.order.push_back(Slot { record, until });
+            } else {
+                // A flood from one place while its stack is named: the
+                // first calls get the names, the rest go out unnamed.
+                let why = format!("{MAX_HELD} calls from this place wait for the symbolizer");
+                unnamed(&mut record, why);
+                self.order.push_back(Slot::ready(record));
+            }
         } else {
             let ticket = self.next_ticket;
             self.next_ticket += 1;
-            match self.symbolizer.ask(ticket, request.clone()) {
+            match self.symbolizer.ask(ticket, request.clone(), deadline) {
                 Ok(()) => {
                     self.tickets.insert(request.clone(), ticket);
                     self.asked.insert(

@@ -64,6 +64,8 @@ pub struct Answered {
 struct Job {
     ticket: u64,
     request: Request,
+    /// Past this no one waits for the answer: the job is skipped.
+    until: Instant,
 }
 
 /// Handle to the symbolizer task.
@@ -103,10 +105,15 @@ impl Symbolizer {
         }
     }
 
-    /// Queues a request without waiting; gives it back when the queue is full.
-    pub fn ask(&self, ticket: u64, request: Request) -> Result<(), Busy> {
+    /// Queues a request without waiting, worth answering until `until`;
+    /// gives it back when the queue is full.
+    pub fn ask(&self, ticket: u64, request: Request, until: Instant) -> Result<(), Busy> {
         self.jobs
-            .try_send(Job { ticket, request })
+            .try_send(Job {
+                ticket,
+                request,
+                until,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => {
                     self.counters.unavailable.fetch_add(1, Ordering::Relaxed);
@@ -212,6 +219,21 @@ async fn serve(
     let mut next_start = Instant::now();
     while let Some(job) = jobs.recv().await {
         let addrs: Vec<u64> = job.request.frames.iter().map(|f| f.addr).collect();
+        if Instant::now() >= job.until {
+            // Its records went out unnamed already: spend nothing on it.
+            counters.unavailable.fetch_add(1, Ordering::Relaxed);
+            let stack = Stack::unnamed(&addrs, "no one waited for it any more".into());
+            let done = Answered {
+                ticket: job.ticket,
+                request: job.request,
+                stack,
+                named: false,
+            };
+            if answers.send(done).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let outcome = match worker.take() {
             Some(w) => Ok(w),
             None if Instant::now() < next_start => Err("the symbolizer is restarting".to_string()),
