@@ -22,8 +22,10 @@ use super::symbolizer::protocol::Request;
 pub const WAIT: Duration = Duration::from_secs(2 * DEADLINE.as_secs());
 
 /// Records held in order at most; past it the oldest waiting stack is
-/// given up (a flood must not grow memory or delay every sink).
-pub const MAX_HELD: usize = 4096;
+/// given up (a flood must not grow memory or delay every sink). Well under
+/// a tail client's queue (4096 by default): an answer releases what it held
+/// at once, and a client must not lag for that burst.
+pub const MAX_HELD: usize = 1024;
 
 /// A record in call order; it waits while `until` is set.
 struct Slot {
