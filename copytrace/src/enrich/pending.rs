@@ -94,11 +94,6 @@ impl Pending {
         self.symbolizer.counters()
     }
 
-    /// Whether any record is held.
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
     /// Takes a record, with the request its stack needs if any; appends to
     /// `out` the records that may go now, in call order.
     pub fn push(&mut self, mut record: Record, request: Option<Request>, out: &mut Vec<Record>) {

@@ -143,8 +143,7 @@ impl Namer {
                         .iter()
                         .map(|f| Untrusted::from(f.name.as_ref()))
                         .collect(),
-                }
-                .bounded())
+                })
             }
             Ok(Symbolized::Unknown(_)) => Ok(Frame {
                 module,
