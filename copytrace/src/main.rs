@@ -7,9 +7,9 @@ use clap::Parser as _;
 use copytrace::cli::{Cli, Command, TailArgs};
 use copytrace::commands::{assets, doctor, trace};
 use copytrace::error_chain;
-use copytrace::model::filter::Filter;
 use copytrace::service::daemon;
 use copytrace::tail::client::{self, TailOptions};
+use copytrace::tail::filter::Filter;
 
 /// Exit code for any copytrace error (bad input, missing privileges, load failure).
 const EXIT_ERROR: u8 = 2;
@@ -85,7 +85,11 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     match cli.command {
-        Command::Run(args) => match rt.block_on(daemon::run(args, cli.log_level)) {
+        Command::Run(args) => match rt.block_on(daemon::run(
+            args.source(),
+            args.overrides(cli.log_level),
+            args.check_config,
+        )) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },

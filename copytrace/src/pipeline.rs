@@ -25,9 +25,6 @@ use crate::model::event::CopyEvent;
 use crate::model::fs_magic;
 use crate::sink::RecordSink;
 
-/// The pipeline's own counters, shared with the metrics.
-pub type PipelineCounters = ReadCounters;
-
 /// Errors that end a watch.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -130,7 +127,7 @@ impl Watch {
     }
 
     /// The pipeline's own counters, shared.
-    pub fn read_counters(&self) -> Arc<PipelineCounters> {
+    pub fn read_counters(&self) -> Arc<ReadCounters> {
         self.read.clone()
     }
 

@@ -14,7 +14,6 @@ use copytrace_common::SUSPICIOUS_WAKE_GAP_NS;
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::model::event::{decode, peek_suspicious, CopyEvent};
-use crate::sink::Demand;
 
 /// Most records handed out per batch.
 pub const MAX_BATCH: usize = 1024;
@@ -160,4 +159,15 @@ impl RingbufReader {
             }
         }
     }
+}
+
+/// Which calls a sink needs records of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Demand {
+    /// None: counts are enough.
+    Nothing,
+    /// The suspicious ones.
+    Suspicious,
+    /// Every call.
+    Every,
 }

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::model::backend::ProbeChoice;
 use crate::model::classify::Verdict;
+use crate::service::config::{Overrides, Source};
 use crate::sink::console::Print;
 
 /// Watches every copy_file_range(2) call on this machine and explains the
@@ -100,7 +101,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Which calls to print on stdout (config: print) [default: all].
+    /// Which calls to print on stdout (config: print) [default: all when stdout is a terminal,
+    /// suspicious otherwise: the service's journal, a pipe].
     #[arg(long, value_enum)]
     pub print: Option<Print>,
 
@@ -137,6 +139,31 @@ pub struct RunArgs {
     pub no_stacks: bool,
 }
 
+impl RunArgs {
+    /// The configuration file these flags name.
+    pub fn source(&self) -> Source {
+        Source::new(self.config.clone())
+    }
+
+    /// The keys these flags set, over the file's; `log_level` is the global `--log-level`.
+    pub fn overrides(&self, log_level: Option<log::LevelFilter>) -> Overrides {
+        Overrides {
+            log_level,
+            probe: self.probe,
+            json: self.json.then_some(true),
+            print: self.print,
+            pid: self.pid,
+            metrics_enabled: self.no_metrics.then_some(false),
+            metrics_listen: self.metrics_listen,
+            tail_enabled: self.no_tail.then_some(false),
+            tail_socket: self.socket.clone(),
+            tail_group: self.socket_group.clone(),
+            tail_history: self.history,
+            stacks: self.no_stacks.then_some(false),
+        }
+    }
+}
+
 /// `copytrace trace`.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -156,7 +183,7 @@ pub struct TraceArgs {
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// Daemon socket.
-    #[arg(long, value_name = "PATH", default_value = crate::service::config::DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = crate::tail::config::DEFAULT_SOCKET)]
     pub socket: PathBuf,
 
     /// Every call, not only suspicious ones.
@@ -213,6 +240,7 @@ pub struct TailArgs {
 mod tests {
     use super::*;
     use crate::model::backend::Backend;
+    use clap::{CommandFactory as _, ValueEnum as _};
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("copytrace").chain(args.iter().copied()))
@@ -288,5 +316,72 @@ mod tests {
         assert!(parse(&["run", "--pid", "-3"]).is_err());
         assert!(parse(&["run", "--frobnicate"]).is_err());
         assert!(parse(&["doctor", "--log-level", "loud"]).is_err());
+    }
+
+    /// Every `[default: …]` the help shows for a flag with a config key is
+    /// what the configuration holds when neither file nor flag sets it.
+    #[test]
+    fn help_defaults_are_the_configuration_defaults() {
+        use crate::service::config::{Config, DEFAULT_PATH};
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").expect("run");
+        let mut checked = 0;
+        for arg in run.get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let help = help.replace('\n', " ");
+            let Some(default) = help.split("[default: ").nth(1) else {
+                continue;
+            };
+            let default = default.split(']').next().unwrap_or_default();
+            if arg.get_id() == "config" {
+                assert!(default.starts_with(DEFAULT_PATH), "{help}");
+                continue;
+            }
+            if arg.get_id() == "print" {
+                // Decided at start by the terminal: both cases are named.
+                for case in [true, false] {
+                    let p = Print::default_for(case);
+                    let name = p.to_possible_value().expect("value").get_name().to_string();
+                    assert!(default.contains(&name), "{help} lacks {name}");
+                }
+                checked += 1;
+                continue;
+            }
+            let key = help
+                .split("(config: ")
+                .nth(1)
+                .and_then(|k| k.split(')').next())
+                .unwrap_or_else(|| panic!("{help}: a default without a config key"));
+            let value = if default.parse::<i64>().is_ok() || default == "true" || default == "false"
+            {
+                default.to_string()
+            } else {
+                format!("{default:?}")
+            };
+            let text = match key.split_once('.') {
+                Some((table, k)) => format!("[{table}]\n{k} = {value}\n"),
+                None => format!("{key} = {value}\n"),
+            };
+            let parsed = Config::parse(&text, std::path::Path::new("help"))
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                parsed,
+                Config::default(),
+                "--{}: help says {default}",
+                arg.get_id()
+            );
+            checked += 1;
+        }
+        assert!(checked >= 6, "only {checked} defaults found in run's help");
+        let global = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "log_level")
+            .and_then(|a| a.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert!(
+            global.contains(&format!("[default: {}]", Config::default().log_level)),
+            "{global}"
+        );
     }
 }

@@ -6,7 +6,6 @@ pub mod backend;
 pub mod classify;
 pub mod errno;
 pub mod event;
-pub mod filter;
 pub mod fs_magic;
 pub mod limits;
 pub mod text;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::model::backend::ProbeChoice;
 use crate::sink::console::Print;
+use crate::tail::config::TailConfig;
 
 /// Where `copytrace run` looks for its configuration by default.
 pub const DEFAULT_PATH: &str = "/etc/copytrace/copytrace.toml";
@@ -17,17 +18,8 @@ pub const DEFAULT_PATH: &str = "/etc/copytrace/copytrace.toml";
 /// Default metrics listen address.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9977";
 
-/// Default tail socket.
-pub const DEFAULT_SOCKET: &str = "/run/copytrace/copytrace.sock";
-
 /// Most units `metrics.unit_top` may give a label value of their own.
 pub const MAX_UNIT_TOP: usize = 100;
-
-/// The largest `tail.client_queue` accepted (records a slow client may lag behind).
-pub const MAX_CLIENT_QUEUE: usize = 65_536;
-
-/// The largest `tail.history` accepted (suspicious calls kept for new clients).
-pub const MAX_HISTORY: usize = 100_000;
 
 /// Errors from reading configuration.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +36,93 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// What `copytrace run`'s flags set. They are applied over the file's keys
+/// at start and again after every reload, so a flag always wins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `log_level`.
+    pub log_level: Option<log::LevelFilter>,
+    /// `probe`.
+    pub probe: Option<ProbeChoice>,
+    /// `json`.
+    pub json: Option<bool>,
+    /// `print`.
+    pub print: Option<Print>,
+    /// `pid`.
+    pub pid: Option<u32>,
+    /// `metrics.enabled`.
+    pub metrics_enabled: Option<bool>,
+    /// `metrics.listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `tail.enabled`.
+    pub tail_enabled: Option<bool>,
+    /// `tail.socket`.
+    pub tail_socket: Option<PathBuf>,
+    /// `tail.group`.
+    pub tail_group: Option<String>,
+    /// `tail.history`.
+    pub tail_history: Option<usize>,
+    /// `stacks`.
+    pub stacks: Option<bool>,
+}
+
+impl Overrides {
+    /// Sets every key a flag gave.
+    pub fn apply(&self, c: &mut Config) {
+        fn set<T: Clone>(key: &mut T, flag: &Option<T>) {
+            if let Some(v) = flag {
+                *key = v.clone();
+            }
+        }
+        if let Some(l) = self.log_level {
+            c.log_level = l.to_string().to_lowercase();
+        }
+        set(&mut c.probe, &self.probe);
+        set(&mut c.json, &self.json);
+        if self.print.is_some() {
+            c.print = self.print;
+        }
+        set(&mut c.pid, &self.pid);
+        set(&mut c.metrics.enabled, &self.metrics_enabled);
+        set(&mut c.metrics.listen, &self.metrics_listen);
+        set(&mut c.tail.enabled, &self.tail_enabled);
+        set(&mut c.tail.socket, &self.tail_socket);
+        set(&mut c.tail.group, &self.tail_group);
+        set(&mut c.tail.history, &self.tail_history);
+        set(&mut c.stacks, &self.stacks);
+    }
+}
+
+/// Where the configuration comes from, so a reload reads the same file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    path: PathBuf,
+    explicit: bool,
+}
+
+impl Source {
+    /// `--config FILE` (which must exist), or the default path (which may not).
+    pub fn new(flag: Option<PathBuf>) -> Self {
+        match flag {
+            Some(path) => Self {
+                path,
+                explicit: true,
+            },
+            None => Self {
+                path: PathBuf::from(DEFAULT_PATH),
+                explicit: false,
+            },
+        }
+    }
+
+    /// The file, then the flags on top.
+    pub fn load(&self, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut c = Config::load(&self.path, self.explicit)?;
+        overrides.apply(&mut c);
+        Ok(c)
+    }
+}
+
 /// Complete daemon configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,8 +131,9 @@ pub struct Config {
     pub probe: ProbeChoice,
     /// Log level of copytrace's own messages.
     pub log_level: String,
-    /// Which calls `run` prints on stdout.
-    pub print: Print,
+    /// Which calls `run` prints on stdout; unset, [`Print::default_for`]
+    /// decides by whether stdout is a terminal.
+    pub print: Option<Print>,
     /// Print JSON Lines instead of text.
     pub json: bool,
     /// Only this process and its descendants (0: all).
@@ -82,28 +162,12 @@ pub struct MetricsConfig {
     pub unit_top: usize,
 }
 
-/// `[tail]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TailConfig {
-    /// Serve the tail socket at all.
-    pub enabled: bool,
-    /// Socket path.
-    pub socket: PathBuf,
-    /// Group allowed to connect besides root.
-    pub group: String,
-    /// Suspicious calls kept for `--history`.
-    pub history: usize,
-    /// Events queued per client before it is told it lagged.
-    pub client_queue: usize,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
             probe: ProbeChoice::Auto,
             log_level: "info".into(),
-            print: Print::All,
+            print: None,
             json: false,
             pid: 0,
             stacks: true,
@@ -122,18 +186,6 @@ impl Default for MetricsConfig {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9977))),
             unit_label: false,
             unit_top: 10,
-        }
-    }
-}
-
-impl Default for TailConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            socket: PathBuf::from(DEFAULT_SOCKET),
-            group: "copytrace".into(),
-            history: 1000,
-            client_queue: 4096,
         }
     }
 }
@@ -177,30 +229,14 @@ impl Config {
                 self.metrics.unit_top
             ));
         }
-        if self.tail.client_queue == 0 {
-            return Err("tail.client_queue: must be at least 1".into());
-        }
-        // The broadcast queue allocates every slot up front, and each
-        // history entry keeps a record: a typo must not be a start-up OOM.
-        if self.tail.client_queue > MAX_CLIENT_QUEUE {
-            return Err(format!(
-                "tail.client_queue: {} is more than {MAX_CLIENT_QUEUE}",
-                self.tail.client_queue
-            ));
-        }
-        if self.tail.history > MAX_HISTORY {
-            return Err(format!(
-                "tail.history: {} is more than {MAX_HISTORY}",
-                self.tail.history
-            ));
-        }
-        if !self.tail.socket.is_absolute() {
-            return Err(format!(
-                "tail.socket: {} must be an absolute path",
-                self.tail.socket.display()
-            ));
-        }
-        Ok(())
+        self.tail.validate()
+    }
+
+    /// Which calls to print: the key, or the default for this stdout.
+    pub fn print(&self) -> Print {
+        use std::io::IsTerminal as _;
+        self.print
+            .unwrap_or_else(|| Print::default_for(std::io::stdout().is_terminal()))
     }
 
     /// The log level as a filter (validated at parse time).
@@ -221,6 +257,7 @@ fn key_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tail::config::{MAX_CLIENT_QUEUE, MAX_HISTORY};
 
     #[test]
     fn queue_and_history_sizes_are_bounded() {
@@ -265,7 +302,7 @@ client_queue = 7
             c.probe,
             ProbeChoice::Only(crate::model::backend::Backend::Tracepoint)
         );
-        assert_eq!(c.print, Print::Suspicious);
+        assert_eq!(c.print, Some(Print::Suspicious));
         assert_eq!(c.pid, 42);
         assert!(!c.metrics.enabled);
         assert_eq!(c.metrics.listen.port(), 1234);
@@ -292,5 +329,24 @@ client_queue = 7
         let p = Path::new("/nonexistent/copytrace.toml");
         assert_eq!(Config::load(p, false).ok(), Some(Config::default()));
         assert!(Config::load(p, true).is_err());
+    }
+
+    /// The shipped file and the README's example set every key to its
+    /// default, so installing either changes nothing.
+    #[test]
+    fn shipped_and_documented_files_are_the_defaults() {
+        let shipped = include_str!("../../../deploy/copytrace.toml");
+        assert_eq!(
+            parse(shipped),
+            Ok(Config::default()),
+            "deploy/copytrace.toml"
+        );
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("README has a toml block");
+        assert_eq!(parse(block), Ok(Config::default()), "README.md");
     }
 }

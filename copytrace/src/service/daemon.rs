@@ -7,7 +7,6 @@
 //! flush and exit 0.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,11 +14,10 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::bpf::LoadOptions;
-use crate::cli::RunArgs;
 use crate::enrich::record::Record;
 use crate::model::backend::Backend;
 use crate::pipeline::{Watch, WatchError};
-use crate::service::config::{Config, ConfigError, DEFAULT_PATH};
+use crate::service::config::{Config, ConfigError, Overrides, Source};
 use crate::service::notify::{self, Notifier};
 use crate::sink::console::{Console, Print};
 use crate::sink::journal::{self, Journal};
@@ -54,7 +52,7 @@ pub enum DaemonError {
     Signals(#[source] io::Error),
     /// The tail socket could not be set up.
     #[error(transparent)]
-    Tail(#[from] crate::sink::tail_hub::TailError),
+    Tail(#[from] crate::tail::server::TailError),
     /// stdout failed.
     #[error("writing to stdout failed")]
     Write(#[source] io::Error),
@@ -62,78 +60,6 @@ pub enum DaemonError {
 
 /// How often the STATUS= line is refreshed (sent only when it changed).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
-
-/// Where the configuration comes from, so SIGHUP can read it again.
-struct ConfigSource {
-    path: PathBuf,
-    explicit: bool,
-}
-
-impl ConfigSource {
-    fn new(args: &RunArgs) -> Self {
-        match &args.config {
-            Some(p) => Self {
-                path: p.clone(),
-                explicit: true,
-            },
-            None => Self {
-                path: PathBuf::from(DEFAULT_PATH),
-                explicit: false,
-            },
-        }
-    }
-
-    /// File, then flags on top.
-    fn load(
-        &self,
-        args: &RunArgs,
-        log_level: Option<log::LevelFilter>,
-    ) -> Result<Config, ConfigError> {
-        let mut c = Config::load(&self.path, self.explicit)?;
-        apply_flags(&mut c, args, log_level);
-        Ok(c)
-    }
-}
-
-/// Flags override the file's keys.
-pub fn apply_flags(c: &mut Config, a: &RunArgs, log_level: Option<log::LevelFilter>) {
-    if let Some(l) = log_level {
-        c.log_level = l.to_string().to_lowercase();
-    }
-    if let Some(p) = a.probe {
-        c.probe = p;
-    }
-    if a.json {
-        c.json = true;
-    }
-    if let Some(p) = a.print {
-        c.print = p;
-    }
-    if let Some(p) = a.pid {
-        c.pid = p;
-    }
-    if let Some(l) = a.metrics_listen {
-        c.metrics.listen = l;
-    }
-    if a.no_metrics {
-        c.metrics.enabled = false;
-    }
-    if let Some(s) = &a.socket {
-        c.tail.socket = s.clone();
-    }
-    if let Some(g) = &a.socket_group {
-        c.tail.group = g.clone();
-    }
-    if let Some(h) = a.history {
-        c.tail.history = h;
-    }
-    if a.no_tail {
-        c.tail.enabled = false;
-    }
-    if a.no_stacks {
-        c.stacks = false;
-    }
-}
 
 /// Keeps the kernel side reporting every call while `print = "all"`.
 struct PrintAll {
@@ -160,7 +86,7 @@ struct Fanout<W: io::Write> {
     console: Console<W>,
     /// Structured entries instead of console lines, when stdout is the journal.
     journal: Option<Journal>,
-    tail: Option<crate::sink::tail_hub::TailHub>,
+    tail: Option<crate::tail::server::TailHub>,
 }
 
 impl<W: io::Write> RecordSink for Fanout<W> {
@@ -221,10 +147,13 @@ fn print_config(config: &Config) {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(), DaemonError> {
-    let source = ConfigSource::new(&args);
-    let mut config = source.load(&args, log_level)?;
-    if args.check_config {
+pub async fn run(
+    source: Source,
+    overrides: Overrides,
+    check_only: bool,
+) -> Result<(), DaemonError> {
+    let mut config = source.load(&overrides)?;
+    if check_only {
         print_config(&config);
         return Ok(());
     }
@@ -246,7 +175,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         None
     };
     let tail = if config.tail.enabled {
-        Some(crate::sink::tail_hub::TailHub::bind(&config.tail)?)
+        Some(crate::tail::server::TailHub::bind(&config.tail)?)
     } else {
         None
     };
@@ -318,7 +247,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
     // Under systemd, suspicious calls become structured journal entries
     // rather than lines on stdout (which would be the same entries, unstructured).
     let journal = if format == Format::Human && journal::stdout_is_journal() {
-        match Journal::connect(config.print) {
+        match Journal::connect(config.print()) {
             Ok(mut j) => {
                 if let Ok(m) = metrics.lock() {
                     j.set_metrics(m.journal_held_back.clone());
@@ -338,7 +267,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
     let console_print = if journal.is_some() {
         Print::None
     } else {
-        config.print
+        config.print()
     };
     let mut sinks = Fanout {
         console: Console::new(
@@ -355,7 +284,7 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
         sinks.console.batch_end();
     }
     // `print = "all"` wants every call reported, from the first one.
-    let mut print_all = PrintAll::new(watch.report_all(), config.print);
+    let mut print_all = PrintAll::new(watch.report_all(), config.print());
     let mut status = status_line(&metrics, backend);
     notifier.send(&format!("READY=1\n{status}"));
 
@@ -378,10 +307,10 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
             }
             _ = sighup.recv() => {
                 notifier.send("RELOADING=1");
-                match source.load(&args, log_level) {
+                match source.load(&overrides) {
                     Ok(new) => {
                         reload(&mut config, &new, &mut sinks);
-                        print_all.set(config.print);
+                        print_all.set(config.print());
                     }
                     Err(e) => log::warn!(
                         "reload: keeping the running configuration: {}",
@@ -416,8 +345,8 @@ pub async fn run(args: RunArgs, log_level: Option<log::LevelFilter>) -> Result<(
 fn reload<W: io::Write>(old: &mut Config, new: &Config, sinks: &mut Fanout<W>) {
     log::set_max_level(new.level());
     match &mut sinks.journal {
-        Some(j) => j.set_print(new.print),
-        None => sinks.console.set_print(new.print),
+        Some(j) => j.set_print(new.print()),
+        None => sinks.console.set_print(new.print()),
     }
     if let Some(t) = &mut sinks.tail {
         t.set_history(new.tail.history);

@@ -20,6 +20,38 @@ pub enum Print {
     None,
 }
 
+impl Print {
+    /// The default where neither a flag nor the file chose: every call on a
+    /// terminal, where a person watches `copytrace run`; only the suspicious
+    /// ones elsewhere (the service's journal, a pipe), where every call
+    /// would drown them.
+    pub fn default_for(stdout_is_terminal: bool) -> Self {
+        if stdout_is_terminal {
+            Print::All
+        } else {
+            Print::Suspicious
+        }
+    }
+
+    /// Which calls a sink printing these needs.
+    pub fn demand(self) -> Demand {
+        match self {
+            Print::All => Demand::Every,
+            Print::Suspicious => Demand::Suspicious,
+            Print::None => Demand::Nothing,
+        }
+    }
+
+    /// Whether `r` is printed.
+    pub fn admits(self, r: &Record) -> bool {
+        match self {
+            Print::All => true,
+            Print::Suspicious => r.diagnosis.verdict.is_suspicious(),
+            Print::None => false,
+        }
+    }
+}
+
 /// Writes records as lines; remembers the first write error (EPIPE ends output quietly).
 pub struct Console<W: Write> {
     out: W,
@@ -74,23 +106,14 @@ impl<W: Write> RecordSink for Console<W> {
             // A summary counts every call.
             return Demand::Every;
         }
-        match self.print {
-            Print::All => Demand::Every,
-            Print::Suspicious => Demand::Suspicious,
-            Print::None => Demand::Nothing,
-        }
+        self.print.demand()
     }
 
     fn record(&mut self, r: &Record) {
         if let Some(s) = &mut self.summary {
             s.add(r);
         }
-        let show = match self.print {
-            Print::All => true,
-            Print::Suspicious => r.diagnosis.verdict.is_suspicious(),
-            Print::None => false,
-        };
-        if show {
+        if self.print.admits(r) {
             let line = render::line(r, self.format);
             self.write_line(&line);
         }

@@ -181,20 +181,11 @@ impl Journal {
 
 impl RecordSink for Journal {
     fn demand(&self) -> Demand {
-        match self.print {
-            Print::All => Demand::Every,
-            Print::Suspicious => Demand::Suspicious,
-            Print::None => Demand::Nothing,
-        }
+        self.print.demand()
     }
 
     fn record(&mut self, r: &Record) {
-        let show = match self.print {
-            Print::All => true,
-            Print::Suspicious => r.diagnosis.verdict.is_suspicious(),
-            Print::None => false,
-        };
-        if !show {
+        if !self.print.admits(r) {
             return;
         }
         if !self.limit.admit(r.event.uid, Instant::now()) {

@@ -17,12 +17,12 @@ use prometheus::{
 };
 
 use crate::bpf::counters::KernelCounters;
+use crate::bpf::ringbuf::ReadCounters;
 use crate::enrich::cgroups::CgroupNames;
 use crate::enrich::symbolizer::client::SymbolizerCounters;
 use crate::model::backend::Backend;
 use crate::model::classify::{verdict, Facts, Verdict};
 use crate::model::{errno, fs_magic};
-use crate::pipeline::PipelineCounters;
 
 /// Metric name prefix.
 pub const NAMESPACE: &str = "copytrace";
@@ -54,14 +54,14 @@ pub struct Metrics {
     symbolizer_starts: IntCounter,
     records_held: IntGauge,
     probes_attached: IntGaugeVec,
-    /// Tail clients' dropped events (see sink::tail_hub).
+    /// Tail clients' dropped events (see tail::server).
     pub tail_dropped: IntCounter,
     /// Connected tail clients.
     pub tail_clients: IntGauge,
     /// Journal entries held back (see sink::rate_limit).
     pub journal_held_back: IntCounter,
     kernel: Option<Arc<KernelCounters>>,
-    pipeline: Option<Arc<PipelineCounters>>,
+    pipeline: Option<Arc<ReadCounters>>,
     symbolizer: Option<Arc<SymbolizerCounters>>,
     /// Kernel values already added to the counters, per key.
     seen: HashMap<CountKey, CountVal>,
@@ -269,7 +269,7 @@ impl Metrics {
         &mut self,
         backend: Backend,
         kernel: Arc<KernelCounters>,
-        pipeline: Arc<PipelineCounters>,
+        pipeline: Arc<ReadCounters>,
     ) {
         self.probes_attached
             .with_label_values(&[backend.as_str()])

@@ -1,6 +1,6 @@
 //! Where classified records go: the console ([`console`], formatted by
 //! [`render`]), Prometheus ([`metrics`], served by [`metrics_http`]) and tail
-//! clients ([`tail_hub`]). Each sink only receives records; what flows back
+//! clients (`crate::tail::server`). Each sink only receives records; what flows back
 //! is only what a sink wants ([`Demand`]), so the kernel side and the
 //! pipeline do no work nobody asked for.
 
@@ -12,20 +12,9 @@ pub mod metrics_http;
 pub mod rate_limit;
 pub mod render;
 pub mod summary;
-pub mod tail_hub;
 
+pub use crate::bpf::ringbuf::Demand;
 use crate::enrich::record::Record;
-
-/// Which calls a sink needs records of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Demand {
-    /// None: counts are enough.
-    Nothing,
-    /// The suspicious ones.
-    Suspicious,
-    /// Every call.
-    Every,
-}
 
 /// Where records go. `batch_end` lets buffered sinks flush once per batch
 /// rather than once per record.

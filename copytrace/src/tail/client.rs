@@ -11,8 +11,8 @@ use tokio::net::UnixStream;
 
 use crate::enrich::record::Record;
 use crate::model::classify::Verdict;
-use crate::model::filter::Filter;
 use crate::sink::render;
+use crate::tail::filter::Filter;
 use crate::tail::protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
 
 /// What to do about a failed connect, by its cause.

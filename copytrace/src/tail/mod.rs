@@ -1,5 +1,10 @@
-//! The client side of the live tail: the wire [`protocol`] and the
-//! `copytrace tail` [`client`]. Knows the socket, never the probes.
+//! The live tail, both ends of its socket: the daemon's [`server`] (a
+//! sink, configured by [`config`]), the wire [`protocol`], the [`filter`]
+//! a client sends and the server applies, and the `copytrace tail`
+//! [`client`]. Knows records and the socket, never the probes.
 
 pub mod client;
+pub mod config;
+pub mod filter;
 pub mod protocol;
+pub mod server;

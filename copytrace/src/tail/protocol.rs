@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::backend::Backend;
-use crate::model::filter::Filter;
+use crate::tail::filter::Filter;
 
 /// Version both sides must agree on.
 pub const PROTOCOL_VERSION: u32 = 1;

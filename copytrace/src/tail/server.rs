@@ -30,11 +30,11 @@ use tokio::sync::{broadcast, watch, Semaphore};
 use crate::bpf::{ReportAll, ReportAllHold};
 use crate::enrich::record::Record;
 use crate::model::backend::Backend;
-use crate::model::filter::Filter;
-use crate::service::config::TailConfig;
 use crate::sink::accept::Backoff;
 use crate::sink::render;
 use crate::sink::{Demand, RecordSink};
+use crate::tail::config::TailConfig;
+use crate::tail::filter::Filter;
 use crate::tail::protocol::{ClientMsg, ServerMsg, MAX_LINE, PROTOCOL_VERSION};
 
 /// Errors setting up the socket.
