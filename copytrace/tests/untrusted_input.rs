@@ -13,10 +13,11 @@ use std::mem::offset_of;
 use std::path::Path;
 
 use copytrace::enrich::record::{Enrich, Record};
-use copytrace::model::event::decode;
+use copytrace::model::event::{decode, DecodeError};
 use copytrace::service::config::Config;
 use copytrace::sink::render;
-use copytrace::tail::protocol::{ClientMsg, MAX_LINE};
+use copytrace::tail::filter::Filter;
+use copytrace::tail::protocol::{accept_hello, ClientMsg, ServerMsg, MAX_LINE};
 use copytrace_common::{Backend, Event, Origin, RECORD_MIN};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -53,6 +54,20 @@ fn inert(line: &str) -> Result<(), String> {
 
 /// A record-sized buffer whose bytes are random, except that names are
 /// often hostile text rather than noise, to reach the escaping paths.
+/// Client first lines: raw bytes, and hellos of any version with or
+/// without a field or trailing junk, so both answers are exercised.
+fn client_line() -> impl Strategy<Value = Vec<u8>> {
+    let hello = (
+        prop_oneof![Just(1u64), any::<u64>()],
+        prop_oneof![Just(String::new()), Just(",\"extra\":1".to_string())],
+        prop_oneof![Just(String::new()), Just("\n".to_string()), "[ -~]{0,3}"],
+    )
+        .prop_map(|(v, field, tail)| {
+            format!(r#"{{"type":"hello","data":{{"version":{v}{field}}}}}{tail}"#).into_bytes()
+        });
+    prop_oneof![proptest::collection::vec(any::<u8>(), 0..256), hello]
+}
+
 fn record_bytes() -> impl Strategy<Value = Vec<u8>> {
     let n = std::mem::size_of::<Event>();
     (
@@ -116,7 +131,7 @@ proptest! {
                     prop_assert!(inert(l).is_ok(), "{}", inert(l).unwrap_err());
                 }
             }
-            let json = render::json_line("call", &record);
+            let json = ServerMsg::Call(std::borrow::Cow::Borrowed(&record)).line();
             prop_assert!(!json.contains('\n'));
             prop_assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "{json}");
         }
@@ -133,17 +148,50 @@ proptest! {
         prop_assert_eq!(decode(&bytes).is_ok(), valid);
     }
 
-    /// Short, long and empty records are refused or read, never overrun.
+    /// Short records are refused with their length; bytes past a whole
+    /// event are never read, so they change nothing.
     #[test]
     fn records_of_any_length_are_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..2 * std::mem::size_of::<Event>())) {
-        let short = bytes.len() < RECORD_MIN;
-        prop_assert_eq!(decode(&bytes).is_err() && short, short);
+        let got = decode(&bytes);
+        if bytes.len() < RECORD_MIN {
+            prop_assert!(
+                matches!(got, Err(DecodeError::Short { got: n, .. }) if n == bytes.len()),
+                "{got:?}"
+            );
+        }
+        let whole = std::mem::size_of::<Event>();
+        if bytes.len() > whole {
+            let prefix = decode(&bytes[..whole]);
+            prop_assert_eq!(format!("{got:?}"), format!("{prefix:?}"));
+        }
     }
 
-    /// Any client line is a hello or an error, never a panic.
+    /// Any client line is accepted exactly when it is a JSON hello of
+    /// version 1 (docs/tail-protocol.md, read here with serde_json's untyped
+    /// parser); a refusal is one `error` line that reads back.
     #[test]
-    fn any_client_line_is_hello_or_error(line in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let _ = serde_json::from_slice::<ClientMsg>(&line);
+    fn any_client_line_is_hello_or_error(line in client_line()) {
+        let oracle = serde_json::from_slice::<serde_json::Value>(&line).ok();
+        let is_hello = oracle.as_ref().is_some_and(|v| {
+            v["type"] == "hello"
+                && v["data"]["version"] == 1
+                && v.as_object().is_some_and(|o| o.len() == 2)
+                && v["data"].as_object().is_some_and(|d| d.keys().all(|k| k == "version"))
+        });
+        match accept_hello(&line) {
+            Ok((filter, history)) => {
+                prop_assert!(is_hello, "accepted {:?}", String::from_utf8_lossy(&line));
+                prop_assert_eq!(filter, Filter::default());
+                prop_assert_eq!(history, 0);
+            }
+            Err(message) => {
+                prop_assert!(!is_hello, "refused {:?}: {message}", String::from_utf8_lossy(&line));
+                let error = ServerMsg::Error { message: message.clone() }.line();
+                prop_assert!(!error.contains('\n'));
+                let back: serde_json::Value = serde_json::from_str(&error).expect("error line is JSON");
+                prop_assert_eq!(back["data"]["message"].as_str(), Some(message.as_str()));
+            }
+        }
     }
 
     /// Hellos with hostile but well-formed JSON parse into bounded filters.

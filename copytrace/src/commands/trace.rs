@@ -1,5 +1,6 @@
 //! `copytrace trace`: runs a command under the probes and reports its calls.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -9,7 +10,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cli::TraceArgs;
 use crate::pipeline::{Watch, WatchError};
 use crate::sink::console::{Console, Print};
-use crate::sink::render::{self, Format};
+use crate::sink::render::Format;
+use crate::sink::wire::ServerMsg;
 
 /// Errors from the commands.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +109,7 @@ pub async fn trace(args: TraceArgs) -> Result<i32, CommandError> {
     let mut summary = sink.summary.take().unwrap_or_default();
     summary.lost = watch.lost_events();
     match sink.format {
-        Format::Json => sink.write_line(&render::json_line("summary", &summary)),
+        Format::Json => sink.write_line(&ServerMsg::Summary(Cow::Owned(summary)).line()),
         Format::Human => sink.write_line(&summary.human()),
     }
     sink.finish().map_err(CommandError::Write)?;

@@ -83,7 +83,51 @@ impl Verdict {
     /// Whether operators should look at it. A short read at the end of a source
     /// is how every copy loop ends, so it is not.
     pub fn is_suspicious(self) -> bool {
-        !matches!(self, Verdict::Ok | Verdict::ShortRead)
+        self.severity() > Severity::Expected
+    }
+
+    /// How much this verdict needs an operator: the one ranking the journal's
+    /// priority, the tail's colours and "suspicious" all follow.
+    pub fn severity(self) -> Severity {
+        match self {
+            Verdict::Ok => Severity::Fine,
+            Verdict::ShortRead => Severity::Expected,
+            Verdict::CrossFs => Severity::Refused,
+            Verdict::ShortWrite | Verdict::Error => Severity::Visible,
+            Verdict::SilentZeroCopy | Verdict::SizeMismatch => Severity::Silent,
+        }
+    }
+}
+
+/// How much a call needs an operator, least first. A failure the caller
+/// was told about ranks below one it was not: a program can handle an
+/// errno or a short count, but nothing tells it that "success" copied
+/// nothing, which is the failure copytrace exists to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Copied what was asked.
+    Fine,
+    /// Short because the source ended: what a copy loop expects.
+    Expected,
+    /// Refused between filesystems; callers fall back to read/write.
+    Refused,
+    /// Failed or stopped short, and the caller saw it (an errno, a short count).
+    Visible,
+    /// Reported success while the content was not copied.
+    Silent,
+}
+
+impl Severity {
+    /// The syslog priority (3 err … 7 debug) a journal entry carries.
+    pub fn syslog_priority(self) -> u8 {
+        let p = match self {
+            Severity::Silent => libc::LOG_ERR,
+            Severity::Visible => libc::LOG_WARNING,
+            Severity::Refused => libc::LOG_NOTICE,
+            Severity::Expected => libc::LOG_INFO,
+            Severity::Fine => libc::LOG_DEBUG,
+        };
+        p as u8
     }
 }
 
@@ -396,6 +440,27 @@ pub fn classify(ev: &CopyEvent) -> Diagnosis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worse verdict never gets a milder journal priority (syslog counts
+    /// down: LOG_ERR is 3), and "suspicious" is a cut through the same order.
+    #[test]
+    fn one_ranking_orders_priority_and_suspicion() {
+        for a in Verdict::ALL {
+            for b in Verdict::ALL {
+                let (pa, pb) = (
+                    a.severity().syslog_priority(),
+                    b.severity().syslog_priority(),
+                );
+                assert_eq!(a.severity() < b.severity(), pa > pb, "{a:?} {b:?}");
+                if a.is_suspicious() && !b.is_suspicious() {
+                    assert!(a.severity() > b.severity(), "{a:?} {b:?}");
+                }
+            }
+        }
+        // The failures nobody is told about rank first.
+        let worst = Verdict::ALL.iter().map(|v| v.severity()).max();
+        assert_eq!(worst, Some(Verdict::SilentZeroCopy.severity()));
+    }
     use crate::model::event::{from_raw, tests::blank};
     use copytrace_common::{Event, FileInfo};
 

@@ -12,7 +12,6 @@ use std::time::Instant;
 use prometheus::IntCounter;
 
 use crate::enrich::record::Record;
-use crate::model::classify::Verdict;
 use crate::sink::console::Print;
 use crate::sink::rate_limit::{RateLimit, Summary, IN_ALL, PER_UID, SUMMARY_EVERY};
 use crate::sink::render;
@@ -35,17 +34,6 @@ pub fn stdout_is_journal() -> bool {
     stream == format!("{}:{}", st.st_dev, st.st_ino)
 }
 
-/// syslog priority of a verdict: what an operator must act on ranks higher.
-pub fn priority(v: Verdict) -> u8 {
-    match v {
-        Verdict::Error => 3,
-        Verdict::SilentZeroCopy | Verdict::SizeMismatch | Verdict::ShortWrite => 4,
-        Verdict::CrossFs => 5,
-        Verdict::ShortRead => 6,
-        Verdict::Ok => 7,
-    }
-}
-
 /// Appends one field, in the binary-safe form when the value has a newline.
 fn field(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
     buf.extend_from_slice(key.as_bytes());
@@ -64,7 +52,11 @@ pub fn entry(r: &Record) -> Vec<u8> {
     let mut b = Vec::with_capacity(1024);
     let v = r.diagnosis.verdict;
     field(&mut b, "MESSAGE", render::human_line(r).as_bytes());
-    field(&mut b, "PRIORITY", priority(v).to_string().as_bytes());
+    field(
+        &mut b,
+        "PRIORITY",
+        v.severity().syslog_priority().to_string().as_bytes(),
+    );
     field(&mut b, "SYSLOG_IDENTIFIER", b"copytrace");
     field(&mut b, "COPYTRACE_VERDICT", v.as_str().as_bytes());
     field(&mut b, "COPYTRACE_REASON", r.diagnosis.reason.as_bytes());
@@ -228,12 +220,5 @@ mod tests {
         want.extend_from_slice(&9u64.to_le_bytes());
         want.extend_from_slice(b"two\nlines\n");
         assert_eq!(b, want);
-    }
-
-    #[test]
-    fn priorities_rank_what_needs_action() {
-        assert!(priority(Verdict::Error) < priority(Verdict::SilentZeroCopy));
-        assert!(priority(Verdict::SilentZeroCopy) < priority(Verdict::ShortRead));
-        assert_eq!(priority(Verdict::Ok), 7);
     }
 }

@@ -12,6 +12,7 @@ pub mod metrics_http;
 pub mod rate_limit;
 pub mod render;
 pub mod summary;
+pub mod wire;
 
 pub use crate::bpf::ringbuf::Demand;
 use crate::enrich::record::Record;

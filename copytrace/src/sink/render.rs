@@ -1,71 +1,25 @@
-//! Text forms of a [`Record`]: one human line, or one JSON object per line.
+//! Text forms of a [`Record`]: one human line, or one JSON object per line
+//! (a [`ServerMsg::Call`], which [`crate::sink::wire`] writes inert).
 //!
 //! Every name a traced process chose goes through [`Untrusted::human`] in
-//! the human form. The JSON form keeps exact bytes, and additionally writes
-//! DEL, C1 controls and bidi/format characters as `\u` escapes: the same
-//! string to a JSON reader, but inert when the line lands in a terminal.
+//! the human form.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io;
-
-use serde::Serialize;
 
 use crate::enrich::record::Record;
 use crate::enrich::stack::Stack;
 use crate::model::event::FileSide;
-use crate::model::text::{invisible, Untrusted};
+use crate::model::text::Untrusted;
+use crate::sink::wire::ServerMsg;
 
 /// Output format chosen on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// Aligned text for people.
     Human,
-    /// `{"type":"call","data":{…}}` per line.
+    /// `{"type":"call","data":{…}}` per line ([`ServerMsg::Call`]).
     Json,
-}
-
-/// The JSON Lines envelope: a type tag and its data.
-#[derive(Serialize)]
-pub struct Envelope<'a, T: Serialize> {
-    #[serde(rename = "type")]
-    pub kind: &'a str,
-    pub data: T,
-}
-
-/// serde_json's compact formatter, escaping what terminals act on.
-struct InertFormatter;
-
-impl serde_json::ser::Formatter for InertFormatter {
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
-        let bytes = fragment.as_bytes();
-        let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            if invisible(c) {
-                w.write_all(&bytes[start..i])?;
-                write!(w, "\\u{:04x}", c as u32)?;
-                start = i + c.len_utf8();
-            }
-        }
-        w.write_all(&bytes[start..])
-    }
-}
-
-/// Serialises `data` as one envelope line (no trailing newline).
-pub fn json_line<T: Serialize>(kind: &str, data: &T) -> String {
-    let mut out = Vec::with_capacity(1024);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, InertFormatter);
-    match (Envelope { kind, data }).serialize(&mut ser) {
-        // serde_json writes UTF-8 (names that are not are base64 in JSON).
-        Ok(()) => String::from_utf8(out).unwrap_or_default(),
-        // Serialising plain structs cannot fail; say so loudly if it ever does.
-        Err(e) => {
-            format!(r#"{{"type":"error","data":{{"message":"cannot serialise {kind}: {e}"}}}}"#)
-        }
-    }
 }
 
 /// A file side for people: `fs:path`, marked when deleted, ambiguous or
@@ -208,7 +162,7 @@ pub fn human_line(r: &Record) -> String {
 pub fn line(r: &Record, format: Format) -> String {
     match format {
         Format::Human => human_line(r),
-        Format::Json => json_line("call", r),
+        Format::Json => ServerMsg::Call(Cow::Borrowed(r)).line(),
     }
 }
 
@@ -218,22 +172,4 @@ pub fn human_header() -> String {
         "{:<15} {:<16} {:<7} {:<16} {:>15} {:>7} {}",
         "TIME", "COMM", "PID", "VERDICT", "RESULT", "LATENCY", "SOURCE -> DESTINATION  REASON"
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_lines_are_inert_in_a_terminal_and_exact() {
-        let v = Untrusted::from("a\u{9b}2J\u{202e}\u{7f}\u{1b}b");
-        let line = json_line("x", &v);
-        assert!(line.chars().all(|c| !invisible(c)), "{line:?}");
-        assert_eq!(
-            line,
-            r#"{"type":"x","data":"a\u009b2J\u202e\u007f\u001bb"}"#
-        );
-        let back: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
-        assert_eq!(back["data"].as_str(), v.to_str(), "the same string");
-    }
 }

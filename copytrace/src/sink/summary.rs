@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::enrich::record::Record;
 use crate::model::classify::Verdict;
 
 /// Totals over a set of calls.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub calls: u64,
     pub bytes_requested: u64,

@@ -9,8 +9,7 @@ use anstyle::{AnsiColor, Style};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::enrich::record::Record;
-use crate::model::classify::Verdict;
+use crate::model::classify::{Severity, Verdict};
 use crate::sink::render;
 use crate::tail::filter::Filter;
 use crate::tail::protocol::{ClientMsg, ServerMsg, PROTOCOL_VERSION};
@@ -67,12 +66,12 @@ pub struct TailOptions {
 }
 
 fn verdict_style(v: Verdict) -> Style {
-    match v {
-        Verdict::Ok | Verdict::ShortRead => Style::new().fg_color(Some(AnsiColor::Green.into())),
-        Verdict::SilentZeroCopy | Verdict::SizeMismatch | Verdict::ShortWrite => {
-            Style::new().fg_color(Some(AnsiColor::Red.into())).bold()
-        }
-        Verdict::CrossFs | Verdict::Error => Style::new().fg_color(Some(AnsiColor::Yellow.into())),
+    let colour = |c: AnsiColor| Style::new().fg_color(Some(c.into()));
+    match v.severity() {
+        Severity::Fine | Severity::Expected => colour(AnsiColor::Green),
+        Severity::Refused => colour(AnsiColor::Yellow),
+        Severity::Visible => colour(AnsiColor::Red),
+        Severity::Silent => colour(AnsiColor::Red).bold(),
     }
 }
 
@@ -82,45 +81,37 @@ fn print_line(
     opts: &TailOptions,
     out: &mut impl Write,
 ) -> Result<bool, TailClientError> {
-    let json = opts.json;
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|_| TailClientError::Protocol(line.into()))?;
-    match v["type"].as_str() {
-        Some("call") => {
-            if json {
-                writeln!(out, "{line}")?;
-            } else {
-                let r: Record = serde_json::from_value(v["data"].clone())
-                    .map_err(|e| TailClientError::Protocol(format!("{e}: {line}")))?;
-                let line = render::human(&r);
-                let style = verdict_style(r.diagnosis.verdict);
-                // Colour the verdict column by position (a command or file
-                // name may contain the same word); anstream strips it off a TTY.
-                let (before, rest) = line.text.split_at(line.verdict.start);
-                let (verdict, after) = rest.split_at(line.verdict.len());
-                writeln!(out, "{before}{style}{verdict}{style:#}{after}")?;
-                if opts.stack {
-                    if let Some(s) = &r.stack {
-                        write!(out, "{}", render::human_stack(s))?;
-                    }
+    let msg: ServerMsg = serde_json::from_str(line)
+        .map_err(|e| TailClientError::Protocol(format!("{e}: {line}")))?;
+    match msg {
+        ServerMsg::Call(_) | ServerMsg::Lagged { .. } if opts.json => {
+            writeln!(out, "{line}")?;
+            Ok(true)
+        }
+        ServerMsg::Call(r) => {
+            let line = render::human(&r);
+            let style = verdict_style(r.diagnosis.verdict);
+            // Colour the verdict column by position (a command or file
+            // name may contain the same word); anstream strips it off a TTY.
+            let (before, rest) = line.text.split_at(line.verdict.start);
+            let (verdict, after) = rest.split_at(line.verdict.len());
+            writeln!(out, "{before}{style}{verdict}{style:#}{after}")?;
+            if opts.stack {
+                if let Some(s) = &r.stack {
+                    write!(out, "{}", render::human_stack(s))?;
                 }
             }
             Ok(true)
         }
-        _ => match serde_json::from_value::<ServerMsg>(v) {
-            Ok(ServerMsg::Lagged { missed }) => {
-                if json {
-                    writeln!(out, "{line}")?;
-                } else {
-                    writeln!(out, "copytrace: fell behind: {missed} call(s) not shown")?;
-                }
-                Ok(true)
-            }
-            Ok(ServerMsg::Live {}) | Ok(ServerMsg::Hello { .. }) => Ok(true),
-            Ok(ServerMsg::Bye { reason }) => Err(TailClientError::Closed(reason)),
-            Ok(ServerMsg::Error { message }) => Err(TailClientError::Refused(message)),
-            Err(_) => Err(TailClientError::Protocol(line.into())),
-        },
+        ServerMsg::Lagged { missed } => {
+            writeln!(out, "copytrace: fell behind: {missed} call(s) not shown")?;
+            Ok(true)
+        }
+        ServerMsg::Live {} | ServerMsg::Hello { .. } => Ok(true),
+        ServerMsg::Bye { reason } => Err(TailClientError::Closed(reason)),
+        ServerMsg::Error { message } => Err(TailClientError::Refused(message)),
+        // A daemon never sends a summary on the socket.
+        ServerMsg::Summary(_) => Err(TailClientError::Protocol(line.into())),
     }
 }
 

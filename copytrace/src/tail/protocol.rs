@@ -1,5 +1,7 @@
 //! The tail socket's wire format: newline-delimited JSON, each line an
 //! envelope `{"type": "...", "data": {...}}` (documented in docs/tail-protocol.md).
+//! The daemon's lines are [`ServerMsg`], the vocabulary of every JSON
+//! stream copytrace writes ([`crate::sink::wire`]); the client's are [`ClientMsg`].
 //!
 //! The client speaks first with `hello` (protocol version, filter, history);
 //! the daemon answers `hello`, replays history as `call` lines, sends `live`,
@@ -8,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::backend::Backend;
+pub use crate::sink::wire::ServerMsg;
 use crate::tail::filter::Filter;
 
 /// Version both sides must agree on.
@@ -39,33 +41,17 @@ pub enum ClientMsg {
     },
 }
 
-/// Daemon → client (except `call`, whose data is a record, sent pre-serialised).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all = "snake_case")]
-pub enum ServerMsg {
-    /// Handshake answer.
-    Hello {
-        version: u32,
-        /// "copytrace X.Y.Z".
-        server: String,
-        /// Probe back-end in use (null only before the probes are attached).
-        backend: Option<Backend>,
-    },
-    /// History replay is over; what follows is live.
-    Live {},
-    /// The client fell behind and `missed` calls were not sent to it.
-    Lagged { missed: u64 },
-    /// The daemon is stopping.
-    Bye { reason: String },
-    /// A refusal or protocol error; the connection closes after it.
-    Error { message: String },
-}
-
-impl ServerMsg {
-    /// One line (no newline).
-    pub fn line(&self) -> String {
-        serde_json::to_string(self)
-            .unwrap_or_else(|_| r#"{"type":"error","data":{"message":"encoding"}}"#.into())
+/// A client's first line: its filter and history, or the message of the
+/// `error` line that refuses it.
+pub fn accept_hello(line: &[u8]) -> Result<(Filter, usize), String> {
+    match serde_json::from_slice::<ClientMsg>(line) {
+        Ok(ClientMsg::Hello { version, .. }) if version != PROTOCOL_VERSION => Err(format!(
+            "protocol version {version} not supported (daemon speaks {PROTOCOL_VERSION})"
+        )),
+        Ok(ClientMsg::Hello {
+            filter, history, ..
+        }) => Ok((filter, history)),
+        Err(e) => Err(format!("bad hello: {e}")),
     }
 }
 
@@ -89,11 +75,6 @@ mod tests {
         let minimal: ClientMsg =
             serde_json::from_str(r#"{"type":"hello","data":{"version":1}}"#).expect("minimal");
         assert!(matches!(minimal, ClientMsg::Hello { history: 0, .. }));
-        assert_eq!(
-            ServerMsg::Lagged { missed: 7 }.line(),
-            r#"{"type":"lagged","data":{"missed":7}}"#
-        );
-        assert_eq!(ServerMsg::Live {}.line(), r#"{"type":"live","data":{}}"#);
         assert!(serde_json::from_str::<ClientMsg>("garbage").is_err());
     }
 }

@@ -15,6 +15,7 @@
 //! daemon or the others; when it reads again it gets a `lagged` line with the
 //! number of calls it missed, and `copytrace_tail_dropped_total` counts them.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -31,11 +32,10 @@ use crate::bpf::{ReportAll, ReportAllHold};
 use crate::enrich::record::Record;
 use crate::model::backend::Backend;
 use crate::sink::accept::Backoff;
-use crate::sink::render;
 use crate::sink::{Demand, RecordSink};
 use crate::tail::config::TailConfig;
 use crate::tail::filter::Filter;
-use crate::tail::protocol::{ClientMsg, ServerMsg, MAX_LINE, PROTOCOL_VERSION};
+use crate::tail::protocol::{accept_hello, ServerMsg, MAX_LINE, PROTOCOL_VERSION};
 
 /// Errors setting up the socket.
 #[derive(Debug, thiserror::Error)]
@@ -342,7 +342,7 @@ impl RecordSink for TailHub {
         }
         let item = Arc::new(Item {
             record: r.clone(),
-            line: render::json_line("call", r),
+            line: ServerMsg::Call(Cow::Borrowed(r)).line(),
         });
         if keep {
             if let Ok(mut h) = self.shared.history.lock() {
@@ -377,15 +377,7 @@ async fn read_hello(
     if read == 0 {
         return Err("connection closed before hello".into());
     }
-    match serde_json::from_slice::<ClientMsg>(&line) {
-        Ok(ClientMsg::Hello { version, .. }) if version != PROTOCOL_VERSION => Err(format!(
-            "protocol version {version} not supported (daemon speaks {PROTOCOL_VERSION})"
-        )),
-        Ok(ClientMsg::Hello {
-            filter, history, ..
-        }) => Ok((filter, history)),
-        Err(e) => Err(format!("bad hello: {e}")),
-    }
+    accept_hello(&line)
 }
 
 /// A client past its hello: counted (for what the pipeline must deliver)
