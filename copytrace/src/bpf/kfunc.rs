@@ -160,7 +160,8 @@ mod tests {
 
     #[test]
     fn the_built_object_holds_placeholders() {
-        let (_, n) = with_rdonly_cast(super::super::EBPF_OBJECT, 1).expect("the built object");
+        let (_, n) =
+            with_rdonly_cast(super::super::load::EBPF_OBJECT, 1).expect("the built object");
         assert!(n > 0, "the programs call bpf_rdonly_cast somewhere");
     }
 

@@ -53,7 +53,8 @@ fn program_error(backend: Backend, program: &'static str, source: ProgramError) 
 }
 
 /// The compiled eBPF programs (built by build.rs through aya-build).
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/copytrace"));
+pub(super) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/copytrace"));
 
 /// What to load and for whom.
 #[derive(Debug, Clone)]

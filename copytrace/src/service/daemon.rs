@@ -152,93 +152,196 @@ pub async fn run(
     overrides: Overrides,
     check_only: bool,
 ) -> Result<(), DaemonError> {
-    let mut config = source.load(&overrides)?;
+    let config = source.load(&overrides)?;
     if check_only {
         print_config(&config);
         return Ok(());
     }
-    log::set_max_level(config.level());
-    crate::bpf::require_privileges().map_err(WatchError::Load)?;
-    let notifier = Notifier::from_env();
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let daemon = Daemon::start(config).await?;
+    daemon.serve(&source, &overrides).await
+}
 
-    let listener = if config.metrics.enabled {
-        let addr = config.metrics.listen;
-        Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| DaemonError::Listen { addr, source })?,
-        )
-    } else {
-        None
-    };
-    let tail = if config.tail.enabled {
-        Some(crate::tail::server::TailHub::bind(&config.tail)?)
-    } else {
-        None
-    };
+/// The signals the daemon acts on.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
 
-    let mut watch = Watch::start(LoadOptions {
-        count_by_cgroup: config.metrics.unit_label,
-        stacks: config.stacks,
-        ..crate::pipeline::load_options(config.probe, config.pid)
-    })?;
-    let backend = watch.backend();
-    let metrics = Arc::new(Mutex::new(Metrics::new(
-        &crate::kernel_release(),
-        config.metrics.unit_label.then_some(config.metrics.unit_top),
-    )?));
-    if let (Some(k), Ok(mut m)) = (watch.counters(), metrics.lock()) {
-        m.attach(backend, k, watch.read_counters());
-        m.attach_symbolizer(watch.symbolizer_counters());
+impl Signals {
+    fn new() -> Result<Self, DaemonError> {
+        let on = |kind| signal(kind).map_err(DaemonError::Signals);
+        Ok(Signals {
+            interrupt: on(SignalKind::interrupt())?,
+            terminate: on(SignalKind::terminate())?,
+            hangup: on(SignalKind::hangup())?,
+        })
     }
-    if let Some(listener) = listener {
-        tokio::spawn(metrics_http::serve(listener, metrics.clone()));
+}
+
+/// A started daemon: probes attached, sockets bound, sinks open, READY sent.
+struct Daemon {
+    config: Config,
+    notifier: Notifier,
+    signals: Signals,
+    watch: Watch,
+    backend: Backend,
+    metrics: Arc<Mutex<Metrics>>,
+    sinks: Fanout<io::BufWriter<io::StdoutLock<'static>>>,
+    print_all: PrintAll,
+    status: String,
+}
+
+impl Daemon {
+    /// Binds the sockets first (a taken port fails before any probe loads),
+    /// then attaches the probes and opens the sinks.
+    async fn start(config: Config) -> Result<Self, DaemonError> {
+        log::set_max_level(config.level());
+        crate::bpf::require_privileges().map_err(WatchError::Load)?;
+        let notifier = Notifier::from_env();
+        let signals = Signals::new()?;
+
+        let listener = if config.metrics.enabled {
+            let addr = config.metrics.listen;
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DaemonError::Listen { addr, source })?,
+            )
+        } else {
+            None
+        };
+        let tail = if config.tail.enabled {
+            Some(crate::tail::server::TailHub::bind(&config.tail)?)
+        } else {
+            None
+        };
+
+        let watch = Watch::start(LoadOptions {
+            count_by_cgroup: config.metrics.unit_label,
+            stacks: config.stacks,
+            ..crate::pipeline::load_options(config.probe, config.pid)
+        })?;
+        let backend = watch.backend();
+        let metrics = Arc::new(Mutex::new(Metrics::new(
+            &crate::kernel_release(),
+            config.metrics.unit_label.then_some(config.metrics.unit_top),
+        )?));
+        if let (Some(k), Ok(mut m)) = (watch.counters(), metrics.lock()) {
+            m.attach(backend, k, watch.read_counters());
+            m.attach_symbolizer(watch.symbolizer_counters());
+        }
+        if let Some(listener) = listener {
+            tokio::spawn(metrics_http::serve(listener, metrics.clone()));
+        }
+        let tail_dropped = metrics
+            .lock()
+            .map(|m| (m.tail_dropped.clone(), m.tail_clients.clone()))
+            .ok();
+        let tail = tail.map(|mut t| {
+            if let Some((dropped, clients)) = tail_dropped {
+                t.set_metrics(dropped, clients);
+            }
+            t.set_backend(backend);
+            if let Some(r) = watch.report_all() {
+                t.set_report_all(r);
+            }
+            t.start();
+            t
+        });
+        announce(&watch, &config);
+        let sinks = open_sinks(&config, &metrics, tail);
+        // `print = "all"` wants every call reported, from the first one.
+        // `print = "all"` wants every call reported, from the first one.
+        let print_all = PrintAll::new(watch.report_all(), config.print());
+        let status = status_line(&metrics, backend);
+        notifier.send(&format!("READY=1\n{status}"));
+        Ok(Daemon {
+            config,
+            notifier,
+            signals,
+            watch,
+            backend,
+            metrics,
+            sinks,
+            print_all,
+            status,
+        })
     }
-    let tail_dropped = metrics
-        .lock()
-        .map(|m| (m.tail_dropped.clone(), m.tail_clients.clone()))
-        .ok();
-    let tail = tail.map(|mut t| {
-        if let Some((dropped, clients)) = tail_dropped {
-            t.set_metrics(dropped, clients);
+
+    /// Feeds the sinks, answers the watchdog and reloads on SIGHUP, until
+    /// SIGTERM or SIGINT; then drains what the kernel still holds and detaches.
+    async fn serve(self, source: &Source, overrides: &Overrides) -> Result<(), DaemonError> {
+        let Daemon {
+            mut config,
+            notifier,
+            mut signals,
+            mut watch,
+            backend,
+            metrics,
+            mut sinks,
+            mut print_all,
+            mut status,
+        } = self;
+        let watchdog = notify::watchdog_interval();
+        let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut status_tick = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tokio::select! {
+                res = watch.next_batch(&mut sinks) => res?,
+                _ = wd_tick.tick(), if watchdog.is_some() => notifier.send("WATCHDOG=1"),
+                _ = status_tick.tick(), if notifier.enabled() => {
+                    if let Some(j) = &mut sinks.journal {
+                        j.summarise();
+                    }
+                    let now = status_line(&metrics, backend);
+                    if now != status {
+                        notifier.send(&now);
+                        status = now;
+                    }
+                }
+                _ = signals.hangup.recv() => {
+                    notifier.send("RELOADING=1");
+                    match source.load(overrides) {
+                        Ok(new) => {
+                            reload(&mut config, &new, &mut sinks);
+                            print_all.set(config.print());
+                        }
+                        Err(e) => log::warn!(
+                            "reload: keeping the running configuration: {}",
+                            crate::error_chain(&e)
+                        ),
+                    }
+                    notifier.send(&format!("READY=1\n{}", status_line(&metrics, backend)));
+                }
+                _ = signals.interrupt.recv() => break,
+                _ = signals.terminate.recv() => break,
+            }
         }
-        t.set_backend(backend);
-        if let Some(r) = watch.report_all() {
-            t.set_report_all(r);
+        notifier.send("STOPPING=1\nSTATUS=detaching probes");
+        watch.finish(&mut sinks).await;
+        if let Some(t) = &mut sinks.tail {
+            t.shutdown();
         }
-        t.start();
-        t
-    });
-    log::info!(
-        "attached {} back-end{}, {}; watching copy_file_range{}{}{}",
-        backend.as_str(),
-        watch
-            .fallback_reason()
-            .map(|r| match backend {
-                Backend::Fentry => format!(" ({r})"),
-                Backend::Tracepoint => format!(" (fentry unavailable: {r})"),
-            })
-            .unwrap_or_default(),
-        watch.kernel_reads().as_str(),
-        if config.pid != 0 {
-            format!(" of pid {} and its descendants", config.pid)
-        } else {
-            String::new()
-        },
-        if config.metrics.enabled {
-            format!("; metrics on http://{}/metrics", config.metrics.listen)
-        } else {
-            String::new()
-        },
-        if config.tail.enabled {
-            format!("; tail on {}", config.tail.socket.display())
-        } else {
-            String::new()
-        },
-    );
+        if let Ok(mut m) = metrics.lock() {
+            m.reconcile();
+            m.detach();
+        }
+        let lost = watch.lost_events();
+        if lost > 0 {
+            log::warn!("{lost} event(s) lost: the ring buffer was full (calls were still counted)");
+        }
+        log::info!("detached probes; exiting");
+        sinks.console.finish().map_err(DaemonError::Write)
+    }
+}
+
+/// The console (or the journal, when stdout is one) and the tail hub.
+fn open_sinks(
+    config: &Config,
+    metrics: &Mutex<Metrics>,
+    tail: Option<crate::tail::server::TailHub>,
+) -> Fanout<io::BufWriter<io::StdoutLock<'static>>> {
     let format = if config.json {
         Format::Json
     } else {
@@ -283,61 +386,39 @@ pub async fn run(
         sinks.console.write_line(&render::human_header());
         sinks.console.batch_end();
     }
-    // `print = "all"` wants every call reported, from the first one.
-    let mut print_all = PrintAll::new(watch.report_all(), config.print());
-    let mut status = status_line(&metrics, backend);
-    notifier.send(&format!("READY=1\n{status}"));
+    sinks
+}
 
-    let watchdog = notify::watchdog_interval();
-    let mut wd_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut status_tick = tokio::time::interval(STATUS_EVERY);
-    loop {
-        tokio::select! {
-            res = watch.next_batch(&mut sinks) => res?,
-            _ = wd_tick.tick(), if watchdog.is_some() => notifier.send("WATCHDOG=1"),
-            _ = status_tick.tick(), if notifier.enabled() => {
-                if let Some(j) = &mut sinks.journal {
-                    j.summarise();
-                }
-                let now = status_line(&metrics, backend);
-                if now != status {
-                    notifier.send(&now);
-                    status = now;
-                }
-            }
-            _ = sighup.recv() => {
-                notifier.send("RELOADING=1");
-                match source.load(&overrides) {
-                    Ok(new) => {
-                        reload(&mut config, &new, &mut sinks);
-                        print_all.set(config.print());
-                    }
-                    Err(e) => log::warn!(
-                        "reload: keeping the running configuration: {}",
-                        crate::error_chain(&e)
-                    ),
-                }
-                notifier.send(&format!("READY=1\n{}", status_line(&metrics, backend)));
-            }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-        }
-    }
-    notifier.send("STOPPING=1\nSTATUS=detaching probes");
-    watch.finish(&mut sinks).await;
-    if let Some(t) = &mut sinks.tail {
-        t.shutdown();
-    }
-    if let Ok(mut m) = metrics.lock() {
-        m.reconcile();
-        m.detach();
-    }
-    let lost = watch.lost_events();
-    if lost > 0 {
-        log::warn!("{lost} event(s) lost: the ring buffer was full (calls were still counted)");
-    }
-    log::info!("detached probes; exiting");
-    sinks.console.finish().map_err(DaemonError::Write)
+/// Says what is attached and where the daemon serves.
+fn announce(watch: &Watch, config: &Config) {
+    let backend = watch.backend();
+    log::info!(
+        "attached {} back-end{}, {}; watching copy_file_range{}{}{}",
+        backend.as_str(),
+        watch
+            .fallback_reason()
+            .map(|r| match backend {
+                Backend::Fentry => format!(" ({r})"),
+                Backend::Tracepoint => format!(" (fentry unavailable: {r})"),
+            })
+            .unwrap_or_default(),
+        watch.kernel_reads().as_str(),
+        if config.pid != 0 {
+            format!(" of pid {} and its descendants", config.pid)
+        } else {
+            String::new()
+        },
+        if config.metrics.enabled {
+            format!("; metrics on http://{}/metrics", config.metrics.listen)
+        } else {
+            String::new()
+        },
+        if config.tail.enabled {
+            format!("; tail on {}", config.tail.socket.display())
+        } else {
+            String::new()
+        },
+    );
 }
 
 /// Applies what can change at run time to `old` and the sinks; says which
