@@ -1,19 +1,24 @@
 //! copytrace: watches every `copy_file_range(2)` call and explains the ones
 //! that silently went wrong.
 //!
-//! Data flows one way, and the folders are its stages:
+//! Data flows one way, and the folders are its stages, lowest first; a
+//! module only uses the ones above it in this list (`cargo xtask test`
+//! checks it, xtask/src/layers.rs):
+//! - [`model`]: pure types and rules: decoding a record into a [`model::event::CopyEvent`],
+//!   classifying it into a verdict, the filesystem registry. No I/O.
 //! - [`bpf`]: the kernel side: loading and attaching the probes with the
 //!   running kernel's offsets, reading the event ring buffer and the exact
 //!   kernel-side counts. The only module that talks to the kernel's BPF API.
-//! - [`model`]: pure types and rules: decoding a record into a [`model::event::CopyEvent`],
-//!   classifying it into a verdict, the filesystem registry, filters. No I/O.
 //! - [`enrich`]: what the machine adds to an event: absolute paths from the
-//!   mount table, wall-clock time, kernel symbol names. Produces a [`enrich::record::Record`].
-//! - [`sink`]: where records go: the console, Prometheus metrics, the tail socket.
-//!
-//! [`pipeline`] wires those stages together for the commands: the daemon
-//! ([`service`]), `trace` and `doctor` ([`commands`]); [`tail`] is the
-//! client side of the tail socket and knows nothing of the probes.
+//!   mount table, wall-clock time, units, stacks and symbol names. Produces
+//!   a [`enrich::record::Record`].
+//! - [`sink`]: where records go: the console or the journal, Prometheus
+//!   metrics, and the JSON lines every stream speaks ([`sink::wire`]).
+//! - [`tail`]: the live tail, both ends: the daemon's socket server (a
+//!   sink), its configuration, the filters and the `copytrace tail` client.
+//! - [`pipeline`] wires the stages together for the commands;
+//!   [`service`] is the daemon, [`cli`] turns flags into their options and
+//!   [`commands`] holds `trace`, `doctor` and the generated assets.
 
 pub mod bpf;
 pub mod cli;

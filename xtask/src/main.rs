@@ -8,6 +8,7 @@ mod bench;
 mod build;
 mod cmd;
 mod dist;
+mod layers;
 mod matrix;
 mod provision;
 mod suite;

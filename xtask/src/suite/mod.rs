@@ -26,8 +26,11 @@ pub struct Options {
     pub no_guests: bool,
 }
 
-/// Formatting and lints: the workspace on stable, the eBPF crate on nightly.
+/// The layering of imports, formatting and lints: the workspace on
+/// stable, the eBPF crate on nightly.
 pub fn lints() -> Result<()> {
+    crate::layers::check(std::path::Path::new("."))?;
+    say("layers: every import points down a stage; copytrace-ebpf has no module cycle");
     run(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
     run(Command::new("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     run(Command::new("cargo").current_dir("copytrace-ebpf").args([
