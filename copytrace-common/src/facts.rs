@@ -111,6 +111,40 @@ impl CallOutcome {
 mod tests {
     use super::*;
 
+    /// `fact::COUNT` is written by hand; what `facts()` can set decides it.
+    /// Every combination of boundary inputs is tried, and the bits they set
+    /// together must be exactly the low `COUNT` bits.
+    #[test]
+    fn count_is_the_bits_facts_can_set() {
+        let page = 4096;
+        let cap = max_rw_count(page);
+        let lens = [0, 1, 100, cap, cap + 1, u64::MAX];
+        let rets = [-22, 0, 1, 100, cap as i64];
+        let mut seen = 0u32;
+        for len in lens {
+            for ret in rets {
+                for (read_pos, size_in) in [(0, 0), (0, 100), (100, 100), (0, 1 << 40)] {
+                    for bools in 0..8u8 {
+                        for max_per_call in [0, cap] {
+                            seen |= CallOutcome {
+                                len,
+                                ret,
+                                read_pos,
+                                size_in,
+                                in_present: bools & 1 != 0,
+                                out_present: bools & 2 != 0,
+                                same_fs: bools & 4 != 0,
+                                max_per_call,
+                            }
+                            .facts();
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, (1u32 << fact::COUNT) - 1, "bits set: {seen:#b}");
+    }
+
     #[test]
     fn no_source_means_no_source_facts() {
         let f = CallOutcome {

@@ -165,7 +165,7 @@ fn tracefs_trace_to_trace_marker_is_a_silent_zero_copy() {
     assert_eq!(t.code, Some(0));
     assert_eq!(verdicts(&t.calls), vec!["silent_zero_copy"]);
     assert_eq!(t.calls[0]["file_in"]["fs"], "tracefs");
-    assert_eq!(t.calls[0]["file_in"]["magic"], 0x7472_6163);
+    assert_eq!(t.calls[0]["file_in"]["magic"], support::magic::TRACEFS);
 }
 
 #[test]

@@ -394,5 +394,17 @@ fn service_unit_verifies_and_is_hardened() {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in: {text}"));
-    assert!(score <= 3.0, "exposure {score} > 3.0:\n{text}");
+    let max = copytrace_testkit::UNIT_EXPOSURE_MAX;
+    assert!(score <= max, "exposure {score} > {max}:\n{text}");
+    let readme = std::fs::read_to_string(deploy("../README.md")).expect("README");
+    let stated: f64 = readme
+        .split("(`systemd-analyze security`: ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .expect("README states the unit's exposure score");
+    assert_eq!(
+        stated, max,
+        "README's score is the one the tests hold the unit to"
+    );
 }

@@ -219,7 +219,7 @@ fn pipe_source_is_einval() {
     let ev = find(&events, raw(&r), raw(&dst), 5);
     assert_eq!(ev["verdict"], "error");
     assert_eq!(ev["file_in"]["kind"], "fifo");
-    assert_eq!(ev["file_in"]["magic"], magic::PIPEFS);
+    assert_eq!(ev["file_in"]["magic"], magic::pipefs());
     let reason = ev["reason"].as_str().unwrap_or_default();
     assert!(
         reason.starts_with("EINVAL") && reason.contains("fifo"),

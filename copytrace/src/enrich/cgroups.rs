@@ -164,6 +164,15 @@ impl CgroupNames {
         }
     }
 
+    /// A cache for the cgroup2 hierarchy mounted at `root` (or a tree laid
+    /// out like one).
+    pub fn at(root: PathBuf) -> Self {
+        CgroupNames {
+            root: Some(root),
+            ..Self::default()
+        }
+    }
+
     fn id_of(&self, rel: &[u8]) -> Option<u64> {
         use std::os::unix::ffi::OsStrExt;
         let root = self.root.as_ref()?;

@@ -453,6 +453,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt as _;
 
     #[test]
     fn declares_every_metric_with_prefix() {
@@ -474,29 +475,55 @@ mod tests {
 
     #[test]
     fn units_get_their_own_label_up_to_the_limit_and_keep_it() {
+        // A tree laid out like cgroup2's: a cgroup's id is its directory's inode.
+        let root = std::env::temp_dir().join(format!("copytrace-units-{}", std::process::id()));
+        let dirs = [
+            "system.slice/a.service",
+            "system.slice/b.service",
+            "system.slice/c.service",
+            "system.slice/a.service/worker",
+            "system.slice/d.service",
+        ];
+        for d in dirs {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        let id = |d: &str| std::fs::metadata(root.join(d)).expect("stat").ino();
+        let (a, b, c, a_worker, d) = (
+            id(dirs[0]),
+            id(dirs[1]),
+            id(dirs[2]),
+            id(dirs[3]),
+            id(dirs[4]),
+        );
         let mut u = UnitLabels {
-            top: 1,
-            names: CgroupNames::default(),
+            top: 2,
+            names: CgroupNames::at(root.clone()),
             by_cgroup: HashMap::new(),
             own: Default::default(),
         };
-        let key = |id| CountKey {
-            cgroup_id: id,
+        let key = |cgroup_id| CountKey {
+            cgroup_id,
             ..CountKey::default()
         };
         let val = |calls| CountVal {
             calls,
             ..CountVal::default()
         };
-        // No hierarchy to read here: every cgroup's unit is unknown, so other.
-        u.assign(&[(key(1), val(5))]);
-        assert_eq!(u.label(1), OTHER_UNIT);
-        // With names known, the busiest new unit takes the one slot, for good.
-        u.by_cgroup.clear();
-        u.own.insert("a.service".into());
-        u.by_cgroup.insert(2, "a.service".into());
-        u.assign(&[(key(2), val(1)), (key(3), val(100))]);
-        assert_eq!(u.label(2), "a.service", "kept once given");
-        assert_eq!(u.label(3), OTHER_UNIT, "the slots are used");
+        // The two busiest units take the two slots; the third counts as other.
+        u.assign(&[(key(c), val(1)), (key(a), val(100)), (key(b), val(50))]);
+        assert_eq!(
+            (u.label(a), u.label(b), u.label(c)),
+            ("a.service", "b.service", OTHER_UNIT)
+        );
+        // Slots are kept once given: a busier newcomer does not take one,
+        // and a new cgroup of a labelled unit gets the unit's label.
+        u.assign(&[(key(d), val(10_000)), (key(a_worker), val(1))]);
+        assert_eq!(u.label(d), OTHER_UNIT);
+        assert_eq!(u.label(a_worker), "a.service");
+        assert_eq!(u.label(a), "a.service");
+        // A cgroup nobody can name (gone, or never there) is other.
+        u.assign(&[(key(u64::MAX), val(1))]);
+        assert_eq!(u.label(u64::MAX), OTHER_UNIT);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -155,6 +155,12 @@ impl Watch {
     pub fn stop(mut self) -> Vec<Value> {
         barrier(&mut self.daemon)
     }
+
+    /// Every call made since [`watch`] or the last call of this, once the
+    /// daemon has reported them all; the watch goes on.
+    pub fn reported(&mut self) -> Vec<Value> {
+        barrier(&mut self.daemon)
+    }
 }
 
 /// Makes a marker call and returns every call reported before it: events
@@ -314,13 +320,29 @@ pub fn go_client() -> PathBuf {
         .clone()
 }
 
-/// s_magic values the tests assert, from the libc crate (PIPEFS_MAGIC, which
-/// libc lacks, from include/uapi/linux/magic.h).
+/// s_magic values the tests assert, from the libc crate, or (pipefs,
+/// which libc lacks) from the kernel itself.
 pub mod magic {
     pub const EXT4: u64 = libc::EXT4_SUPER_MAGIC as u64;
     pub const TMPFS: u64 = libc::TMPFS_MAGIC as u64;
     pub const PROC: u64 = libc::PROC_SUPER_MAGIC as u64;
-    pub const PIPEFS: u64 = 0x5049_5045;
     pub const TRACEFS: u64 = libc::TRACEFS_MAGIC as u64;
     pub const CGROUP2: u64 = libc::CGROUP2_SUPER_MAGIC as u64;
+
+    /// What `fstatfs` of a fresh pipe says its filesystem is.
+    pub fn pipefs() -> u64 {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors pipe writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+        // SAFETY: all-zero is a valid statfs, which fstatfs fills.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fds[0] is open; st is a valid statfs to write.
+        let rc = unsafe { libc::fstatfs(fds[0], &mut st) };
+        for fd in fds {
+            // SAFETY: both were opened above and are closed once.
+            unsafe { libc::close(fd) };
+        }
+        assert_eq!(rc, 0, "fstatfs of a pipe");
+        st.f_type as u64
+    }
 }
