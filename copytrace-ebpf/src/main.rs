@@ -14,10 +14,12 @@
 #![no_main]
 
 mod call;
+mod describe;
 mod inflight;
 mod kread;
 mod maps;
 mod names;
+mod report;
 mod task;
 
 use aya_ebpf::{

@@ -143,16 +143,16 @@ pub const RING_BYTES: u32 = 4 << 20;
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
 /// Per-CPU slot where a reported call's record is built before it is
-/// copied into the ring buffer (see call::report).
+/// copied into the ring buffer (see report::report).
 #[map]
 pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
-/// What exit knows of the ring's reader (see call::wake_flags): one slot,
+/// What exit knows of the ring's reader (see report::wake_flags): one slot,
 /// shared by every CPU.
 #[map]
 pub static READER: Array<ReaderWatch> = Array::with_max_entries(1, 0);
 
-/// The state behind call::wake_flags.
+/// The state behind report::wake_flags.
 #[repr(C)]
 pub struct ReaderWatch {
     /// Record bytes sent since the last look.
