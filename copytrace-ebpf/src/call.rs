@@ -3,20 +3,47 @@
 //! asked to see the call) the full record, described in a per-CPU slot
 //! ([`crate::describe`]) and copied into the ring buffer ([`crate::report`]).
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, EbpfContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    EbpfContext,
+};
 use copytrace_common::{
-    counter, latency, status, Backend, CallOutcome, CountKey, CountVal, KernelOffsets, Origin,
-    ReportPolicy, SizeTruth,
+    counter, latency, setting, status, Backend, CallOutcome, CountKey, CountVal, KernelOffsets,
+    Origin, ReportPolicy, SizeTruth,
 };
 
+use crate::counters::{add, COUNTERS};
 use crate::describe::Finished;
+use crate::globals::{config, offsets, policy, types};
 use crate::inflight::{begin, end_call, live_call, unseen_entry, Inflight};
 use crate::kread::{read_user, read_user_two, Fault, Memory};
-use crate::maps::{
-    add, config, offsets, policy, types, want_all, COUNTERS, COUNTS, LATENCY, SIZE_TRUTH,
-};
 use crate::report::report;
 use crate::task::{self, FileSide};
+
+/// Run-time settings written by the daemon (see `copytrace_common::setting`).
+#[map]
+pub static SETTINGS: Array<u32> = Array::with_max_entries(setting::COUNT, 0);
+
+/// `s_magic` → `SizeTruth` for filesystems whose sizes are not their
+/// content; the others are taken at their word.
+#[map]
+pub static SIZE_TRUTH: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
+/// Exact per-outcome call counts, independent of what is reported.
+#[map]
+pub static COUNTS: PerCpuHashMap<CountKey, CountVal> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Call durations, log2 buckets and their sum (see `copytrace_common::latency`).
+#[map]
+pub static LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(latency::SLOTS, 0);
+
+/// Whether anyone wants every call reported right now.
+#[inline(always)]
+pub fn want_all() -> bool {
+    SETTINGS.get(setting::WANT_ALL).is_some_and(|v| *v != 0)
+}
 
 /// The six arguments of `copy_file_range(2)`.
 pub struct SyscallArgs {

@@ -8,9 +8,10 @@ use copytrace_common::{
     TAIL_START_MASK,
 };
 
+use crate::counters::{add, COUNTERS};
+use crate::globals::{config, offsets, types};
 use crate::inflight::Inflight;
 use crate::kread::{Fault, Memory};
-use crate::maps::{add, config, offsets, types, COUNTERS};
 use crate::names;
 use crate::task;
 

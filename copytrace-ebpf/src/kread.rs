@@ -4,10 +4,14 @@
 //! kernel allows them) cannot say so: a fault reads as zero, which the
 //! walks treat as "no such object".
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated},
+    macros::map,
+    maps::PerCpuArray,
+};
 use copytrace_common::{bound, RDONLY_CAST_PLACEHOLDER};
 
-use crate::maps::{types, SPAN};
+use crate::globals::types;
 
 /// A kernel or user read failed.
 pub struct Fault;
@@ -30,6 +34,10 @@ pub fn read_user<T>(addr: u64) -> Result<T, Fault> {
 
 /// Words a span read ([`read_two`], [`read_user_two`]) covers with one helper call.
 pub const SPAN_WORDS: usize = 8;
+
+/// Per-CPU landing place of kread's span reads (one helper call for two fields).
+#[map]
+pub static SPAN: PerCpuArray<[u64; SPAN_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Which address space a span read reads.
 #[derive(Clone, Copy)]
@@ -208,6 +216,6 @@ impl Memory for Typed {
 /// value and explores only the branch it selects.
 #[inline(always)]
 pub fn typed() -> bool {
-    // SAFETY: a read of a load-time global (see maps::types()).
+    // SAFETY: a read of a load-time global (see globals::types()).
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(types().rdonly_cast)) != 0 }
 }

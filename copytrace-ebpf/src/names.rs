@@ -9,8 +9,8 @@ use copytrace_common::{
     bound, name_flag, KernelOffsets, NameSpan, NAME_AREA, NAME_READ, PATH_DEPTH,
 };
 
+use crate::globals::{offsets, types};
 use crate::kread::Memory;
-use crate::maps::{offsets, types};
 
 /// Writes the path of `dentry` inside its filesystem at `bytes` (in a
 /// record being built, with [`copytrace_common::WALK_MAX`] bytes of room)

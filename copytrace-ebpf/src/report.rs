@@ -3,13 +3,45 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
     EbpfContext,
 };
-use copytrace_common::{counter, status, KernelOffsets, SUSPICIOUS_WAKE_GAP_NS};
+use copytrace_common::{counter, status, Event, KernelOffsets, SUSPICIOUS_WAKE_GAP_NS};
 
+use crate::counters::{add, COUNTERS};
 use crate::describe::{describe, Finished};
 use crate::kread::Memory;
-use crate::maps::{add, COUNTERS, EVENTS, READER, RING_BYTES, SCRATCH};
+
+/// Bytes of the EVENTS ring buffer.
+pub const RING_BYTES: u32 = 4 << 20;
+
+/// Reported calls, read by the daemon.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Per-CPU slot where a reported call's record is built before it is
+/// copied into the ring buffer (see [`report`]).
+#[map]
+pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+/// What exit knows of the ring's reader (see [`wake_flags`]): one slot,
+/// shared by every CPU.
+#[map]
+pub static READER: Array<ReaderWatch> = Array::with_max_entries(1, 0);
+
+/// The state behind [`wake_flags`].
+#[repr(C)]
+pub struct ReaderWatch {
+    /// Record bytes sent since the last look.
+    pub sent: u64,
+    /// Where the reader had read to at the last look, plus one.
+    pub read_to: u64,
+    /// Where it had read to when last woken, plus one (0: never).
+    pub woken_at: u64,
+    /// When a suspicious call last woke it (`bpf_ktime_get_ns`).
+    pub suspicious_woken_ns: u64,
+}
 
 /// Record bytes between two looks at whether the reader is asleep (see
 /// [`wake_flags`]): a few hundred records, so a look costs each record little.
@@ -105,3 +137,6 @@ fn wake_flags(suspicious: bool, len: u64, now_ns: u64) -> u32 {
     }
     BPF_RB_NO_WAKEUP
 }
+
+// A compile-time check that the record fits a ring-buffer reservation.
+const _: () = assert!(core::mem::size_of::<Event>() < RING_BYTES as usize);
