@@ -29,8 +29,13 @@ pub struct Finished<'a> {
 }
 
 /// Writes every field of the record at `ev` that userspace reads.
+///
+/// # Safety
+///
+/// `ev` must be valid for reads and writes of a whole [`Event`] (this
+/// CPU's record slot), and nothing else may access it during the call.
 #[inline(always)]
-pub fn describe<C: EbpfContext, M: Memory>(
+pub unsafe fn describe<C: EbpfContext, M: Memory>(
     ctx: &C,
     call: &Finished,
     off: &KernelOffsets,
@@ -41,10 +46,12 @@ pub fn describe<C: EbpfContext, M: Memory>(
     let (pid_tgid, uid_gid) = task::ids::<M>(task, off);
     let stack = call.status & status::STACK != 0;
     // SAFETY: `ev` points to this CPU's slot of size_of::<Event>() bytes,
-    // which no other program touches until it is sent; every field
-    // userspace reads is written through raw pointers. The describing
-    // subprograms mark read faults in the record's status, so their exits
-    // all look alike to the verifier.
+    // which no other program touches until it is sent (this function's
+    // contract); every field userspace reads is written through raw
+    // pointers, and the pointers handed to read_16, parent, describe_file
+    // and exe are fields of that slot, as their contracts ask. The
+    // describing subprograms mark read faults in the record's status, so
+    // their exits all look alike to the verifier.
     unsafe {
         (*ev).start_ns = rec.start_ns;
         (*ev).end_ns = call.end_ns;
@@ -148,9 +155,15 @@ fn code_range<M: Memory>(task: u64, off: &KernelOffsets) -> (u64, u64) {
 }
 
 /// Marks a read fault in the record's status byte.
+///
+/// # Safety
+///
+/// `status` must be valid for reads and writes of a byte (the record's
+/// status), and nothing else may access it during the call.
 #[inline(always)]
 unsafe fn mark_fault(status: *mut u8) {
-    // SAFETY: `status` points into the record's slot (see report()).
+    // SAFETY: `status` is a valid byte of the record's slot (this
+    // function's contract).
     unsafe { *status |= status::READ_FAULT };
 }
 
@@ -158,21 +171,29 @@ unsafe fn mark_fault(status: *mut u8) {
 /// subprogram's result must be used, or the compiler drops it and the
 /// return register may still point into the subprogram's stack, which the
 /// verifier refuses).
+///
+/// # Safety
+///
+/// `ev` must be valid for reads and writes of a whole [`Event`] (the
+/// record's slot), and nothing else may access it during the call.
 #[inline(never)]
 unsafe fn parent<M: Memory>(task: u64, ev: *mut Event) -> u32 {
     let off = offsets();
-    // SAFETY: the record's slot (see report()).
+    // SAFETY: `ev` is the record's slot (this function's contract).
     let comm = unsafe { core::ptr::addr_of_mut!((*ev).parent_comm) };
     let got = M::read::<u64>(task, off.task_real_parent).and_then(|p| {
         let ppid = M::read::<i32>(p, off.task_tgid)?;
         // Straight into the record (see describe() for why).
-        M::read_16(p, off.task_comm, comm.cast())?;
+        // SAFETY: `parent_comm` is 16 bytes of the record's slot, 8-aligned
+        // (copytrace_common checks the offset), which only this call uses.
+        unsafe { M::read_16(p, off.task_comm, comm.cast())? };
         Ok(ppid)
     });
     match got {
         Ok(ppid) => ppid as u32,
         Err(Fault) => {
-            // SAFETY: plain field writes into the record's slot (see report()).
+            // SAFETY: plain field writes into the record's slot (this
+            // function's contract); the status byte is one of its fields.
             unsafe {
                 *comm.cast::<u8>() = 0;
                 mark_fault(core::ptr::addr_of_mut!((*ev).status));
@@ -237,6 +258,13 @@ fn location<M: Memory>(
 
 /// Fills `out` with where `file` lives: inode, device, mount, namespace,
 /// and the path, whose names go at the end of `tail`.
+///
+/// # Safety
+///
+/// `out` must be valid for reads and writes of a [`PathInfo`], `status`
+/// for reads and writes of a byte, and `tail` for reads and writes of a
+/// whole [`Tail`]: fields of the record being built, which nothing else may
+/// access during the call.
 #[inline(always)]
 unsafe fn describe_path<M: Memory>(
     file: u64,
@@ -246,7 +274,8 @@ unsafe fn describe_path<M: Memory>(
     status: *mut u8,
     tail: *mut Tail,
 ) {
-    let names = core::ptr::addr_of_mut!((*out).names);
+    // SAFETY: `out` is valid for a `PathInfo` (this function's contract).
+    let names = unsafe { core::ptr::addr_of_mut!((*out).names) };
     let found = if file == 0 {
         Ok(([0, 0], [0, 0], 0))
     } else {
@@ -255,12 +284,13 @@ unsafe fn describe_path<M: Memory>(
     let ([ino, dev], [mnt_id, mnt_ns], dentry) = match found {
         Ok(l) => l,
         Err(Fault) => {
-            // SAFETY: `status` points into the record's slot.
+            // SAFETY: `status` is a valid byte (this function's contract).
             unsafe { mark_fault(status) };
             ([0, 0], [0, 0], 0)
         }
     };
-    // SAFETY: plain field writes into the record's slot (see report()).
+    // SAFETY: plain field writes into the record's slot (this function's
+    // contract).
     unsafe {
         (*out).ino = ino;
         (*out).dev = dev as u32;
@@ -268,9 +298,12 @@ unsafe fn describe_path<M: Memory>(
         (*out).mnt_ns = mnt_ns;
         (*out)._pad = 0;
     }
-    // SAFETY: field writes into the record's slot. The mask is a no-op on
-    // what the kernel writes (see TAIL_START_MASK) and bounds the walk's
-    // writes for the verifier; see walk() for why it returns the count.
+    // SAFETY: field writes into the record's slot (this function's
+    // contract). The mask is a no-op on what the kernel writes (see
+    // TAIL_START_MASK) and bounds the walk's writes for the verifier: a
+    // start at most TAIL_START_MASK leaves walk() the WALK_MAX bytes its
+    // contract asks for, in a tail of TAIL_BUF; see walk() for why it
+    // returns the count.
     unsafe {
         let start = bound(
             usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used))),
@@ -298,8 +331,13 @@ struct Side {
 }
 
 /// The file's open flags, ops, mode and filesystem type name.
+///
+/// # Safety
+///
+/// `fstype` must be valid for writes of a `[u64; 2]` (16 bytes, 8-aligned),
+/// and nothing else may access them during the call.
 #[inline(always)]
-fn file_details<M: Memory>(
+unsafe fn file_details<M: Memory>(
     side: &Side,
     fstype: *mut [u64; 2],
     off: &KernelOffsets,
@@ -326,7 +364,9 @@ fn file_details<M: Memory>(
         if fstype_ptr != 0 {
             let name: u64 = M::read(fstype_ptr, off.fstype_name)?;
             if name != 0 {
-                M::read_str_16(name, fstype);
+                // SAFETY: `fstype` is valid for the write (this function's
+                // contract, which is read_str_16's).
+                unsafe { M::read_str_16(name, fstype) };
             }
         }
     }
@@ -336,6 +376,11 @@ fn file_details<M: Memory>(
 /// Fills `fi` with one side of the copy but its open flags, which it
 /// returns for the caller to store (see parent() for why). A subprogram:
 /// BPF passes at most five arguments, hence `Side`.
+///
+/// # Safety
+///
+/// As for [`describe_path`], with `fi` valid for reads and writes of a
+/// [`FileInfo`] in place of `out`.
 #[inline(never)]
 unsafe fn describe_file<M: Memory>(
     side: &Side,
@@ -343,7 +388,8 @@ unsafe fn describe_file<M: Memory>(
     status: *mut u8,
     tail: *mut Tail,
 ) -> u32 {
-    // SAFETY: plain field writes into the record's slot (see report()).
+    // SAFETY: plain field writes into the record's slot (this function's
+    // contract).
     unsafe {
         (*fi).present = u8::from(side.file != 0);
         (*fi).size = side.size;
@@ -356,39 +402,52 @@ unsafe fn describe_file<M: Memory>(
     let details = if side.file == 0 {
         Ok((0, 0, 0, 0))
     } else {
-        file_details::<M>(
-            side,
-            core::ptr::addr_of_mut!((*fi).fstype).cast(),
-            offsets(),
-        )
+        // SAFETY: `fstype` is 16 bytes of `fi` (this function's contract),
+        // 8-aligned (copytrace_common checks the offset).
+        unsafe {
+            file_details::<M>(
+                side,
+                core::ptr::addr_of_mut!((*fi).fstype).cast(),
+                offsets(),
+            )
+        }
     };
     let (f_flags, copy_op, remap_op, mode) = match details {
         Ok(d) => d,
         Err(Fault) => {
-            // SAFETY: `status` points into the record's slot.
+            // SAFETY: `status` is a valid byte (this function's contract).
             unsafe { mark_fault(status) };
             (0, 0, 0, 0)
         }
     };
-    // SAFETY: plain field writes into the record's slot (see report()).
-    // Volatile: two zeros side by side would become a memset call.
+    // SAFETY: plain field writes into the record's slot (this function's
+    // contract). Volatile: two zeros side by side would become a memset
+    // call.
     unsafe {
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*fi).copy_op), copy_op);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*fi).remap_op), remap_op);
         (*fi).mode = mode;
     }
-    describe_path::<M>(
-        side.file,
-        side.inode,
-        side.sb,
-        core::ptr::addr_of_mut!((*fi).path),
-        status,
-        tail,
-    );
+    // SAFETY: `fi.path` is a `PathInfo` of the record, and `status` and
+    // `tail` are as describe_path asks (this function's contract is its).
+    unsafe {
+        describe_path::<M>(
+            side.file,
+            side.inode,
+            side.sb,
+            core::ptr::addr_of_mut!((*fi).path),
+            status,
+            tail,
+        )
+    };
     f_flags
 }
 
 /// Fills `out` with the task's executable (`mm->exe_file`).
+///
+/// # Safety
+///
+/// As for [`describe_path`].
 #[inline(always)]
 unsafe fn exe<M: Memory>(task: u64, out: *mut PathInfo, status: *mut u8, tail: *mut Tail) {
     let off = offsets();
@@ -404,10 +463,11 @@ unsafe fn exe<M: Memory>(task: u64, out: *mut PathInfo, status: *mut u8, tail: *
     let (file, inode, sb) = match found {
         Ok(f) => f,
         Err(Fault) => {
-            // SAFETY: `status` points into the record's slot.
+            // SAFETY: `status` is a valid byte (this function's contract).
             unsafe { mark_fault(status) };
             (0, 0, 0)
         }
     };
-    describe_path::<M>(file, inode, sb, out, status, tail);
+    // SAFETY: this function's contract is describe_path's.
+    unsafe { describe_path::<M>(file, inode, sb, out, status, tail) };
 }

@@ -33,6 +33,7 @@
 //! The programs below use call, inflight, kread and globals.
 #![no_std]
 #![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod call;
 mod counters;

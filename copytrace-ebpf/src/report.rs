@@ -67,7 +67,10 @@ pub fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelO
     let Some(ev) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    describe::<C, M>(ctx, call, off, ev);
+    // SAFETY: this CPU's slot of SCRATCH, a whole `Event` that nothing
+    // else uses until this program returns (tracepoint programs do not
+    // nest on a CPU; see kread::read_span for fentry).
+    unsafe { describe::<C, M>(ctx, call, off, ev) };
     // SAFETY: the slot is fully written and stays this CPU's.
     let len = unsafe { (*ev).record_len() };
     let wake = wake_flags(
