@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use copytrace_common::{
     counter, latency, setting, status, Backend, CallOutcome, CountKey, CountVal, KernelOffsets,
-    Origin, ReportPolicy, SizeTruth,
+    Origin, ReportPolicy, SizeTruth, COUNTS_CAPACITY,
 };
 
 use crate::counters::{add, COUNTERS};
@@ -33,7 +33,8 @@ pub static SIZE_TRUTH: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
 
 /// Exact per-outcome call counts, independent of what is reported.
 #[map]
-pub static COUNTS: PerCpuHashMap<CountKey, CountVal> = PerCpuHashMap::with_max_entries(4096, 0);
+pub static COUNTS: PerCpuHashMap<CountKey, CountVal> =
+    PerCpuHashMap::with_max_entries(COUNTS_CAPACITY, 0);
 
 /// Call durations, log2 buckets and their sum (see `copytrace_common::latency`).
 #[map]

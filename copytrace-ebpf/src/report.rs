@@ -7,16 +7,13 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
     EbpfContext,
 };
-use copytrace_common::{counter, status, Event, KernelOffsets, SUSPICIOUS_WAKE_GAP_NS};
+use copytrace_common::{counter, status, Event, KernelOffsets, RING_BYTES, SUSPICIOUS_WAKE_GAP_NS};
 
 use crate::counters::{add, COUNTERS};
 use crate::describe::{describe, Finished};
 use crate::kread::Memory;
 
-/// Bytes of the EVENTS ring buffer.
-pub const RING_BYTES: u32 = 4 << 20;
-
-/// Reported calls, read by the daemon.
+/// Reported calls, read by the daemon: a ring of [`RING_BYTES`].
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
@@ -140,6 +137,3 @@ fn wake_flags(suspicious: bool, len: u64, now_ns: u64) -> u32 {
     }
     BPF_RB_NO_WAKEUP
 }
-
-// A compile-time check that the record fits a ring-buffer reservation.
-const _: () = assert!(core::mem::size_of::<Event>() < RING_BYTES as usize);
