@@ -39,6 +39,11 @@ pub mod latency {
     }
 }
 
+/// Entries of the kernel-side `COUNTS` map as the object declares it: room
+/// for the outcomes when counts are not kept per cgroup (userspace sizes
+/// the map at load, larger when they are).
+pub const COUNTS_CAPACITY: u32 = 4096;
+
 /// Key of the kernel-side `COUNTS` map.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq, Hash)]

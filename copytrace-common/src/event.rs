@@ -34,6 +34,9 @@ pub const STACK_BYTES: usize = 8 * STACK_DEPTH;
 /// calls (`bpf_ktime_get_ns`): the calls inside it wait for the reader's
 /// next look.
 pub const SUSPICIOUS_WAKE_GAP_NS: u64 = 1_000_000;
+/// Bytes of the kernel's `EVENTS` ring buffer, which every record goes
+/// through.
+pub const RING_BYTES: u32 = 4 << 20;
 /// A mask over where a walk may start in [`Tail::bytes`]: the kernel
 /// applies it so that the verifier can bound the walk's writes.
 pub const TAIL_START_MASK: usize = 2047;
@@ -242,6 +245,8 @@ const _: () = assert!(
 );
 const _: () = assert!(offset_of!(Event, tail) + offset_of!(Tail, bytes) == RECORD_MIN);
 const _: () = assert!(align_of::<Event>() == 8 && size_of::<Event>().is_multiple_of(8));
+// A record fits a ring-buffer reservation.
+const _: () = assert!(size_of::<Event>() < RING_BYTES as usize);
 // The stack and the first two walks end below the mask, so every walk
 // starts where the last one ended; all three and the stack fit the tail.
 const _: () = assert!(STACK_BYTES + 2 * WALK_MAX <= TAIL_START_MASK);

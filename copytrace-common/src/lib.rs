@@ -16,11 +16,11 @@ mod offsets;
 mod policy;
 
 pub use backend::{Backend, Origin};
-pub use counts::{counter, latency, CountKey, CountVal};
+pub use counts::{counter, latency, CountKey, CountVal, COUNTS_CAPACITY};
 pub use event::{
     gap, name_flag, status, Event, FileInfo, NameSpan, PathInfo, Tail, COMM_LEN, FSTYPE_LEN,
-    NAME_AREA, NAME_READ, PATH_DEPTH, RECORD_MIN, STACK_BYTES, STACK_DEPTH, SUSPICIOUS_WAKE_GAP_NS,
-    TAIL_BUF, TAIL_START_MASK, WALK_MAX,
+    NAME_AREA, NAME_READ, PATH_DEPTH, RECORD_MIN, RING_BYTES, STACK_BYTES, STACK_DEPTH,
+    SUSPICIOUS_WAKE_GAP_NS, TAIL_BUF, TAIL_START_MASK, WALK_MAX,
 };
 pub use facts::{fact, max_rw_count, CallOutcome};
 pub use offsets::{

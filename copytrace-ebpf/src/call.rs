@@ -1,37 +1,50 @@
 //! One call from entry to exit: a small in-flight record at entry, then at
 //! exit the facts, the exact count, the latency, and (only when someone
-//! asked to see the call) the full record, built in a per-CPU slot and
-//! copied into the ring buffer.
+//! asked to see the call) the full record, described in a per-CPU slot
+//! ([`crate::describe`]) and copied into the ring buffer ([`crate::report`]).
 
 use aya_ebpf::{
-    bindings::{
-        BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-    },
-    helpers::{bpf_get_stack, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     EbpfContext,
 };
 use copytrace_common::{
-    bound, counter, latency, status, Backend, CallOutcome, CountKey, CountVal, Event, FileInfo,
-    KernelOffsets, Origin, PathInfo, ReportPolicy, SizeTruth, Tail, STACK_BYTES,
-    SUSPICIOUS_WAKE_GAP_NS, TAIL_START_MASK,
+    counter, latency, setting, status, Backend, CallOutcome, CountKey, CountVal, KernelOffsets,
+    Origin, ReportPolicy, SizeTruth, COUNTS_CAPACITY,
 };
 
+use crate::counters::{add, COUNTERS};
+use crate::describe::Finished;
+use crate::globals::{config, offsets, policy, types};
 use crate::inflight::{begin, end_call, live_call, unseen_entry, Inflight};
 use crate::kread::{read_user, read_user_two, Fault, Memory};
-use crate::maps::{
-    add, config, offsets, policy, types, want_all, COUNTERS, COUNTS, EVENTS, LATENCY, READER,
-    RING_BYTES, SCRATCH, SIZE_TRUTH,
-};
-use crate::names;
+use crate::report::report;
 use crate::task::{self, FileSide};
 
-/// Record bytes between two looks at whether the reader is asleep (see
-/// [`wake_flags`]): a few hundred records, so a look costs each record little.
-const CHECK_BYTES: u64 = 128 * 1024;
+/// Run-time settings written by the daemon (see `copytrace_common::setting`).
+#[map]
+pub static SETTINGS: Array<u32> = Array::with_max_entries(setting::COUNT, 0);
 
-/// Waiting bytes that make a sleeping reader worth waking: an eighth of
-/// the ring, a batch worth the wake-up that leaves room for its latency.
-const WAKE_BACKLOG: u64 = RING_BYTES as u64 / 8;
+/// `s_magic` → `SizeTruth` for filesystems whose sizes are not their
+/// content; the others are taken at their word.
+#[map]
+pub static SIZE_TRUTH: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
+/// Exact per-outcome call counts, independent of what is reported.
+#[map]
+pub static COUNTS: PerCpuHashMap<CountKey, CountVal> =
+    PerCpuHashMap::with_max_entries(COUNTS_CAPACITY, 0);
+
+/// Call durations, log2 buckets and their sum (see `copytrace_common::latency`).
+#[map]
+pub static LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(latency::SLOTS, 0);
+
+/// Whether anyone wants every call reported right now.
+#[inline(always)]
+pub fn want_all() -> bool {
+    SETTINGS.get(setting::WANT_ALL).is_some_and(|v| *v != 0)
+}
 
 /// The six arguments of `copy_file_range(2)`.
 pub struct SyscallArgs {
@@ -413,488 +426,4 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
         };
         report::<C, M>(ctx, &call, off);
     }
-}
-
-/// A finished call on its way to the ring buffer.
-struct Finished<'a> {
-    rec: &'a Inflight,
-    ret: i64,
-    end_ns: u64,
-    read_pos: i64,
-    pos_out: i64,
-    magic: [u64; 2],
-    sb: [u64; 2],
-    facts: u32,
-    status: u8,
-}
-
-/// Writes the full record of `call` and sends it to the ring buffer.
-///
-/// The record is built in a per-CPU slot and copied into the ring buffer
-/// with bpf_ringbuf_output, not written into a bpf_ringbuf_reserve'd slot:
-/// before 6.2 the verifier cannot prune states that hold a ring-buffer
-/// reservation (each path gets its own reference id), and the description
-/// has too many paths for 5.10 and 6.1 to verify that way. Where it could
-/// (6.2+), writing in place measured no faster here: the cost is in
-/// touching the ring's cold cache lines, which the copy does once either way.
-/// The record ends where its tail does ([`Event::record_len`]): the ring
-/// copy is paid per byte, in cache lines the reader has yet to read.
-#[inline(always)]
-fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffsets) {
-    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    describe::<C, M>(ctx, call, off, ev);
-    // SAFETY: the slot is fully written and stays this CPU's.
-    let len = unsafe { (*ev).record_len() };
-    let wake = wake_flags(
-        call.status & status::SUSPICIOUS != 0,
-        len as u64,
-        call.end_ns,
-    );
-    // SAFETY: `len` <= size_of::<Event>() bytes of the slot, all written.
-    let record = unsafe { core::slice::from_raw_parts(ev.cast::<u8>(), len) };
-    if EVENTS.output::<[u8]>(record, u64::from(wake)).is_err() {
-        add(&COUNTERS, counter::LOST, 1);
-    }
-}
-
-/// How a record wakes the reader.
-///
-/// A suspicious call wakes it at once, unless another did less than
-/// [`SUSPICIOUS_WAKE_GAP_NS`] before (1 ms: at most a thousand wake-ups
-/// a second in a flood, and a lone call still shows at once): a reader that keeps up has read
-/// everything by the next call, so the ring's adaptive wake-up (flags 0)
-/// still woke it once per call, which made a flood of suspicious calls
-/// cost some 3 µs more each here. The calls inside the gap are read with
-/// the next wake-up or by the daemon's short look after one.
-///
-/// Other calls wake it only when it seems asleep with a batch waiting.
-/// Each [`CHECK_BYTES`] of records, the record that completes them asks
-/// the ring how far the reader has read and how much is waiting, and
-/// wakes it when [`WAKE_BACKLOG`] or more is waiting, it read nothing
-/// since the last look, and it was not woken at that point already. So a
-/// sleeping reader is woken once the backlog passes the mark (by at most
-/// one look), and a busy one, which is not asleep, at most once per pause.
-///
-/// A wake-up costs a self-IPI (a VM exit under virtualization), and asking
-/// the ring costs a helper call: both are too dear to pay per record. The
-/// daemon also drains on a timer.
-#[inline(always)]
-fn wake_flags(suspicious: bool, len: u64, now_ns: u64) -> u32 {
-    let Some(w) = READER.get_ptr_mut(0) else {
-        return if suspicious { 0 } else { BPF_RB_NO_WAKEUP };
-    };
-    // SAFETY: the one slot of READER. CPUs update it without atomics: a
-    // lost update only delays a look or adds a wake-up, which the daemon's
-    // timer bounds.
-    unsafe {
-        if suspicious {
-            // Forced: records sent without a wake-up may be waiting ahead
-            // of this one, which the adaptive wake-up would not wake for.
-            if now_ns.wrapping_sub((*w).suspicious_woken_ns) < SUSPICIOUS_WAKE_GAP_NS {
-                return BPF_RB_NO_WAKEUP;
-            }
-            (*w).suspicious_woken_ns = now_ns;
-            return BPF_RB_FORCE_WAKEUP;
-        }
-        (*w).sent += len;
-        if (*w).sent < CHECK_BYTES {
-            return BPF_RB_NO_WAKEUP;
-        }
-        (*w).sent = 0;
-        // Plus one, so that 0 can mean "never woken".
-        let read_to = EVENTS.query(u64::from(BPF_RB_CONS_POS)) + 1;
-        let stalled = read_to == (*w).read_to && read_to != (*w).woken_at;
-        (*w).read_to = read_to;
-        if stalled && EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKE_BACKLOG {
-            (*w).woken_at = read_to;
-            return BPF_RB_FORCE_WAKEUP;
-        }
-    }
-    BPF_RB_NO_WAKEUP
-}
-
-/// Writes every field of the record at `ev` that userspace reads.
-#[inline(always)]
-fn describe<C: EbpfContext, M: Memory>(
-    ctx: &C,
-    call: &Finished,
-    off: &KernelOffsets,
-    ev: *mut Event,
-) {
-    let rec = call.rec;
-    let task = task::current::<M>();
-    let (pid_tgid, uid_gid) = task::ids::<M>(task, off);
-    let stack = call.status & status::STACK != 0;
-    // SAFETY: `ev` points to this CPU's slot of size_of::<Event>() bytes,
-    // which no other program touches until it is sent; every field
-    // userspace reads is written through raw pointers. The describing
-    // subprograms mark read faults in the record's status, so their exits
-    // all look alike to the verifier.
-    unsafe {
-        (*ev).start_ns = rec.start_ns;
-        (*ev).end_ns = call.end_ns;
-        (*ev).cgroup_id = task::cgroup_id::<M>(task, off);
-        (*ev).len = rec.len;
-        (*ev).off_in = call.read_pos;
-        (*ev).off_out = call.pos_out;
-        (*ev).ret = call.ret;
-        (*ev).pid = (pid_tgid >> 32) as u32;
-        (*ev).tid = pid_tgid as u32;
-        (*ev).uid = uid_gid as u32;
-        (*ev).gid = (uid_gid >> 32) as u32;
-        (*ev).fd_in = rec.fd_in;
-        (*ev).fd_out = rec.fd_out;
-        (*ev).flags = rec.flags;
-        (*ev).facts = call.facts;
-        (*ev).backend = config().backend;
-        (*ev).origin = rec.origin;
-        (*ev).status = call.status;
-        (*ev).gaps = rec.gaps;
-        let status = core::ptr::addr_of_mut!((*ev).status);
-        // The stack, when taken, comes first in the tail; the walks follow.
-        let tail = core::ptr::addr_of_mut!((*ev).tail);
-        (*tail).used = if stack { STACK_BYTES as u16 } else { 0 };
-        (*tail)._pad = 0;
-        (*tail)._pad_word = 0;
-        // Straight into the record, as two words (the field is 8-aligned):
-        // a byte array has alignment 1, so a copy through the stack costs a
-        // load and a store per byte.
-        let comm = core::ptr::addr_of_mut!((*ev).comm).cast();
-        if M::read_16(task, off.task_comm, comm).is_err() {
-            mark_fault(status);
-        }
-        (*ev).mnt_ns = mnt_ns_of_task::<M>(task, off).unwrap_or(0);
-        (*ev).ppid = parent::<M>(task, ev);
-        let input = Side {
-            file: rec.file_in,
-            inode: rec.side_in.inode,
-            sb: call.sb[0],
-            magic: call.magic[0],
-            size: rec.side_in.size,
-            pos: call.read_pos,
-        };
-        (*ev).files[0].f_flags = describe_file::<M>(
-            &input,
-            core::ptr::addr_of_mut!((*ev).files[0]),
-            status,
-            tail,
-        );
-        let output = Side {
-            file: rec.file_out,
-            inode: rec.side_out.inode,
-            sb: call.sb[1],
-            magic: call.magic[1],
-            size: rec.side_out.size,
-            pos: call.pos_out,
-        };
-        (*ev).files[1].f_flags = describe_file::<M>(
-            &output,
-            core::ptr::addr_of_mut!((*ev).files[1]),
-            status,
-            tail,
-        );
-        exe::<M>(task, core::ptr::addr_of_mut!((*ev).exe), status, tail);
-        let code = if stack {
-            code_range::<M>(task, off)
-        } else {
-            (0, 0)
-        };
-        // Volatile: (0, 0) would otherwise become a memset call.
-        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).code_start), code.0);
-        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).code_end), code.1);
-        (*ev).stack_bytes = if stack {
-            bpf_get_stack(
-                ctx.as_ptr(),
-                core::ptr::addr_of_mut!((*tail).bytes).cast(),
-                STACK_BYTES as u32,
-                u64::from(BPF_F_USER_STACK),
-            ) as i32
-        } else {
-            0
-        };
-        if *status & status::READ_FAULT != 0 {
-            add(&COUNTERS, counter::READ_FAULTS, 1);
-        }
-    }
-}
-
-/// Where the task's executable code is mapped (zeros when unknown).
-#[inline(always)]
-fn code_range<M: Memory>(task: u64, off: &KernelOffsets) -> (u64, u64) {
-    let Ok(mm) = M::read::<u64>(task, off.task_mm) else {
-        return (0, 0);
-    };
-    if mm == 0 {
-        return (0, 0);
-    }
-    let start = M::read::<u64>(mm, off.mm_start_code).unwrap_or(0);
-    let end = M::read::<u64>(mm, off.mm_end_code).unwrap_or(0);
-    (start, end)
-}
-
-/// Marks a read fault in the record's status byte.
-#[inline(always)]
-unsafe fn mark_fault(status: *mut u8) {
-    // SAFETY: `status` points into the record's slot (see report()).
-    unsafe { *status |= status::READ_FAULT };
-}
-
-/// Writes the parent's comm; returns its pid (for the caller to store: a
-/// subprogram's result must be used, or the compiler drops it and the
-/// return register may still point into the subprogram's stack, which the
-/// verifier refuses).
-#[inline(never)]
-unsafe fn parent<M: Memory>(task: u64, ev: *mut Event) -> u32 {
-    let off = offsets();
-    // SAFETY: the record's slot (see report()).
-    let comm = unsafe { core::ptr::addr_of_mut!((*ev).parent_comm) };
-    let got = M::read::<u64>(task, off.task_real_parent).and_then(|p| {
-        let ppid = M::read::<i32>(p, off.task_tgid)?;
-        // Straight into the record (see describe() for why).
-        M::read_16(p, off.task_comm, comm.cast())?;
-        Ok(ppid)
-    });
-    match got {
-        Ok(ppid) => ppid as u32,
-        Err(Fault) => {
-            // SAFETY: plain field writes into the record's slot (see report()).
-            unsafe {
-                *comm.cast::<u8>() = 0;
-                mark_fault(core::ptr::addr_of_mut!((*ev).status));
-            }
-            0
-        }
-    }
-}
-
-/// Inode number of a task's mount namespace.
-#[inline(always)]
-fn mnt_ns_of_task<M: Memory>(task: u64, off: &KernelOffsets) -> Result<u32, Fault> {
-    let nsproxy: u64 = M::read(task, off.task_nsproxy)?;
-    if nsproxy == 0 {
-        return Ok(0);
-    }
-    let ns: u64 = M::read(nsproxy, off.nsproxy_mnt_ns)?;
-    if ns == 0 {
-        return Ok(0);
-    }
-    M::read(ns, off.mnt_ns_inum)
-}
-
-/// Where a file lives: (ino, dev, mount id, mount namespace), and its dentry.
-#[inline(always)]
-fn location<M: Memory>(
-    file: u64,
-    inode: u64,
-    sb: u64,
-    off: &KernelOffsets,
-) -> Result<([u64; 2], [u32; 2], u64), Fault> {
-    let ty = types();
-    let file = M::view(file, ty.file);
-    let vfsmnt: u64 = M::read(file, off.file_f_path_mnt)?;
-    let dentry: u64 = M::read(file, off.file_f_path_dentry)?;
-    let ino: u64 = if inode != 0 {
-        M::read(M::view(inode, ty.inode), off.inode_i_ino)?
-    } else {
-        0
-    };
-    let dev: u32 = if sb != 0 {
-        M::read(M::view(sb, ty.super_block), off.sb_s_dev)?
-    } else {
-        0
-    };
-    let (mnt_id, mnt_ns) = if vfsmnt != 0 {
-        // container_of: the vfsmount is a member of its struct mount.
-        let mount = M::view(vfsmnt - u64::from(off.mount_mnt), ty.mount);
-        let id: i32 = M::read(mount, off.mount_mnt_id)?;
-        let ns: u64 = M::read(mount, off.mount_mnt_ns)?;
-        let inum: u32 = if ns != 0 {
-            M::read(ns, off.mnt_ns_inum)?
-        } else {
-            0
-        };
-        (id as u32, inum)
-    } else {
-        (0, 0)
-    };
-    Ok(([ino, u64::from(dev)], [mnt_id, mnt_ns], dentry))
-}
-
-/// Fills `out` with where `file` lives: inode, device, mount, namespace,
-/// and the path, whose names go at the end of `tail`.
-#[inline(always)]
-unsafe fn describe_path<M: Memory>(
-    file: u64,
-    inode: u64,
-    sb: u64,
-    out: *mut PathInfo,
-    status: *mut u8,
-    tail: *mut Tail,
-) {
-    let names = core::ptr::addr_of_mut!((*out).names);
-    let found = if file == 0 {
-        Ok(([0, 0], [0, 0], 0))
-    } else {
-        location::<M>(file, inode, sb, offsets())
-    };
-    let ([ino, dev], [mnt_id, mnt_ns], dentry) = match found {
-        Ok(l) => l,
-        Err(Fault) => {
-            // SAFETY: `status` points into the record's slot.
-            unsafe { mark_fault(status) };
-            ([0, 0], [0, 0], 0)
-        }
-    };
-    // SAFETY: plain field writes into the record's slot (see report()).
-    unsafe {
-        (*out).ino = ino;
-        (*out).dev = dev as u32;
-        (*out).mnt_id = mnt_id;
-        (*out).mnt_ns = mnt_ns;
-        (*out)._pad = 0;
-    }
-    // SAFETY: field writes into the record's slot. The mask is a no-op on
-    // what the kernel writes (see TAIL_START_MASK) and bounds the walk's
-    // writes for the verifier; see walk() for why it returns the count.
-    unsafe {
-        let start = bound(
-            usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used))),
-            TAIL_START_MASK,
-        );
-        (*names).start = start as u16;
-        (*names)._pad = [0; 2];
-        let bytes = core::ptr::addr_of_mut!((*tail).bytes)
-            .cast::<u8>()
-            .add(start);
-        (*names).count = names::walk::<M>(dentry, names, bytes);
-        (*tail).used = start as u16 + (*names).used;
-    }
-}
-
-/// What the call already knows of one side of the copy.
-#[derive(Clone, Copy)]
-struct Side {
-    file: u64,
-    inode: u64,
-    sb: u64,
-    magic: u64,
-    size: i64,
-    pos: i64,
-}
-
-/// The file's open flags, ops, mode and filesystem type name.
-#[inline(always)]
-fn file_details<M: Memory>(
-    side: &Side,
-    fstype: *mut [u64; 2],
-    off: &KernelOffsets,
-) -> Result<(u32, u64, u64, u16), Fault> {
-    let ty = types();
-    let file = M::view(side.file, ty.file);
-    let f_flags: u32 = M::read(file, off.file_f_flags)?;
-    let fop: u64 = M::read(file, off.file_f_op)?;
-    let (copy_op, remap_op) = if fop != 0 {
-        (
-            M::read(fop, off.fop_copy_file_range)?,
-            M::read(fop, off.fop_remap_file_range)?,
-        )
-    } else {
-        (0, 0)
-    };
-    let mode: u16 = if side.inode != 0 {
-        M::read(M::view(side.inode, ty.inode), off.inode_i_mode)?
-    } else {
-        0
-    };
-    if side.sb != 0 {
-        let fstype_ptr: u64 = M::read(M::view(side.sb, ty.super_block), off.sb_s_type)?;
-        if fstype_ptr != 0 {
-            let name: u64 = M::read(fstype_ptr, off.fstype_name)?;
-            if name != 0 {
-                M::read_str_16(name, fstype);
-            }
-        }
-    }
-    Ok((f_flags, copy_op, remap_op, mode))
-}
-
-/// Fills `fi` with one side of the copy but its open flags, which it
-/// returns for the caller to store (see parent() for why). A subprogram:
-/// BPF passes at most five arguments, hence `Side`.
-#[inline(never)]
-unsafe fn describe_file<M: Memory>(
-    side: &Side,
-    fi: *mut FileInfo,
-    status: *mut u8,
-    tail: *mut Tail,
-) -> u32 {
-    // SAFETY: plain field writes into the record's slot (see report()).
-    unsafe {
-        (*fi).present = u8::from(side.file != 0);
-        (*fi).size = side.size;
-        (*fi).pos = side.pos;
-        (*fi).magic = side.magic;
-        (*fi)._pad = 0;
-        // Read up to its NUL; an empty name when there is none.
-        (*fi).fstype[0] = 0;
-    }
-    let details = if side.file == 0 {
-        Ok((0, 0, 0, 0))
-    } else {
-        file_details::<M>(
-            side,
-            core::ptr::addr_of_mut!((*fi).fstype).cast(),
-            offsets(),
-        )
-    };
-    let (f_flags, copy_op, remap_op, mode) = match details {
-        Ok(d) => d,
-        Err(Fault) => {
-            // SAFETY: `status` points into the record's slot.
-            unsafe { mark_fault(status) };
-            (0, 0, 0, 0)
-        }
-    };
-    // SAFETY: plain field writes into the record's slot (see report()).
-    // Volatile: two zeros side by side would become a memset call.
-    unsafe {
-        core::ptr::write_volatile(core::ptr::addr_of_mut!((*fi).copy_op), copy_op);
-        core::ptr::write_volatile(core::ptr::addr_of_mut!((*fi).remap_op), remap_op);
-        (*fi).mode = mode;
-    }
-    describe_path::<M>(
-        side.file,
-        side.inode,
-        side.sb,
-        core::ptr::addr_of_mut!((*fi).path),
-        status,
-        tail,
-    );
-    f_flags
-}
-
-/// Fills `out` with the task's executable (`mm->exe_file`).
-#[inline(always)]
-unsafe fn exe<M: Memory>(task: u64, out: *mut PathInfo, status: *mut u8, tail: *mut Tail) {
-    let off = offsets();
-    let found = M::read::<u64>(task, off.task_mm).and_then(|mm| {
-        let file: u64 = if mm != 0 {
-            M::read(mm, off.mm_exe_file)?
-        } else {
-            0
-        };
-        let side = task::file_side::<M>(file, off)?;
-        Ok((file, side.inode, side.sb))
-    });
-    let (file, inode, sb) = match found {
-        Ok(f) => f,
-        Err(Fault) => {
-            // SAFETY: `status` points into the record's slot.
-            unsafe { mark_fault(status) };
-            (0, 0, 0)
-        }
-    };
-    describe_path::<M>(file, inode, sb, out, status, tail);
 }

@@ -11,10 +11,15 @@
 //! record in the `INFLIGHT` hash for the length of one call: the hash is
 //! then full only while 4096 such threads are inside copy_file_range at once.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid};
-use copytrace_common::{counter, gap, thread_slot, Origin};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_get_current_pid_tgid,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use copytrace_common::{counter, gap, thread_slot, Origin, INFLIGHT_OVERFLOW, THREAD_SLOT_COUNT};
 
-use crate::maps::{add, COUNTERS, ENDING, INFLIGHT, SLOT_CLAIMS, THREAD_SLOTS};
+use crate::counters::{add, COUNTERS};
 use crate::task::FileSide;
 
 /// What entry leaves for exit: what only entry can know, and nothing more.
@@ -53,6 +58,27 @@ pub struct Inflight {
     /// call to a byte-at-a-time memset subprogram.
     pub _pad_word: u32,
 }
+
+/// Each thread's current or last call, at its thread id modulo
+/// `THREAD_SLOT_COUNT`, in the slot it holds (see `inflight`).
+#[map]
+pub static THREAD_SLOTS: Array<Inflight> = Array::with_max_entries(THREAD_SLOT_COUNT, 0);
+
+/// Which slots of [`THREAD_SLOTS`] are held, and by which thread id: the
+/// insert that creates a key is what claims a slot.
+#[map]
+pub static SLOT_CLAIMS: HashMap<u32, u32> = HashMap::with_max_entries(THREAD_SLOT_COUNT, 0);
+
+/// Each thread's current or last call, keyed by thread id, when it holds
+/// no slot of [`THREAD_SLOTS`]: written at entry, consumed at exit,
+/// removed when the thread exits.
+#[map]
+pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(INFLIGHT_OVERFLOW, 0);
+
+/// Per-CPU copy of the call an exit program is finishing (see
+/// `inflight::end_call`).
+#[map]
+pub static ENDING: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
 
 fn tid() -> u32 {
     bpf_get_current_pid_tgid() as u32

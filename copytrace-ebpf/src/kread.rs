@@ -4,10 +4,14 @@
 //! kernel allows them) cannot say so: a fault reads as zero, which the
 //! walks treat as "no such object".
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated},
+    macros::map,
+    maps::PerCpuArray,
+};
 use copytrace_common::{bound, RDONLY_CAST_PLACEHOLDER};
 
-use crate::maps::{types, SPAN};
+use crate::globals::types;
 
 /// A kernel or user read failed.
 pub struct Fault;
@@ -30,6 +34,10 @@ pub fn read_user<T>(addr: u64) -> Result<T, Fault> {
 
 /// Words a span read ([`read_two`], [`read_user_two`]) covers with one helper call.
 pub const SPAN_WORDS: usize = 8;
+
+/// Per-CPU landing place of kread's span reads (one helper call for two fields).
+#[map]
+pub static SPAN: PerCpuArray<[u64; SPAN_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Which address space a span read reads.
 #[derive(Clone, Copy)]
@@ -109,10 +117,20 @@ pub trait Memory {
     fn read<T>(base: u64, off: u32) -> Result<T, Fault>;
     /// Copies the 16 bytes at `base + off` of a readable pointer (a
     /// `comm`) to `dst`; a failed read leaves zeros.
-    fn read_16(base: u64, off: u32, dst: *mut [u64; 2]) -> Result<(), Fault>;
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of a `[u64; 2]` (16 bytes, 8-aligned),
+    /// and nothing else may access those bytes during the call.
+    unsafe fn read_16(base: u64, off: u32, dst: *mut [u64; 2]) -> Result<(), Fault>;
     /// Copies the first 16 bytes of the kernel string at `ptr` to `dst`:
     /// NUL-terminated if shorter, and what follows its NUL is not defined.
-    fn read_str_16(ptr: u64, dst: *mut [u64; 2]);
+    ///
+    /// # Safety
+    ///
+    /// As for [`Memory::read_16`]: `dst` must be valid for writes of a
+    /// `[u64; 2]`, and nothing else may access those bytes during the call.
+    unsafe fn read_str_16(ptr: u64, dst: *mut [u64; 2]);
 }
 
 /// Reads through `bpf_probe_read_kernel`: one helper call each, any kernel.
@@ -131,21 +149,29 @@ impl Memory for Helper {
         read(base, off)
     }
 
+    /// # Safety
+    ///
+    /// As for [`Memory::read_16`].
     #[inline(always)]
-    fn read_16(base: u64, off: u32, dst: *mut [u64; 2]) -> Result<(), Fault> {
+    unsafe fn read_16(base: u64, off: u32, dst: *mut [u64; 2]) -> Result<(), Fault> {
         let src = (base + u64::from(off)) as *const core::ffi::c_void;
-        // SAFETY: the helper writes 16 bytes at `dst` (zeros when it fails)
-        // and faults harmlessly on a bad `src`.
+        // SAFETY: the helper writes 16 bytes at `dst` (zeros when it fails),
+        // which the caller made writable (this function's contract), and
+        // faults harmlessly on a bad `src`.
         match unsafe { generated::bpf_probe_read_kernel(dst.cast(), 16, src) } {
             0 => Ok(()),
             _ => Err(Fault),
         }
     }
 
+    /// # Safety
+    ///
+    /// As for [`Memory::read_str_16`].
     #[inline(always)]
-    fn read_str_16(ptr: u64, dst: *mut [u64; 2]) {
+    unsafe fn read_str_16(ptr: u64, dst: *mut [u64; 2]) {
         // SAFETY: the helper writes at most 16 bytes at `dst`, NUL
-        // included, and faults harmlessly on a bad `ptr`.
+        // included, which the caller made writable (this function's
+        // contract), and faults harmlessly on a bad `ptr`.
         unsafe {
             generated::bpf_probe_read_kernel_str(dst.cast(), 16, ptr as *const core::ffi::c_void)
         };
@@ -182,24 +208,33 @@ impl Memory for Typed {
         Ok(unsafe { core::ptr::read_volatile((base + u64::from(off)) as *const T) })
     }
 
+    /// # Safety
+    ///
+    /// As for [`Memory::read_16`].
     #[inline(always)]
-    fn read_16(base: u64, off: u32, dst: *mut [u64; 2]) -> Result<(), Fault> {
+    unsafe fn read_16(base: u64, off: u32, dst: *mut [u64; 2]) -> Result<(), Fault> {
         // The verifier allows word loads from a char array inside it (a
         // `comm`): two loads instead of a helper call.
         let a = Self::read::<u64>(base, off)?;
         let b = Self::read::<u64>(base, off + 8)?;
-        // SAFETY: `dst` is 16 writable bytes, 8-aligned (the caller's).
+        // SAFETY: `dst` is 16 writable bytes, 8-aligned (this function's
+        // contract).
         unsafe { dst.write([a, b]) };
         Ok(())
     }
 
+    /// # Safety
+    ///
+    /// As for [`Memory::read_str_16`].
     #[inline(always)]
-    fn read_str_16(ptr: u64, dst: *mut [u64; 2]) {
+    unsafe fn read_str_16(ptr: u64, dst: *mut [u64; 2]) {
         // A string has no BTF type: view it as a struct that starts with a
         // long enough char array. The bytes past its NUL are whatever
         // follows it in memory (a fault reads as zeros), cut off by the
         // reader at the NUL.
-        let _ = Self::read_16(Self::view(ptr, types().text), 0, dst);
+        // SAFETY: `dst` is valid for a `[u64; 2]` write (this function's
+        // contract, which is read_16's).
+        let _ = unsafe { Self::read_16(Self::view(ptr, types().text), 0, dst) };
     }
 }
 
@@ -208,6 +243,6 @@ impl Memory for Typed {
 /// value and explores only the branch it selects.
 #[inline(always)]
 pub fn typed() -> bool {
-    // SAFETY: a read of a load-time global (see maps::types()).
+    // SAFETY: a read of a load-time global (see globals::types()).
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(types().rdonly_cast)) != 0 }
 }

@@ -10,14 +10,39 @@
 //! and reports the full record only when userspace asked for it (every call,
 //! or the suspicious ones, by the table userspace loaded). Policy (what is
 //! suspicious) is userspace's: this side only records.
+//!
+//! Each map lives with the code that owns it, and modules use only those
+//! listed below them (the `use crate::…` graph has no cycle):
+//! - [`call`]: entry, exit and the exact counts (`COUNTS`, `LATENCY`,
+//!   `SETTINGS`, `SIZE_TRUTH`); uses report, describe, inflight, task,
+//!   kread, globals, counters;
+//! - [`report`]: the ring buffer (`EVENTS`, `SCRATCH`) and the reader's
+//!   wake-up (`READER`); uses describe, kread, counters;
+//! - [`describe`]: a reported call's full record; uses inflight, names,
+//!   task, kread, globals, counters;
+//! - [`inflight`]: each thread's call between entry and exit
+//!   (`THREAD_SLOTS`, `SLOT_CLAIMS`, `INFLIGHT`, `ENDING`); uses task,
+//!   counters;
+//! - [`names`]: the dentry walk; uses kread, globals;
+//! - [`task`]: the calling task and its files; uses kread, globals;
+//! - [`kread`]: kernel and user memory reads (`SPAN`); uses globals;
+//! - [`globals`]: the load-time globals every layer reads (`OFFSETS`,
+//!   `TYPES`, `CONFIG`, `POLICY`), and [`counters`]: the loss and fault
+//!   counters every layer bumps (`COUNTERS`); they use nothing of the crate.
+//!
+//! The programs below use call, inflight, kread and globals.
 #![no_std]
 #![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod call;
+mod counters;
+mod describe;
+mod globals;
 mod inflight;
 mod kread;
-mod maps;
 mod names;
+mod report;
 mod task;
 
 use aya_ebpf::{
@@ -28,8 +53,8 @@ use aya_ebpf::{
 use copytrace_common::{contiguous, Origin};
 
 use crate::call::SyscallArgs;
+use crate::globals::offsets;
 use crate::kread::{read, typed, Helper, Memory, Typed};
-use crate::maps::offsets;
 
 /// The six argument words at `offs` of `base` (one read when they are consecutive).
 #[inline(always)]

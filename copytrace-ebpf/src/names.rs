@@ -9,8 +9,8 @@ use copytrace_common::{
     bound, name_flag, KernelOffsets, NameSpan, NAME_AREA, NAME_READ, PATH_DEPTH,
 };
 
+use crate::globals::{offsets, types};
 use crate::kread::Memory;
-use crate::maps::{offsets, types};
 
 /// Writes the path of `dentry` inside its filesystem at `bytes` (in a
 /// record being built, with [`copytrace_common::WALK_MAX`] bytes of room)
@@ -24,11 +24,18 @@ use crate::maps::{offsets, types};
 /// that returns nothing, so its many exits converge at the call site, and
 /// whose running length lives in the record rather than in a register, so
 /// each iteration has one verifier state instead of one per length.
+///
+/// # Safety
+///
+/// `out` must be valid for reads and writes of a [`NameSpan`], and `bytes`
+/// for writes of `WALK_MAX` bytes; nothing else may access either during
+/// the call.
 #[inline(never)]
-pub fn walk<M: Memory>(dentry: u64, out: *mut NameSpan, bytes: *mut u8) -> u8 {
+pub unsafe fn walk<M: Memory>(dentry: u64, out: *mut NameSpan, bytes: *mut u8) -> u8 {
     let off = offsets();
     // SAFETY: `out` and `bytes` point into a record being built (a per-CPU
-    // map slot); every access below goes through raw pointers into it.
+    // map slot), valid for this walk's accesses (this function's contract);
+    // every access below goes through raw pointers into it.
     unsafe {
         (*out).used = 0;
         (*out).count = 0;
@@ -70,7 +77,9 @@ pub fn walk<M: Memory>(dentry: u64, out: *mut NameSpan, bytes: *mut u8) -> u8 {
         let at = bound(used, NAME_AREA - 1);
         // SAFETY: `at` < NAME_AREA and NAME_READ more bytes fit in WALK_MAX.
         let dst = unsafe { bytes.add(at) };
-        let n = match inline_name::<M>(d, name, dst, off) {
+        // SAFETY: `dst` has NAME_READ bytes of room (as above), more than
+        // inline_name's INLINE_WORDS * 8.
+        let n = match unsafe { inline_name::<M>(d, name, dst, off) } {
             Some(n) => n as i64,
             // SAFETY: the helper writes at most NAME_READ bytes (NUL
             // included) at `dst` and faults harmlessly on a bad `name`.
@@ -115,8 +124,18 @@ const INLINE_WORDS: u32 = 5;
 /// returns the bytes written. Only where reads are plain loads: a few word
 /// loads then cost less than one helper call. Longer names, and every name
 /// read through the helper, return None for the string read.
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `INLINE_WORDS * 8` bytes (no alignment
+/// needed), and nothing else may access them during the call.
 #[inline(always)]
-fn inline_name<M: Memory>(d: u64, name: u64, dst: *mut u8, off: &KernelOffsets) -> Option<usize> {
+unsafe fn inline_name<M: Memory>(
+    d: u64,
+    name: u64,
+    dst: *mut u8,
+    off: &KernelOffsets,
+) -> Option<usize> {
     let words = (off.dentry_inline_len / 8).min(INLINE_WORDS);
     if !M::PLAIN_LOADS || words == 0 || name != d + u64::from(off.dentry_inline_name) {
         return None;
@@ -138,7 +157,7 @@ fn inline_name<M: Memory>(d: u64, name: u64, dst: *mut u8, off: &KernelOffsets) 
         if i < words && i * 8 <= len {
             let w = M::read::<u64>(d, off.dentry_inline_name + i * 8).ok()?;
             // SAFETY: at most INLINE_WORDS * 8 bytes at `dst`, which has
-            // NAME_READ bytes of room (see walk()).
+            // that much room (this function's contract).
             unsafe { core::ptr::write_unaligned(dst.add(i as usize * 8).cast::<u64>(), w) };
         }
     }

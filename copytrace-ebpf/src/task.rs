@@ -6,8 +6,8 @@ use aya_ebpf::helpers::{
 };
 use copytrace_common::{contiguous, KernelOffsets, ProbeConfig};
 
+use crate::globals::types;
 use crate::kread::{read, read_two, Fault, Memory};
-use crate::maps::types;
 
 /// Parent-chain depth searched for `follow_tgid`.
 const FOLLOW_DEPTH: usize = 16;

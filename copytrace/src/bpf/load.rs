@@ -79,7 +79,7 @@ fn counts_capacity(by_cgroup: bool) -> u32 {
     if by_cgroup {
         65_536
     } else {
-        4096
+        copytrace_common::COUNTS_CAPACITY
     }
 }
 
