@@ -205,5 +205,8 @@ mod tests {
         assert!(copytrace.len() > 40, "found {} files", copytrace.len());
         let problems = upward_uses(&copytrace);
         assert!(problems.is_empty(), "{problems:#?}");
+        let ebpf = sources(&root.join("copytrace-ebpf/src")).expect("sources");
+        assert!(ebpf.len() > 5, "found {} files", ebpf.len());
+        assert_eq!(find_cycle(&graph(&ebpf)), None);
     }
 }

@@ -62,6 +62,13 @@ enum Cmd {
         #[arg(long)]
         load_only: bool,
     },
+    /// Only the layering check `test` starts with: imports point down the
+    /// stages of copytrace/src, and copytrace-ebpf has no module cycle.
+    Layers {
+        /// The workspace to check.
+        #[arg(long, default_value = ".")]
+        root: std::path::PathBuf,
+    },
     /// Only the systemd guests: the package installed and checked as a
     /// service under systemd, and a two-guest fleet under one Prometheus.
     SystemdGuest,
@@ -92,6 +99,7 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Provision => provision::provision(),
+        Cmd::Layers { root } => layers::check(&root),
         Cmd::SystemdGuest => {
             provision::provision()?;
             let runs = systemd_guest::suite_runs()?;
