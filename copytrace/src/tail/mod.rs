@@ -3,8 +3,10 @@
 //! a client sends and the server applies, and the `copytrace tail`
 //! [`client`]. Knows records and the socket, never the probes.
 
+mod access;
 pub mod client;
 pub mod config;
 pub mod filter;
 pub mod protocol;
 pub mod server;
+mod session;
