@@ -9,10 +9,6 @@
 //! `fleet-good` (install, serve, make only good copies). Each result is a
 //! `CT-CHECK name: ok|FAIL detail` line on the serial console; the host
 //! answers `CT-CONTINUE` on the console when the fleet checks are done.
-#![allow(
-    clippy::print_stdout,
-    reason = "the serial console is the guest's only output"
-)]
 
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
@@ -22,20 +18,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use copytrace_guest::console::{ConsoleLine, Kind};
+use copytrace_guest::report;
 use serde_json::Value;
 
 const DATA: &str = "/mnt/ct";
 /// Silent zero copies this program makes while the service runs.
 const SILENT_FLEET: usize = 7;
-
-fn line(kind: &str, tag: &str, text: &str) {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    println!("{kind} {tag}: {clean}");
-    let _ = std::io::stdout().flush();
-}
 
 /// Every check of the `checks` role, in order (announced first, so the host
 /// counts a check the guest never reached as not run).
@@ -64,11 +53,7 @@ const PLAN: &[&str] = &[
 /// Records one check; returns whether it passed.
 fn check(name: &str, ok: bool, detail: &str) -> bool {
     debug_assert!(PLAN.contains(&name), "{name} is not in PLAN");
-    line(
-        "CT-CHECK",
-        name,
-        &format!("{} {detail}", if ok { "ok" } else { "FAIL" }),
-    );
+    report::emit(&ConsoleLine::check(name, ok, detail));
     ok
 }
 
@@ -715,12 +700,12 @@ fn fleet(silent: usize, good: usize) {
     for _ in 0..good {
         let _ = copy("/root/ct-src", "/root/ct-dst", 1000);
     }
-    line(
-        "CT-FLEET-READY",
+    report::line(
+        Kind::FleetReady,
         "",
         &format!("{silent} silent, {good} good"),
     );
-    // The host writes CT-CONTINUE on the console once it has checked.
+    // The host writes a continue line on the console once it has checked.
     let mut tty = std::io::BufReader::new(std::io::stdin());
     let mut l = String::new();
     let end = Instant::now() + Duration::from_secs(600);
@@ -728,12 +713,16 @@ fn fleet(silent: usize, good: usize) {
         l.clear();
         match tty.read_line(&mut l) {
             Ok(0) => std::thread::sleep(Duration::from_millis(200)),
-            Ok(_) if l.contains("CT-CONTINUE") => return,
+            Ok(_) if ConsoleLine::parse(&l).is_some_and(|c| c.kind == Kind::Continue) => return,
             Ok(_) => {}
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
-    line("CT-LOG", "fleet", "no CT-CONTINUE from the host in 600 s");
+    report::line(
+        Kind::Log,
+        "fleet",
+        &format!("no {} from the host in 600 s", Kind::Continue),
+    );
 }
 
 fn purge(before: &[String]) -> bool {
@@ -756,7 +745,7 @@ fn purge(before: &[String]) -> bool {
 }
 
 fn run_checks() {
-    line("CT-PLAN", "", &PLAN.join("|"));
+    report::line(Kind::Plan, "", &PLAN.join("|"));
     let before = snapshot();
     if !install() {
         return;
@@ -795,17 +784,17 @@ fn main() {
     }
     let role = std::fs::read_to_string(Path::new(DATA).join("role")).unwrap_or_default();
     let release = sh("uname", &["-r"]).1;
-    line("CT-KERNEL", "", release.trim());
+    report::line(Kind::Kernel, "", release.trim());
     match role.trim() {
         "checks" => run_checks(),
         "fleet-good" => {
-            line("CT-PLAN", "", PLAN[0]);
+            report::line(Kind::Plan, "", PLAN[0]);
             if install() {
                 fleet(0, 5);
             }
         }
-        other => line("CT-LOG", "role", &format!("unknown role {other:?}")),
+        other => report::line(Kind::Log, "role", &format!("unknown role {other:?}")),
     }
-    line("CT-DONE", "", "");
+    report::emit(&ConsoleLine::bare(Kind::Done));
     let _ = sh("systemctl", &["poweroff", "--no-block"]);
 }
