@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use copytrace_guest::console::{ConsoleLine, Kind};
 
 use crate::arch::Arch;
 use crate::build::{self, TestBinary};
@@ -185,7 +186,7 @@ pub enum GuestWork {
     Bench,
 }
 
-/// One `CT-BENCH` result: nanoseconds per operation under one mode.
+/// One [`Kind::Bench`] result: nanoseconds per operation under one mode.
 #[derive(Debug, Clone)]
 pub struct BenchLine {
     /// `fentry`, `tracepoint`, or an untraced block (`untraced-0`, …).
@@ -276,30 +277,21 @@ impl ConsoleReader {
     }
 
     fn line(&mut self, raw: &str) {
-        // Firmware output may share a line with the first report.
-        let Some(at) = raw.find("CT-") else { return };
-        let line = &raw[at..];
-        let Some((head, text)) = line.split_once(": ") else {
-            if line.starts_with("CT-DONE") {
-                self.done = true;
-            }
+        let Some(line) = ConsoleLine::parse(raw) else {
             return;
         };
-        let mut head = head.splitn(3, ' ');
-        let (kind, backend, bin) = (
-            head.next().unwrap_or(""),
-            head.next().unwrap_or(""),
-            head.next().unwrap_or(""),
-        );
+        let (backend, bin) = line.tag_pair();
         let key = (backend.to_string(), bin.to_string());
-        match kind {
-            "CT-KERNEL" => self.release = text.to_string(),
-            "CT-DONE" => self.done = true,
-            "CT-LOADED" => echo(&format!(
+        let text = line.text.as_str();
+        match line.kind {
+            Kind::Kernel => self.release = text.to_string(),
+            Kind::Done => self.done = true,
+            Kind::Log => echo(&format!("guest {}: {}: {text}", self.label, line.tag)),
+            Kind::Loaded => echo(&format!(
                 "guest {}: the {backend} back-end {text}",
                 self.label
             )),
-            "CT-OUT" => {
+            Kind::Out => {
                 if (text.starts_with("test ") && text.contains(" ... "))
                     || text.starts_with("test result:")
                 {
@@ -313,17 +305,24 @@ impl ConsoleReader {
                     r.read_line(text);
                 }
             }
-            "CT-SKIP" => {
+            // Kept with the run, and shown with its failures.
+            Kind::Err => {
+                if let Some(r) = self.runs.get_mut(&key) {
+                    r.read_stderr(text);
+                }
+            }
+            Kind::Skip => {
                 if let Some(r) = self.runs.get_mut(&key) {
                     r.read_skips(text);
                 }
             }
-            "CT-EXIT" if text != "0" => {
+            Kind::Exit if text == "0" => {}
+            Kind::Exit => {
                 if let Some(r) = self.runs.get_mut(&key) {
                     r.trouble = Some(format!("exited with {text}"));
                 }
             }
-            "CT-BENCH" => match BenchLine::parse(backend, bin, text) {
+            Kind::Bench => match BenchLine::parse(backend, bin, text) {
                 Some(b) => {
                     echo(&format!(
                         "guest {} bench {backend} {bin}: {text}",
@@ -331,9 +330,11 @@ impl ConsoleReader {
                     ));
                     self.bench.push(b);
                 }
-                None => self.errors.push(format!("unreadable bench line {line:?}")),
+                None => self
+                    .errors
+                    .push(format!("unreadable bench line {:?}", line.to_string())),
             },
-            "CT-REFUSED" => {
+            Kind::Refused => {
                 self.refused.push((backend.to_string(), text.to_string()));
                 let reason = format!("this kernel refuses the {backend} back-end: {text}");
                 for (bin, tests) in &self.lists {
@@ -344,8 +345,11 @@ impl ConsoleReader {
                     );
                 }
             }
-            "CT-ERROR" => self.errors.push(format!("{backend}: {text}")),
-            _ => {}
+            Kind::Error => self.errors.push(format!("{}: {text}", line.tag)),
+            // The systemd guest's lines: not expected here, so shown.
+            Kind::Plan | Kind::Check | Kind::FleetReady | Kind::Continue => {
+                echo(&format!("guest {}: unexpected {line}", self.label))
+            }
         }
     }
 
@@ -356,7 +360,7 @@ impl ConsoleReader {
                 GUEST_TIMEOUT.as_secs()
             ))
         } else if !self.done {
-            Some("guest stopped before reporting CT-DONE".to_string())
+            Some(format!("guest stopped before reporting {}", Kind::Done))
         } else if !self.errors.is_empty() {
             Some(self.errors.join("; "))
         } else {
@@ -606,5 +610,44 @@ mod tests {
         );
         assert!(BenchLine::parse("fentry", "4k-tmpfs", "1 2 3").is_none());
         assert!(BenchLine::parse("fentry", "4k-tmpfs", "1 2 3 x").is_none());
+    }
+
+    #[test]
+    fn a_guests_console_becomes_runs_with_their_stderr() {
+        let lists = BTreeMap::from([("oracle".to_string(), vec!["a".into(), "b".into()])]);
+        let mut reader = ConsoleReader::new(&KERNELS[0], &lists);
+        for l in [
+            "SeaBIOS noise CT-KERNEL : 6.12.117+deb13-amd64",
+            "CT-LOADED fentry: loads and attaches, typed kernel reads",
+            "CT-REFUSED tracepoint: not here",
+            "CT-OUT fentry oracle: test a ... ok",
+            "CT-ERR fentry oracle: thread 'b' panicked: the daemon said nothing",
+            "CT-OUT fentry oracle: test b ... FAILED",
+            "CT-EXIT fentry oracle: 101",
+            "CT-DONE : ",
+        ] {
+            reader.line(l);
+        }
+        let g = reader.finish(KERNELS[0], Duration::from_secs(1), false);
+        assert_eq!(g.release, "6.12.117+deb13-amd64");
+        assert_eq!(g.trouble, None);
+        assert_eq!(
+            g.refused,
+            [("tracepoint".to_string(), "not here".to_string())]
+        );
+        let fentry = g
+            .runs
+            .iter()
+            .find(|r| r.name.ends_with("fentry: oracle"))
+            .expect("the fentry run");
+        assert_eq!(fentry.trouble.as_deref(), Some("exited with 101"));
+        assert_eq!(
+            crate::suite::tally::failures(std::slice::from_ref(fentry)),
+            [
+                "FAILED guest 6.12/x86_64 fentry: oracle: b",
+                "STDERR guest 6.12/x86_64 fentry: oracle: its last lines",
+                "    thread 'b' panicked: the daemon said nothing",
+            ]
+        );
     }
 }
