@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use copytrace_testkit::net::{http_get, sum_samples};
 
-use super::measure::{
-    build_release, cpu_seconds, loop_bin, proc_status_kib, start_copytrace, Fixture, Watch,
-};
+use super::measure::{build_release, cpu_seconds, loop_bin, proc_status_kib, Fixture};
+use super::tracers::{start_copytrace, Watch};
 use crate::cmd::{echo, say};
 
 /// Tail clients that say hello and then never read.
