@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use copytrace_common::metric_names::{CALLS_TOTAL, PROBES_ATTACHED};
 use copytrace_guest::console::{ConsoleLine, Kind};
 use serde_json::Value;
 
@@ -343,7 +344,7 @@ fn fleet_checks(ports: &[(String, u16, f64)]) -> Result<Run> {
         std::thread::sleep(Duration::from_secs(2));
         sums = by_instance(
             &prom,
-            "sum by (instance) (copytrace_calls_total{verdict=\"silent_zero_copy\"}) or sum by (instance) (copytrace_probes_attached) * 0",
+            &format!("sum by (instance) ({CALLS_TOTAL}{{verdict=\"silent_zero_copy\"}}) or sum by (instance) ({PROBES_ATTACHED}) * 0"),
         );
         firing = http_json(&prom, "/api/v1/alerts")
             .and_then(|v| v["data"]["alerts"].as_array().cloned())

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use copytrace_common::metric_names;
 use serde::Serialize;
 
 use crate::bpf::btf::{Btf, VMLINUX_BTF};
@@ -262,9 +263,9 @@ fn running_daemon() -> Check {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as u64)
     };
-    let received = value("copytrace_events_received_total");
-    let lost = value("copytrace_events_lost_total");
-    let untracked = value("copytrace_calls_untracked_total");
+    let received = value(metric_names::EVENTS_RECEIVED_TOTAL);
+    let lost = value(metric_names::EVENTS_LOST_TOTAL);
+    let untracked = value(metric_names::CALLS_UNTRACKED_TOTAL);
     let what = format!(
         "running daemon at {listen}: {received} reported calls read, {lost} lost (ring buffer full), {untracked} untracked (kernel map full)"
     );

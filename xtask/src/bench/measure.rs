@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use copytrace_common::metric_names::{CALLS_TOTAL, EVENTS_LOST_TOTAL, EVENTS_RECEIVED_TOTAL};
 use copytrace_testkit::fs::Mount;
 use copytrace_testkit::net::{http_get, sum_samples};
 
@@ -239,9 +240,9 @@ pub fn ingest(d: &Daemon, daemon: &'static str, fx: &Fixture, threads: u64) -> R
     let after = scrape(&d.metrics)?;
     let cpu = cpu_seconds(d.child.id()) - cpu0;
     let delta = |p: &str| sum_samples(&after, p) - sum_samples(&before, p);
-    let calls = delta("copytrace_calls_total{");
-    let received = delta("copytrace_events_received_total");
-    let lost = delta("copytrace_events_lost_total");
+    let calls = delta(&format!("{CALLS_TOTAL}{{"));
+    let received = delta(EVENTS_RECEIVED_TOTAL);
+    let lost = delta(EVENTS_LOST_TOTAL);
     let made = (iters * threads) as f64;
     Ok(Ingest {
         daemon,

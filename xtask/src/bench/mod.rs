@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
+use copytrace_common::metric_names::PROBES_ATTACHED;
 use copytrace_testkit::KillOnDrop;
 
 use self::measure::{stats, Fixture, Stats};
@@ -138,7 +139,7 @@ pub fn bench(guest: bool) -> Result<()> {
             idle_rss_kib = measure::proc_status_kib(d.child.id(), "VmRSS:");
             backend = measure::scrape(&d.metrics)?
                 .lines()
-                .find(|l| l.starts_with("copytrace_probes_attached{") && l.ends_with(" 1"))
+                .find(|l| l.starts_with(&format!("{PROBES_ATTACHED}{{")) && l.ends_with(" 1"))
                 .and_then(|l| l.split('"').nth(1))
                 .unwrap_or("?")
                 .to_string();

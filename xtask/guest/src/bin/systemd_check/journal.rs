@@ -4,6 +4,8 @@
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+use copytrace_common::metric_names::JOURNAL_HELD_BACK_TOTAL;
+
 use crate::check;
 use crate::sys::{copy, http_get, journal, sample, sh, silent_copy, wait};
 
@@ -106,8 +108,8 @@ pub fn journal_flood() -> bool {
             "COPYTRACE_VERDICT=error",
         ],
     );
-    let metric = http_get("127.0.0.1:9977", "/metrics")
-        .and_then(|m| sample(&m, "copytrace_journal_held_back_total"));
+    let metric =
+        http_get("127.0.0.1:9977", "/metrics").and_then(|m| sample(&m, JOURNAL_HELD_BACK_TOTAL));
     let (_, last) = sh(
         "journalctl",
         &["-u", "copytrace", "--no-pager", "-n", "3", "-o", "cat"],

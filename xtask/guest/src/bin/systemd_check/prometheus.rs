@@ -8,24 +8,25 @@ use serde_json::Value;
 
 use crate::service::CONFIG;
 use crate::sys::{copy, http_get, sample, sh, silent_copy, wait};
+use copytrace_common::metric_names::CALLS_TOTAL;
 use copytrace_guest::console::{ConsoleLine, Kind};
 use copytrace_guest::report;
 
 use crate::check;
 
-pub const SILENT_SERIES: &str =
-    r#"copytrace_calls_total{fs_in="proc",fs_out="proc",verdict="silent_zero_copy"}"#;
-
 pub fn prometheus_counts(silent: u64) -> bool {
+    let series =
+        format!(r#"{CALLS_TOTAL}{{fs_in="proc",fs_out="proc",verdict="silent_zero_copy"}}"#);
     let cfg = "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: copytrace\n    static_configs:\n      - targets: ['127.0.0.1:9977']\n";
     let _ = std::fs::write("/etc/prometheus/prometheus.yml", cfg);
     let _ = sh("systemctl", &["restart", "prometheus"]);
     let own = http_get("127.0.0.1:9977", "/metrics")
-        .and_then(|b| sample(&b, SILENT_SERIES))
+        .and_then(|b| sample(&b, &series))
         .unwrap_or(-1.0);
-    let query = "/api/v1/query?query=copytrace_calls_total%7Bverdict%3D%22silent_zero_copy%22%2Cfs_in%3D%22proc%22%2Cfs_out%3D%22proc%22%7D";
+    // The metric's name needs no percent-encoding: letters and `_`.
+    let query = format!("/api/v1/query?query={CALLS_TOTAL}%7Bverdict%3D%22silent_zero_copy%22%2Cfs_in%3D%22proc%22%2Cfs_out%3D%22proc%22%7D");
     let seen = wait(90, || {
-        let body = http_get("127.0.0.1:9090", query)?;
+        let body = http_get("127.0.0.1:9090", &query)?;
         let v: Value = serde_json::from_str(&body).ok()?;
         let n: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
         (n >= silent as f64).then_some(n)
