@@ -6,11 +6,17 @@
 //! verdict) is defined once, in [`facts`], and called by both; what is
 //! suspicious is decided by userspace and handed to the kernel as a
 //! [`ReportPolicy`] table. The names of the metrics the daemon exports,
-//! which its readers look up, are in [`metric_names`].
+//! which its readers look up, are in [`metric_names`]; with the `serde`
+//! feature, `doctor` holds the report `copytrace doctor --json` prints.
 #![cfg_attr(not(test), no_std)]
+
+#[cfg(feature = "serde")]
+extern crate alloc;
 
 mod backend;
 pub mod counts;
+#[cfg(feature = "serde")]
+pub mod doctor;
 pub mod event;
 pub mod facts;
 pub mod metric_names;

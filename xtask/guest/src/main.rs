@@ -15,6 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
+use copytrace_common::doctor;
 use copytrace_guest::console::Kind;
 use copytrace_guest::report;
 use serde::Deserialize;
@@ -35,29 +36,23 @@ struct Plan {
 
 /// `copytrace doctor --json`, run once per boot: it loads every back-end,
 /// which takes seconds under TCG.
-fn doctor() -> Result<serde_json::Value, String> {
+fn doctor_report() -> Result<doctor::Report, String> {
     let out = Command::new("/bin/copytrace")
         .args(["doctor", "--json"])
         .output()
         .map_err(|e| format!("cannot run copytrace doctor: {e}"))?;
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("copytrace doctor --json printed no JSON: {e}"))
+    doctor::Report::from_json(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| format!("copytrace doctor --json printed no report: {e}"))
 }
 
 /// How copytrace attaches `backend` here ("typed kernel reads"…), or why
 /// it cannot, from the doctor's report.
-fn backend_check(
-    doctor: &Result<serde_json::Value, String>,
-    backend: &str,
-) -> Result<String, String> {
-    let b = &doctor.as_ref().map_err(Clone::clone)?["backends"][backend];
-    if b["attaches"].as_bool() == Some(true) {
-        Ok(b["reads"]
-            .as_str()
-            .unwrap_or("kernel reads unknown")
-            .to_string())
-    } else {
-        Err(b["why"].as_str().unwrap_or("refused").to_string())
+fn backend_check(doctor: &Result<doctor::Report, String>, backend: &str) -> Result<String, String> {
+    let report = doctor.as_ref().map_err(Clone::clone)?;
+    match report.backend(backend).map(doctor::BackendCheck::attached) {
+        Some(Ok(reads)) => Ok(reads.to_string()),
+        Some(Err(why)) => Err(why.to_string()),
+        None => Err(format!("copytrace doctor does not know {backend}")),
     }
 }
 
@@ -104,7 +99,7 @@ fn run() -> Result<()> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     report::line(Kind::Kernel, "", release.trim());
     let plan: Plan = serde_json::from_slice(&std::fs::read("/plan.json")?)?;
-    let doctor = doctor();
+    let doctor = doctor_report();
     if plan.bench {
         for (k, v) in &plan.env {
             std::env::set_var(k, v);
