@@ -107,7 +107,8 @@ const VERDICTS: [&str; 2] = [": ok", ": FAIL"];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleLine {
     pub kind: Kind,
-    /// Whom the line is about (see [`Kind`]); empty when nobody.
+    /// Whom the line is about (see [`Kind`]); empty when nobody. It holds
+    /// no `: `, except a check's name (see [`ConsoleLine::parse`]).
     pub tag: String,
     pub text: String,
 }

@@ -47,8 +47,8 @@ fn doctor_report() -> Result<doctor::Report, String> {
 
 /// How copytrace attaches `backend` here ("typed kernel reads"…), or why
 /// it cannot, from the doctor's report.
-fn backend_check(doctor: &Result<doctor::Report, String>, backend: &str) -> Result<String, String> {
-    let report = doctor.as_ref().map_err(Clone::clone)?;
+fn backend_check(report: &Result<doctor::Report, String>, backend: &str) -> Result<String, String> {
+    let report = report.as_ref().map_err(Clone::clone)?;
     match report.backend(backend).map(doctor::BackendCheck::attached) {
         Some(Ok(reads)) => Ok(reads.to_string()),
         Some(Err(why)) => Err(why.to_string()),
