@@ -5,13 +5,21 @@
 //! the same bytes back. What both sides compute (the facts that decide a
 //! verdict) is defined once, in [`facts`], and called by both; what is
 //! suspicious is decided by userspace and handed to the kernel as a
-//! [`ReportPolicy`] table.
+//! [`ReportPolicy`] table. The names of the metrics the daemon exports,
+//! which its readers look up, are in [`metric_names`]; with the `serde`
+//! feature, `doctor` holds the report `copytrace doctor --json` prints.
 #![cfg_attr(not(test), no_std)]
+
+#[cfg(feature = "serde")]
+extern crate alloc;
 
 mod backend;
 pub mod counts;
+#[cfg(feature = "serde")]
+pub mod doctor;
 pub mod event;
 pub mod facts;
+pub mod metric_names;
 mod offsets;
 mod policy;
 

@@ -7,7 +7,7 @@
 //! and cached under target/; each guest boots it through a copy-on-write
 //! overlay, with a small data disk holding the package, the in-guest
 //! checker (`copytrace-systemd-check`) and the guest's role. The checker
-//! reports `CT-CHECK` lines on the serial console.
+//! reports one console line per check (`copytrace_guest::console`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use copytrace_common::metric_names::{CALLS_TOTAL, PROBES_ATTACHED};
+use copytrace_guest::console::{ConsoleLine, Kind};
 use serde_json::Value;
 
 use crate::arch::Arch;
@@ -198,48 +200,55 @@ struct Guest {
 impl Guest {
     /// Reads console lines for up to `wait`; returns after the first one.
     fn pump(&mut self, wait: Duration) {
-        let Some(l) = self.live.next_line(wait) else {
+        let Some(raw) = self.live.next_line(wait) else {
             return;
         };
-        let Some(at) = l.find("CT-") else { return };
-        let l = &l[at..];
-        let (head, text) = l.split_once(": ").unwrap_or((l, ""));
-        match head.split_whitespace().next().unwrap_or("") {
-            "CT-PLAN" => {
-                let plan: Vec<String> = text.split('|').map(str::to_string).collect();
+        let Some(l) = ConsoleLine::parse(&raw) else {
+            return;
+        };
+        match l.kind {
+            Kind::Plan => {
+                let plan: Vec<String> = l.text.split('|').map(str::to_string).collect();
                 self.run = Some(Run::new(format!("systemd guest {}", self.name), &plan));
             }
-            "CT-CHECK" => {
-                // A check's name may itself hold ": ", so split at the verdict.
-                let body = l.strip_prefix("CT-CHECK ").unwrap_or(l);
-                let (check, text) = [": ok", ": FAIL"]
-                    .iter()
-                    .filter_map(|v| body.find(v))
-                    .min()
-                    .map(|at| (&body[..at], &body[at + 2..]))
-                    .unwrap_or((body, ""));
-                let ok = text.starts_with("ok");
+            Kind::Check => {
+                let (ok, _) = l.verdict();
                 echo(&format!(
-                    "systemd guest {} [{}] {check}: {text}",
+                    "systemd guest {} [{}] {}: {}",
                     self.name,
-                    humantime_secs(self.live.elapsed())
+                    humantime_secs(self.live.elapsed()),
+                    l.tag,
+                    l.text
                 ));
                 if let Some(r) = self.run.as_mut() {
-                    r.set(check, if ok { Outcome::Passed } else { Outcome::Failed });
+                    r.set(&l.tag, if ok { Outcome::Passed } else { Outcome::Failed });
                 }
             }
-            "CT-FLEET-READY" => {
+            Kind::FleetReady => {
                 echo(&format!(
-                    "systemd guest {}: fleet member ready ({text})",
-                    self.name
+                    "systemd guest {}: fleet member ready ({})",
+                    self.name, l.text
                 ));
                 self.ready = true;
-                self.silent = text.split(' ').next().and_then(|n| n.parse().ok());
+                self.silent = l.text.split(' ').next().and_then(|n| n.parse().ok());
             }
-            "CT-KERNEL" => echo(&format!("systemd guest {}: kernel {text}", self.name)),
-            "CT-LOG" => echo(&format!("systemd guest {}: {text}", self.name)),
-            "CT-DONE" => self.done = true,
-            _ => {}
+            Kind::Kernel => echo(&format!("systemd guest {}: kernel {}", self.name, l.text)),
+            Kind::Log => echo(&format!(
+                "systemd guest {}: {}: {}",
+                self.name, l.tag, l.text
+            )),
+            Kind::Done => self.done = true,
+            // Ours, echoed by the guest's terminal.
+            Kind::Continue => {}
+            // The kernel-matrix guest's lines: not expected here, so shown.
+            Kind::Loaded
+            | Kind::Refused
+            | Kind::Out
+            | Kind::Err
+            | Kind::Skip
+            | Kind::Exit
+            | Kind::Bench
+            | Kind::Error => echo(&format!("systemd guest {}: unexpected {l}", self.name)),
         }
     }
 }
@@ -335,7 +344,7 @@ fn fleet_checks(ports: &[(String, u16, f64)]) -> Result<Run> {
         std::thread::sleep(Duration::from_secs(2));
         sums = by_instance(
             &prom,
-            "sum by (instance) (copytrace_calls_total{verdict=\"silent_zero_copy\"}) or sum by (instance) (copytrace_probes_attached) * 0",
+            &format!("sum by (instance) ({CALLS_TOTAL}{{verdict=\"silent_zero_copy\"}}) or sum by (instance) ({PROBES_ATTACHED}) * 0"),
         );
         firing = http_json(&prom, "/api/v1/alerts")
             .and_then(|v| v["data"]["alerts"].as_array().cloned())
@@ -437,7 +446,8 @@ pub fn runs(deb: &Path, checker: &Path) -> Result<Vec<Run>> {
             .collect();
         runs.push(fleet_checks(&members)?);
         for g in guests.iter_mut() {
-            g.live.send("CT-CONTINUE")?;
+            g.live
+                .send(&ConsoleLine::bare(Kind::Continue).to_string())?;
         }
     }
     while !guests.iter().all(|g| g.done) && Instant::now() < deadline {

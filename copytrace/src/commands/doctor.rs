@@ -1,69 +1,14 @@
 //! `copytrace doctor`: checks every precondition for real and says, per line,
 //! what is missing and what to do about it. `--json` gives the same report
-//! for scripts (the test suite reads which back-ends attach from it).
+//! for scripts: its type is shared ([`copytrace_common::doctor`]), and
+//! `cargo xtask` and the test guests read which back-ends attach from it.
 
-use std::fmt::Write as _;
-
-use serde::Serialize;
+pub use copytrace_common::doctor::{BackendCheck, Check, Report, Status};
+use copytrace_common::metric_names;
 
 use crate::bpf::btf::{Btf, VMLINUX_BTF};
 use crate::bpf::{self, offsets, tracefs, LoadError};
 use crate::model::backend::{Backend, ProbeChoice};
-
-/// Outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Fine.
-    Ok,
-    /// Absent or failing; copytrace may still work without it.
-    Missing,
-    /// For information.
-    Info,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Missing => "missing",
-            Status::Info => "info",
-        }
-    }
-}
-
-/// One line of the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub status: Status,
-    pub what: String,
-}
-
-/// Whether one back-end loads and attaches here.
-#[derive(Debug, Clone, Serialize)]
-pub struct BackendCheck {
-    /// It loaded and attached.
-    pub attaches: bool,
-    /// Why not, when it did not.
-    pub why: Option<String>,
-    /// How it attached, when in part (fentry with tracepoints for the syscall side).
-    pub note: Option<String>,
-    /// How its programs read kernel structs, when it attached.
-    pub reads: Option<&'static str>,
-}
-
-/// The whole report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// `uname -r`.
-    pub kernel: String,
-    /// Every check, in order.
-    pub checks: Vec<Check>,
-    /// Each back-end by name.
-    pub backends: std::collections::BTreeMap<Backend, BackendCheck>,
-    /// What `--probe auto` would use.
-    pub usable: Option<Backend>,
-}
 
 fn check(status: Status, what: impl Into<String>) -> Check {
     Check {
@@ -179,7 +124,7 @@ pub fn checks() -> Report {
                     attaches: true,
                     why: None,
                     note,
-                    reads: Some(p.kernel_reads().as_str()),
+                    reads: Some(p.kernel_reads().as_str().into()),
                 }
             }
             Err(e) => {
@@ -262,9 +207,9 @@ fn running_daemon() -> Check {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as u64)
     };
-    let received = value("copytrace_events_received_total");
-    let lost = value("copytrace_events_lost_total");
-    let untracked = value("copytrace_calls_untracked_total");
+    let received = value(metric_names::EVENTS_RECEIVED_TOTAL);
+    let lost = value(metric_names::EVENTS_LOST_TOTAL);
+    let untracked = value(metric_names::CALLS_UNTRACKED_TOTAL);
     let what = format!(
         "running daemon at {listen}: {received} reported calls read, {lost} lost (ring buffer full), {untracked} untracked (kernel map full)"
     );
@@ -293,20 +238,4 @@ fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
         return Err(std::io::Error::other("not copytrace's metrics"));
     }
     Ok(text)
-}
-
-impl Report {
-    /// The report as aligned lines.
-    pub fn text(&self) -> String {
-        let mut s = String::new();
-        for c in &self.checks {
-            let _ = writeln!(s, "{:<8}{}", c.status.as_str(), c.what);
-        }
-        s
-    }
-
-    /// The report as one JSON object.
-    pub fn json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#))
-    }
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use copytrace_common::metric_names as name;
 use copytrace_common::{counter, fact, CountKey, CountVal};
 use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
 use prometheus::{
@@ -24,8 +25,8 @@ use crate::model::backend::Backend;
 use crate::model::classify::{verdict, Facts, Verdict};
 use crate::model::{errno, fs_magic};
 
-/// Metric name prefix.
-pub const NAMESPACE: &str = "copytrace";
+/// Metric name prefix (every name is in `copytrace_common::metric_names`).
+pub const NAMESPACE: &str = name::NAMESPACE;
 
 /// Durations exported as histogram buckets: 2^10 ns (about 1 µs) to 2^34 ns
 /// (about 17 s), each a power of two, then +Inf.
@@ -143,7 +144,7 @@ impl Metrics {
     /// `unit_top`: label call counts with the caller's unit, giving at most
     /// this many units a value of their own.
     pub fn new(kernel_release: &str, unit_top: Option<usize>) -> Result<Self, MetricsError> {
-        let registry = Registry::new_custom(Some(NAMESPACE.into()), None)?;
+        let registry = Registry::new();
         let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
@@ -156,21 +157,21 @@ impl Metrics {
         };
         let calls = IntCounterVec::new(
             Opts::new(
-                "calls_total",
+                name::CALLS_TOTAL,
                 "copy_file_range calls by verdict and filesystems (exact, from kernel-side counts)",
             ),
             labels,
         )?;
         let errors = IntCounterVec::new(
-            Opts::new("errors_total", "failed copy_file_range calls by errno"),
+            Opts::new(name::ERRORS_TOTAL, "failed copy_file_range calls by errno"),
             &["errno"],
         )?;
         let probes_attached = IntGaugeVec::new(
-            Opts::new("probes_attached", "1 for the probe back-end in use"),
+            Opts::new(name::PROBES_ATTACHED, "1 for the probe back-end in use"),
             &["backend"],
         )?;
         let build_info = IntGaugeVec::new(
-            Opts::new("build_info", "copytrace version and running kernel"),
+            Opts::new(name::BUILD_INFO, "copytrace version and running kernel"),
             &["version", "kernel"],
         )?;
         for v in Verdict::ALL {
@@ -190,9 +191,9 @@ impl Metrics {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(probes_attached.clone()))?;
         registry.register(Box::new(build_info))?;
-        let tail_clients = IntGauge::new("tail_clients", "connected tail clients")?;
+        let tail_clients = IntGauge::new(name::TAIL_CLIENTS, "connected tail clients")?;
         let records_held = IntGauge::new(
-            "records_held",
+            name::RECORDS_HELD,
             "records held, in call order, until the symbolizer names a suspicious call's stack",
         )?;
         registry.register(Box::new(records_held.clone()))?;
@@ -204,48 +205,48 @@ impl Metrics {
         ))?;
         Ok(Self {
             bytes_requested: counter(
-                "bytes_requested_total",
+                name::BYTES_REQUESTED_TOTAL,
                 "bytes requested (saturates: cp-style calls ask for ~2^63 bytes)",
             )?,
-            bytes_copied: counter("bytes_copied_total", "bytes copied")?,
+            bytes_copied: counter(name::BYTES_COPIED_TOTAL, "bytes copied")?,
             events_lost: counter(
-                "events_lost_total",
+                name::EVENTS_LOST_TOTAL,
                 "reported calls the ring buffer had no room for (calls are still counted exactly)",
             )?,
             events_received: counter(
-                "events_received_total",
+                name::EVENTS_RECEIVED_TOTAL,
                 "reported calls read from the ring buffer",
             )?,
             events_undecodable: counter(
-                "events_undecodable_total",
+                name::EVENTS_UNDECODABLE_TOTAL,
                 "ring buffer records that did not decode (eBPF object and daemon disagree)",
             )?,
             read_faults: counter(
-                "read_faults_total",
+                name::READ_FAULTS_TOTAL,
                 "reported calls whose description hit a failed kernel read (some fields missing)",
             )?,
             untracked: counter(
-                "calls_untracked_total",
+                name::CALLS_UNTRACKED_TOTAL,
                 "calls not tracked because a kernel-side map was full",
             )?,
             tail_dropped: counter(
-                "tail_dropped_total",
+                name::TAIL_DROPPED_TOTAL,
                 "events not delivered to slow tail clients",
             )?,
             journal_held_back: counter(
-                "journal_held_back_total",
+                name::JOURNAL_HELD_BACK_TOTAL,
                 "journal entries of suspicious calls held back by the per-user rate limit or a busy journald",
             )?,
             stacks_named: counter(
-                "stacks_named_total",
+                name::STACKS_NAMED_TOTAL,
                 "stacks of suspicious calls the symbolizer process named",
             )?,
             stacks_unavailable: counter(
-                "stacks_unavailable_total",
+                name::STACKS_UNAVAILABLE_TOTAL,
                 "stacks left unnamed because the symbolizer was late, died or was busy",
             )?,
             symbolizer_starts: counter(
-                "symbolizer_starts_total",
+                name::SYMBOLIZER_STARTS_TOTAL,
                 "times the symbolizer process was started (again after it was late or died)",
             )?,
             registry,
@@ -410,7 +411,7 @@ impl Metrics {
         let mut m = Metric::default();
         m.set_histogram(h);
         let mut f = MetricFamily::default();
-        f.set_name(format!("{NAMESPACE}_call_duration_seconds"));
+        f.set_name(name::CALL_DURATION_SECONDS.into());
         f.set_help(
             "copy_file_range call durations (every call, from kernel-side power-of-two buckets)"
                 .into(),

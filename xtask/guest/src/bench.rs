@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 use copytrace_testkit::daemon::Daemon;
 use copytrace_testkit::fs::{write_file, Mount};
 
-use crate::report;
+use copytrace_guest::console::Kind;
+use copytrace_guest::report;
 
 /// Measured passes per workload and mode.
 const PASSES: usize = 7;
@@ -136,7 +137,7 @@ fn measure(mode: &str, ws: &[Workload], daemon: Option<u32>) -> Result<()> {
             None => 0.0,
         };
         report::line(
-            "CT-BENCH",
+            Kind::Bench,
             &format!("{mode} {}", w.key),
             &format!(
                 "{:.1} {:.1} {:.1} {prog:.1}",
@@ -163,7 +164,7 @@ pub fn run(backends: &[String], refusal: impl Fn(&str) -> Option<String>) -> Res
     measure("untraced-0", &ws, None)?;
     for (i, b) in backends.iter().enumerate() {
         if let Some(why) = refusal(b) {
-            report::line("CT-REFUSED", b, &why);
+            report::line(Kind::Refused, b, &why);
             continue;
         }
         let mut d = Daemon::builder("/bin/copytrace")

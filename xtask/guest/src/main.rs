@@ -1,24 +1,23 @@
 //! PID 1 of a kernel-matrix guest (an initramfs booted by `cargo xtask
 //! matrix` under qemu). It mounts the pseudo filesystems, loads the modules
 //! the tests need, then runs the same kernel test binaries as the host, once
-//! per probe back-end, and reports on the serial console in `CT-` lines
-//! that the host parses (see [`report`]). Then it powers the guest off.
+//! per probe back-end, and reports on the serial console in console lines
+//! that the host parses (see [`copytrace_guest::console`]). Then it powers
+//! the guest off.
 //!
 //! The plan comes from `/plan.json` ([`Plan`]), written by the host. A
 //! plan may ask for the per-call benchmark ([`bench`]) instead of tests.
-#![allow(
-    clippy::print_stdout,
-    reason = "the serial console is the guest's only output"
-)]
 
 mod bench;
-mod report;
 mod setup;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
+use copytrace_common::doctor;
+use copytrace_guest::console::Kind;
+use copytrace_guest::report;
 use serde::Deserialize;
 
 /// What the host asks the guest to run.
@@ -37,29 +36,23 @@ struct Plan {
 
 /// `copytrace doctor --json`, run once per boot: it loads every back-end,
 /// which takes seconds under TCG.
-fn doctor() -> Result<serde_json::Value, String> {
+fn doctor_report() -> Result<doctor::Report, String> {
     let out = Command::new("/bin/copytrace")
         .args(["doctor", "--json"])
         .output()
         .map_err(|e| format!("cannot run copytrace doctor: {e}"))?;
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("copytrace doctor --json printed no JSON: {e}"))
+    doctor::Report::from_json(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| format!("copytrace doctor --json printed no report: {e}"))
 }
 
 /// How copytrace attaches `backend` here ("typed kernel reads"…), or why
 /// it cannot, from the doctor's report.
-fn backend_check(
-    doctor: &Result<serde_json::Value, String>,
-    backend: &str,
-) -> Result<String, String> {
-    let b = &doctor.as_ref().map_err(Clone::clone)?["backends"][backend];
-    if b["attaches"].as_bool() == Some(true) {
-        Ok(b["reads"]
-            .as_str()
-            .unwrap_or("kernel reads unknown")
-            .to_string())
-    } else {
-        Err(b["why"].as_str().unwrap_or("refused").to_string())
+fn backend_check(report: &Result<doctor::Report, String>, backend: &str) -> Result<String, String> {
+    let report = report.as_ref().map_err(Clone::clone)?;
+    match report.backend(backend).map(doctor::BackendCheck::attached) {
+        Some(Ok(reads)) => Ok(reads.to_string()),
+        Some(Err(why)) => Err(why.to_string()),
+        None => Err(format!("copytrace doctor does not know {backend}")),
     }
 }
 
@@ -83,30 +76,30 @@ fn run_tests(plan: &Plan, binary: &str, backend: &str) -> Result<()> {
     let err_tag = tag.clone();
     let errs = std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
-            report::line("CT-ERR", &err_tag, &line);
+            report::line(Kind::Err, &err_tag, &line);
         }
     });
     let out = child.stdout.take().context("stdout")?;
     for line in BufReader::new(out).lines().map_while(Result::ok) {
-        report::line("CT-OUT", &tag, &line);
+        report::line(Kind::Out, &tag, &line);
     }
     let _ = errs.join();
     let status = child.wait()?;
     if let Ok(skips) = std::fs::read_to_string(&skip_log) {
         for l in skips.lines() {
-            report::line("CT-SKIP", &tag, l);
+            report::line(Kind::Skip, &tag, l);
         }
     }
-    report::line("CT-EXIT", &tag, &status.code().unwrap_or(-1).to_string());
+    report::line(Kind::Exit, &tag, &status.code().unwrap_or(-1).to_string());
     Ok(())
 }
 
 fn run() -> Result<()> {
     setup::system()?;
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    report::line("CT-KERNEL", "", release.trim());
+    report::line(Kind::Kernel, "", release.trim());
     let plan: Plan = serde_json::from_slice(&std::fs::read("/plan.json")?)?;
-    let doctor = doctor();
+    let doctor = doctor_report();
     if plan.bench {
         for (k, v) in &plan.env {
             std::env::set_var(k, v);
@@ -128,12 +121,12 @@ fn run() -> Result<()> {
     for backend in &plan.backends {
         match backend_check(&doctor, backend) {
             Err(why) => {
-                report::line("CT-REFUSED", backend, &why);
+                report::line(Kind::Refused, backend, &why);
                 continue;
             }
             Ok(reads) => {
                 report::line(
-                    "CT-LOADED",
+                    Kind::Loaded,
                     backend,
                     &format!("loads and attaches, {reads}"),
                 );
@@ -142,7 +135,7 @@ fn run() -> Result<()> {
         for binary in &plan.tests {
             if let Err(e) = run_tests(&plan, binary, backend) {
                 report::line(
-                    "CT-ERROR",
+                    Kind::Error,
                     &format!("{backend} {binary}"),
                     &format!("{e:#}"),
                 );
@@ -154,8 +147,8 @@ fn run() -> Result<()> {
 
 fn main() {
     if let Err(e) = run() {
-        report::line("CT-ERROR", "setup", &format!("{e:#}"));
+        report::line(Kind::Error, "setup", &format!("{e:#}"));
     }
-    report::line("CT-DONE", "", "");
+    report::line(Kind::Done, "", "");
     setup::power_off();
 }

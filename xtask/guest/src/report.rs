@@ -1,12 +1,23 @@
-//! The guest's report: one `CT-KIND tag: text` line per fact on the serial
-//! console, parsed by the host's matrix runner.
+//! The guest's report: one [`ConsoleLine`] per fact on the serial console
+//! (the guest programs' stdout), parsed by the host.
 
-/// Prints one report line. Control characters in `text` are replaced so
-/// one fact stays one line.
-pub fn line(kind: &str, tag: &str, text: &str) {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
-        .collect();
-    println!("{kind} {tag}: {clean}");
+use std::io::Write;
+
+use crate::console::{ConsoleLine, Kind};
+
+/// Prints one line and flushes it: a guest may power off right after.
+pub fn emit(line: &ConsoleLine) {
+    #[allow(
+        clippy::print_stdout,
+        reason = "the serial console is the guest's only output"
+    )]
+    {
+        println!("{line}");
+    }
+    let _ = std::io::stdout().flush();
+}
+
+/// Prints one line of `kind` about `tag`.
+pub fn line(kind: Kind, tag: &str, text: &str) {
+    emit(&ConsoleLine::new(kind, tag, text));
 }

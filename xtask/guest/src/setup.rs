@@ -5,7 +5,8 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{bail, Result};
 
-use crate::report;
+use copytrace_guest::console::Kind;
+use copytrace_guest::report;
 
 fn mount(src: &str, target: &str, fstype: &str) -> Result<()> {
     let _ = std::fs::create_dir_all(target);
@@ -33,7 +34,7 @@ fn load_modules() {
     for name in list.lines().filter(|l| !l.is_empty()) {
         let path = format!("/modules/{name}");
         let Ok(f) = std::fs::File::open(&path) else {
-            report::line("CT-LOG", "modules", &format!("cannot open {path}"));
+            report::line(Kind::Log, "modules", &format!("cannot open {path}"));
             continue;
         };
         let params = CString::default();
@@ -43,7 +44,7 @@ fn load_modules() {
         if rc != 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EEXIST) {
-                report::line("CT-LOG", "modules", &format!("{name}: {e}"));
+                report::line(Kind::Log, "modules", &format!("{name}: {e}"));
             }
         }
     }

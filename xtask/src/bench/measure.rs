@@ -1,18 +1,17 @@
 //! Taking the measurements: fixtures on real filesystems, the loop child,
-//! the tracers around it, the daemon's resources and the kernel programs'
-//! own cost.
+//! and the daemon's resources; the tracers around the loop are in
+//! [`super::tracers`], the kernel programs' own cost in [`super::costs`].
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use copytrace_common::metric_names::{CALLS_TOTAL, EVENTS_LOST_TOTAL, EVENTS_RECEIVED_TOTAL};
 use copytrace_testkit::fs::Mount;
-use copytrace_testkit::net::{free_port, http_get, sum_samples};
-use copytrace_testkit::KillOnDrop;
+use copytrace_testkit::net::{http_get, sum_samples};
 
+use super::tracers::{self, Daemon};
 use crate::cmd::{output, run};
 
 /// Measured runs per cell, after one warm-up run.
@@ -148,17 +147,7 @@ pub fn run_loop(strace: bool, w: &Workload, iters: u64) -> Result<f64> {
     let mut args = w.args.clone();
     args[1] = iters.to_string();
     let mut cmd = if strace {
-        let mut c = Command::new("strace");
-        c.args([
-            "-f",
-            "-qq",
-            "-e",
-            "trace=copy_file_range",
-            "-o",
-            "/dev/null",
-        ])
-        .arg(loop_bin()?);
-        c
+        tracers::strace(&loop_bin()?)
     } else {
         Command::new(loop_bin()?)
     };
@@ -180,170 +169,6 @@ pub fn measure(strace: bool, w: &Workload) -> Result<Stats> {
         .map(|_| run_loop(strace, w, iters))
         .collect::<Result<Vec<_>>>()?;
     Ok(stats(runs))
-}
-
-/// A running `copytrace run`, its metrics address and start-up time.
-pub struct Daemon {
-    pub child: Child,
-    pub metrics: String,
-    pub ready: Duration,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-/// Which processes a benchmark's daemon watches.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Watch {
-    /// Every process: the daemon's default, whose cost the per-call
-    /// figures report.
-    Machine,
-    /// Only this process and its children (`--pid`), so counts can be
-    /// checked exactly; each entry then also checks the caller's parents.
-    OnlyUs,
-}
-
-/// Starts `copytrace run` watching `watch` and waits for READY=1; the tail
-/// socket is served at `tail` when given.
-pub fn start_copytrace(
-    root: &Path,
-    watch: Watch,
-    extra: &[&str],
-    tail: Option<&Path>,
-) -> Result<Daemon> {
-    let sock = root.join("notify.sock");
-    let _ = std::fs::remove_file(&sock);
-    let notify = UnixDatagram::bind(&sock)?;
-    notify.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let started = Instant::now();
-    let child = Command::new("target/release/copytrace")
-        .args(["run", "--metrics-listen", &metrics])
-        // The callers' own --print wins; by default the daemon only counts.
-        .args(if extra.contains(&"--print") {
-            &[][..]
-        } else {
-            &["--print", "none"][..]
-        })
-        .args(match tail {
-            Some(socket) => vec!["--socket".into(), socket.as_os_str().to_owned()],
-            None => vec!["--no-tail".into()],
-        })
-        .args(match watch {
-            Watch::OnlyUs => vec!["--pid".to_string(), std::process::id().to_string()],
-            Watch::Machine => Vec::new(),
-        })
-        .args(extra)
-        .env("NOTIFY_SOCKET", &sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start copytrace")?;
-    let mut buf = [0u8; 256];
-    loop {
-        let n = notify.recv(&mut buf).context("no READY=1 from copytrace")?;
-        if buf[..n].starts_with(b"READY=1") {
-            break;
-        }
-    }
-    Ok(Daemon {
-        child,
-        metrics,
-        ready: started.elapsed(),
-    })
-}
-
-/// Starts bpftrace with a script doing the tracepoint back-end's work, and
-/// waits until it attached.
-pub fn start_bpftrace(root: &Path) -> Result<Child> {
-    let script = root.join("copytrace.bt");
-    std::fs::write(&script, include_str!("copytrace.bt"))?;
-    attached_bpftrace(Command::new("bpftrace").arg(&script))
-}
-
-/// Starts bpftrace with empty programs on the two copy_file_range
-/// tracepoints, and waits until it attached.
-pub fn start_empty_tracepoints() -> Result<Child> {
-    attached_bpftrace(Command::new("bpftrace").args([
-        "-e",
-        "tracepoint:syscalls:sys_enter_copy_file_range { } \
-         tracepoint:syscalls:sys_exit_copy_file_range { }",
-    ]))
-}
-
-/// Starts bpftrace and waits until it attached. It prints "Attaching N
-/// probes..." where its output goes; read (and discard) that output on
-/// stdout, as copytrace reads its events.
-fn attached_bpftrace(cmd: &mut Command) -> Result<Child> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start bpftrace")?;
-    let out = child.stdout.take().context("bpftrace stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line.contains("Attaching") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
-        anyhow::bail!("bpftrace did not attach within 60 s");
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    Ok(child)
-}
-
-/// What this machine charges a tracepoint program for its building blocks:
-/// bpftrace one-liners on `sys_enter_getppid`, each timed by bpf_stats over
-/// [`RUNS`] passes of getppid calls from this process. (bpftrace's own
-/// prologue is in every figure: read them against the empty program.)
-pub fn machine_floor() -> Result<Vec<(&'static str, Stats)>> {
-    const CALLS: usize = 200_000;
-    let cases: [(&str, &str); 6] = [
-        ("empty program", "{ }"),
-        (
-            "clock read (bpf_ktime_get_ns)",
-            "{ $t = nsecs; if ($t == 1) { exit(); } }",
-        ),
-        (
-            "one kernel read (bpf_probe_read_kernel)",
-            "{ $p = curtask->real_parent; if ($p == 0) { exit(); } }",
-        ),
-        ("hash lookup by tid", "{ if (@m[tid] == 7) { exit(); } }"),
-        ("hash update by tid", "{ @m[tid] = 1; }"),
-        (
-            "hash update and delete by tid",
-            "{ @m[tid] = 1; delete(@m[tid]); }",
-        ),
-    ];
-    let mut out = Vec::new();
-    for (what, body) in cases {
-        let script = format!("BEGIN {{ @m[0] = 0; }} tracepoint:syscalls:sys_enter_getppid {body}");
-        let _bpftrace = KillOnDrop(attached_bpftrace(
-            Command::new("bpftrace").args(["-e", &script]),
-        )?);
-        let costs = costs_of("sys_enter_getp", || {
-            for _ in 0..CALLS {
-                // SAFETY: getppid has no preconditions.
-                unsafe { libc::getppid() };
-            }
-            Ok(())
-        })?;
-        if let Some(p) = costs.into_iter().max_by(|a, b| a.runs.total_cmp(&b.runs)) {
-            out.push((what, p.ns_per_run));
-        }
-    }
-    Ok(out)
 }
 
 /// One scrape of the daemon's metrics.
@@ -373,82 +198,6 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (t(11) + t(12)) / hz
-}
-
-/// One copytrace program's runs while a case ran.
-#[derive(Debug, Clone)]
-pub struct ProgramCost {
-    pub name: String,
-    /// Average run time per run: median and range over [`RUNS`] passes.
-    pub ns_per_run: Stats,
-    /// Runs in one pass.
-    pub runs: f64,
-}
-
-/// Average run time per run of each copytrace program while `f` runs.
-pub fn program_costs(f: impl Fn() -> Result<()>) -> Result<Vec<ProgramCost>> {
-    costs_of("cfr_", f)
-}
-
-/// Average run time per run of each program named `prefix…` while `f` runs
-/// (kernel.bpf_stats_enabled; bpftool reads the totals), over [`RUNS`]
-/// passes: the machine's neighbours move one pass's figures by a fifth.
-fn costs_of(prefix: &str, f: impl Fn() -> Result<()>) -> Result<Vec<ProgramCost>> {
-    let mut passes: Vec<Vec<(String, f64, f64)>> = Vec::new();
-    for _ in 0..RUNS {
-        let before = program_totals(prefix);
-        run(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]))?;
-        let r = f();
-        run(Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]))?;
-        r?;
-        let after = program_totals(prefix);
-        passes.push(
-            after
-                .into_iter()
-                .filter_map(|(name, (ns, cnt))| {
-                    let (ns0, cnt0) = before
-                        .iter()
-                        .find(|(n, _)| *n == name)
-                        .map_or((0.0, 0.0), |(_, v)| *v);
-                    let runs = cnt - cnt0;
-                    (runs > 0.0).then(|| (name, (ns - ns0) / runs, runs))
-                })
-                .collect(),
-        );
-    }
-    let mut names: Vec<String> = passes.iter().flatten().map(|(n, _, _)| n.clone()).collect();
-    names.sort();
-    names.dedup();
-    Ok(names
-        .into_iter()
-        .map(|name| {
-            let of = passes.iter().flatten().filter(|(n, _, _)| *n == name);
-            let ns: Vec<f64> = of.clone().map(|(_, ns, _)| *ns).collect();
-            let runs = of.map(|(_, _, r)| *r).fold(0.0, f64::max);
-            ProgramCost {
-                name,
-                ns_per_run: stats(ns),
-                runs,
-            }
-        })
-        .collect())
-}
-
-/// (run_time_ns, run_cnt) of each loaded program whose name starts with `prefix`.
-fn program_totals(prefix: &str) -> Vec<(String, (f64, f64))> {
-    let Ok(text) = output(Command::new("bpftool").args(["prog", "show"])) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            let at = |k: &str| w.iter().position(|x| *x == k).and_then(|i| w.get(i + 1));
-            let name = at("name")?.to_string();
-            let ns: f64 = at("run_time_ns")?.parse().ok()?;
-            let cnt: f64 = at("run_cnt")?.parse().ok()?;
-            name.starts_with(prefix).then_some((name, (ns, cnt)))
-        })
-        .collect()
 }
 
 /// Ingest under N threads of 4 KiB tmpfs copies.
@@ -491,9 +240,9 @@ pub fn ingest(d: &Daemon, daemon: &'static str, fx: &Fixture, threads: u64) -> R
     let after = scrape(&d.metrics)?;
     let cpu = cpu_seconds(d.child.id()) - cpu0;
     let delta = |p: &str| sum_samples(&after, p) - sum_samples(&before, p);
-    let calls = delta("copytrace_calls_total{");
-    let received = delta("copytrace_events_received_total");
-    let lost = delta("copytrace_events_lost_total");
+    let calls = delta(&format!("{CALLS_TOTAL}{{"));
+    let received = delta(EVENTS_RECEIVED_TOTAL);
+    let lost = delta(EVENTS_LOST_TOTAL);
     let made = (iters * threads) as f64;
     Ok(Ingest {
         daemon,

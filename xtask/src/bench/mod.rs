@@ -1,11 +1,15 @@
 //! `cargo xtask bench`: copytrace's cost next to the real alternatives, in
-//! one run, on real filesystems: [`measure`] takes the numbers, [`report`]
-//! writes them (and the [`machine`] they came from) to docs/benchmarks.md.
+//! one run, on real filesystems: [`measure`] takes the numbers with the
+//! [`tracers`] around the loops and the kernel programs' [`costs`],
+//! [`report`] writes them (and the [`machine`] they came from) to
+//! docs/benchmarks.md.
 
+mod costs;
 mod machine;
 mod measure;
 mod report;
 mod soak;
+mod tracers;
 
 pub use soak::soak;
 
@@ -13,9 +17,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
+use copytrace_common::metric_names::PROBES_ATTACHED;
 use copytrace_testkit::KillOnDrop;
 
-use self::measure::{stats, Fixture, Stats, Watch};
+use self::measure::{stats, Fixture, Stats};
+use self::tracers::Watch;
 use crate::arch::Arch;
 use crate::cmd::say;
 use crate::provision::ensure_debs;
@@ -65,7 +71,7 @@ pub struct Results {
     /// untraced run of the same pass, for the modes that alternate.
     pub paired: Vec<Vec<Option<f64>>>,
     /// Kernel-side cost per case: (case, [(program, ns per run)]).
-    pub costs: Vec<(String, Vec<measure::ProgramCost>)>,
+    pub costs: Vec<(String, Vec<costs::ProgramCost>)>,
     pub ingests: Vec<measure::Ingest>,
     pub ready: Stats,
     pub idle_rss_kib: u64,
@@ -126,14 +132,14 @@ pub fn bench(guest: bool) -> Result<()> {
     };
     for pass in 0..ALTERNATING_PASSES {
         run_column(&mut passes, 0)?;
-        let d = measure::start_copytrace(&root, Watch::Machine, &[], None)?;
+        let d = tracers::start_copytrace(&root, Watch::Machine, &[], None)?;
         ready.push(d.ready.as_secs_f64() * 1000.0);
         if pass == 0 {
             std::thread::sleep(Duration::from_secs(2));
             idle_rss_kib = measure::proc_status_kib(d.child.id(), "VmRSS:");
             backend = measure::scrape(&d.metrics)?
                 .lines()
-                .find(|l| l.starts_with("copytrace_probes_attached{") && l.ends_with(" 1"))
+                .find(|l| l.starts_with(&format!("{PROBES_ATTACHED}{{")) && l.ends_with(" 1"))
                 .and_then(|l| l.split('"').nth(1))
                 .unwrap_or("?")
                 .to_string();
@@ -141,7 +147,7 @@ pub fn bench(guest: bool) -> Result<()> {
         std::thread::sleep(SETTLE);
         run_column(&mut passes, 1)?;
         drop(d);
-        let _empty = KillOnDrop(measure::start_empty_tracepoints()?);
+        let _empty = KillOnDrop(tracers::start_empty_tracepoints()?);
         std::thread::sleep(SETTLE);
         run_column(&mut passes, 2)?;
     }
@@ -153,20 +159,20 @@ pub fn bench(guest: bool) -> Result<()> {
         }
     }
     {
-        let _d = measure::start_copytrace(&root, Watch::Machine, &[], None)?;
+        let _d = tracers::start_copytrace(&root, Watch::Machine, &[], None)?;
         costs.push((
             "ok 4 KiB tmpfs copy (metrics and suspicious calls only)".to_string(),
-            measure::program_costs(|| measure::run_loop(false, &ws[0], ws[0].iters).map(drop))?,
+            costs::program_costs(|| measure::run_loop(false, &ws[0], ws[0].iters).map(drop))?,
         ));
         costs.push((
             "silent zero copy, stack taken".to_string(),
-            measure::program_costs(|| measure::run_loop(false, &silent, silent.iters).map(drop))?,
+            costs::program_costs(|| measure::run_loop(false, &silent, silent.iters).map(drop))?,
         ));
     }
     for (mi, mode) in Mode::ALL.iter().enumerate() {
         let _bpftrace = match mode {
             Mode::Untraced | Mode::Copytrace | Mode::EmptyTracepoints => continue,
-            Mode::Bpftrace => Some(KillOnDrop(measure::start_bpftrace(&root)?)),
+            Mode::Bpftrace => Some(KillOnDrop(tracers::start_bpftrace(&root)?)),
             Mode::Strace => None,
         };
         say(&format!("bench: {}", mode.name()));
@@ -179,7 +185,7 @@ pub fn bench(guest: bool) -> Result<()> {
     }
     // Ingest checks exact counts, so its daemons watch only the loops.
     {
-        let d = measure::start_copytrace(&root, Watch::OnlyUs, &[], None)?;
+        let d = tracers::start_copytrace(&root, Watch::OnlyUs, &[], None)?;
         for threads in [1, 2] {
             ingests.push(measure::ingest(
                 &d,
@@ -208,17 +214,17 @@ pub fn bench(guest: bool) -> Result<()> {
             &silent,
         ),
     ] {
-        let _d = measure::start_copytrace(&root, Watch::Machine, extra, None)?;
+        let _d = tracers::start_copytrace(&root, Watch::Machine, extra, None)?;
         costs.push((
             case.to_string(),
-            measure::program_costs(|| measure::run_loop(false, w, w.iters).map(drop))?,
+            costs::program_costs(|| measure::run_loop(false, w, w.iters).map(drop))?,
         ));
     }
     {
-        let d = measure::start_copytrace(&root, Watch::OnlyUs, &["--print", "all"], None)?;
+        let d = tracers::start_copytrace(&root, Watch::OnlyUs, &["--print", "all"], None)?;
         ingests.push(measure::ingest(&d, "every call (--print all)", &fx, 2)?);
     }
-    let floor = measure::machine_floor()?;
+    let floor = costs::machine_floor()?;
     let micro = measure::criterion().unwrap_or_else(|e| {
         say(&format!("criterion benchmarks failed: {e:#}"));
         Vec::new()

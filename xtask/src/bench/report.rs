@@ -89,7 +89,7 @@ pub fn markdown(r: &Results) -> String {
             // Programs that ran about once per call add up to the per-call
             // cost; the thread-exit program runs once per thread.
             let calls = programs.iter().map(|p| p.runs).fold(0.0, f64::max);
-            let per_call = |p: &&crate::bench::measure::ProgramCost| p.runs * 2.0 >= calls;
+            let per_call = |p: &&crate::bench::costs::ProgramCost| p.runs * 2.0 >= calls;
             let each: Vec<String> = programs
                 .iter()
                 .map(|p| {

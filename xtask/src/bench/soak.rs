@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use copytrace_common::metric_names::{CALLS_TOTAL, EVENTS_LOST_TOTAL, EVENTS_RECEIVED_TOTAL};
 use copytrace_testkit::net::{http_get, sum_samples};
 
-use super::measure::{
-    build_release, cpu_seconds, loop_bin, proc_status_kib, start_copytrace, Fixture, Watch,
-};
+use super::measure::{build_release, cpu_seconds, loop_bin, proc_status_kib, Fixture};
+use super::tracers::{start_copytrace, Watch};
 use crate::cmd::{echo, say};
 
 /// Tail clients that say hello and then never read.
@@ -147,9 +147,9 @@ pub fn soak(seconds: u64) -> Result<()> {
     let report = Report {
         seconds: elapsed,
         calls_made: made,
-        calls_counted: delta("copytrace_calls_total{"),
-        received: delta("copytrace_events_received_total"),
-        lost: delta("copytrace_events_lost_total"),
+        calls_counted: delta(&format!("{CALLS_TOTAL}{{")),
+        received: delta(EVENTS_RECEIVED_TOTAL),
+        lost: delta(EVENTS_LOST_TOTAL),
         scrapes: scrapes.load(Ordering::Relaxed),
         failed_scrapes: failed.load(Ordering::Relaxed),
         rss_start_kib: rss.first().map_or(0, |r| r.1),

@@ -3,9 +3,11 @@
 //! per probe back-end, with offsets from each kernel's own BTF.
 //!
 //! [`fetch`] gets and unpacks the kernels, [`initramfs`] packs the guest,
-//! [`qemu`] boots it and reads its console, and this module turns the
-//! console into test runs ([`Run`]) for the suite's tally.
+//! [`qemu`] boots it and reads its console, [`console`] turns the console
+//! into test runs ([`Run`]) for the suite's tally, and this module runs
+//! the guests.
 
+mod console;
 pub mod fetch;
 pub mod initramfs;
 pub mod qemu;
@@ -13,7 +15,7 @@ pub mod qemu;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -23,6 +25,9 @@ use crate::cmd::{echo, say};
 use crate::provision::ensure_debs;
 use crate::suite::host::{self, BACKENDS};
 use crate::suite::tally::Run;
+
+pub use self::console::BenchLine;
+use self::console::ConsoleReader;
 
 /// One guest kernel.
 #[derive(Debug, Clone, Copy)]
@@ -185,41 +190,6 @@ pub enum GuestWork {
     Bench,
 }
 
-/// One `CT-BENCH` result: nanoseconds per operation under one mode.
-#[derive(Debug, Clone)]
-pub struct BenchLine {
-    /// `fentry`, `tracepoint`, or an untraced block (`untraced-0`, …).
-    pub mode: String,
-    /// `4k-tmpfs`, `1m-ext4`, `unrelated`…
-    pub workload: String,
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    /// The daemon's BPF programs' run time per operation.
-    pub programs: f64,
-}
-
-impl BenchLine {
-    fn parse(mode: &str, workload: &str, text: &str) -> Option<Self> {
-        let v: Vec<f64> = text
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .ok()?;
-        let [median, min, max, programs] = v[..] else {
-            return None;
-        };
-        Some(BenchLine {
-            mode: mode.to_string(),
-            workload: workload.to_string(),
-            median,
-            min,
-            max,
-            programs,
-        })
-    }
-}
-
 /// What one guest reported.
 pub struct GuestResult {
     /// Which kernel.
@@ -236,147 +206,6 @@ pub struct GuestResult {
     pub refused: Vec<(String, String)>,
     /// What went wrong with the guest itself, if anything.
     pub trouble: Option<String>,
-}
-
-/// Turns a guest's console into runs.
-struct ConsoleReader {
-    label: String,
-    runs: BTreeMap<(String, String), Run>,
-    lists: BTreeMap<String, Vec<String>>,
-    release: String,
-    errors: Vec<String>,
-    bench: Vec<BenchLine>,
-    refused: Vec<(String, String)>,
-    done: bool,
-    /// When the guest was started: each test line says how far in it ran.
-    started: Instant,
-}
-
-impl ConsoleReader {
-    fn new(kernel: &Kernel, lists: &BTreeMap<String, Vec<String>>) -> Self {
-        let label = kernel.label();
-        let mut runs = BTreeMap::new();
-        for b in BACKENDS {
-            for (bin, tests) in lists {
-                let name = format!("guest {label} {b}: {bin}");
-                runs.insert((b.to_string(), bin.clone()), Run::new(name, tests));
-            }
-        }
-        ConsoleReader {
-            label,
-            runs,
-            lists: lists.clone(),
-            release: String::new(),
-            errors: Vec::new(),
-            bench: Vec::new(),
-            refused: Vec::new(),
-            done: false,
-            started: Instant::now(),
-        }
-    }
-
-    fn line(&mut self, raw: &str) {
-        // Firmware output may share a line with the first report.
-        let Some(at) = raw.find("CT-") else { return };
-        let line = &raw[at..];
-        let Some((head, text)) = line.split_once(": ") else {
-            if line.starts_with("CT-DONE") {
-                self.done = true;
-            }
-            return;
-        };
-        let mut head = head.splitn(3, ' ');
-        let (kind, backend, bin) = (
-            head.next().unwrap_or(""),
-            head.next().unwrap_or(""),
-            head.next().unwrap_or(""),
-        );
-        let key = (backend.to_string(), bin.to_string());
-        match kind {
-            "CT-KERNEL" => self.release = text.to_string(),
-            "CT-DONE" => self.done = true,
-            "CT-LOADED" => echo(&format!(
-                "guest {}: the {backend} back-end {text}",
-                self.label
-            )),
-            "CT-OUT" => {
-                if (text.starts_with("test ") && text.contains(" ... "))
-                    || text.starts_with("test result:")
-                {
-                    echo(&format!(
-                        "guest {} [{:.0}s] {backend} {bin}: {text}",
-                        self.label,
-                        self.started.elapsed().as_secs_f64()
-                    ));
-                }
-                if let Some(r) = self.runs.get_mut(&key) {
-                    r.read_line(text);
-                }
-            }
-            "CT-SKIP" => {
-                if let Some(r) = self.runs.get_mut(&key) {
-                    r.read_skips(text);
-                }
-            }
-            "CT-EXIT" if text != "0" => {
-                if let Some(r) = self.runs.get_mut(&key) {
-                    r.trouble = Some(format!("exited with {text}"));
-                }
-            }
-            "CT-BENCH" => match BenchLine::parse(backend, bin, text) {
-                Some(b) => {
-                    echo(&format!(
-                        "guest {} bench {backend} {bin}: {text}",
-                        self.label
-                    ));
-                    self.bench.push(b);
-                }
-                None => self.errors.push(format!("unreadable bench line {line:?}")),
-            },
-            "CT-REFUSED" => {
-                self.refused.push((backend.to_string(), text.to_string()));
-                let reason = format!("this kernel refuses the {backend} back-end: {text}");
-                for (bin, tests) in &self.lists {
-                    let name = format!("guest {} {backend}: {bin}", self.label);
-                    self.runs.insert(
-                        (backend.to_string(), bin.clone()),
-                        Run::skipped(name, tests, &reason),
-                    );
-                }
-            }
-            "CT-ERROR" => self.errors.push(format!("{backend}: {text}")),
-            _ => {}
-        }
-    }
-
-    fn finish(mut self, kernel: Kernel, elapsed: Duration, timed_out: bool) -> GuestResult {
-        let trouble = if timed_out {
-            Some(format!(
-                "guest timed out after {}s",
-                GUEST_TIMEOUT.as_secs()
-            ))
-        } else if !self.done {
-            Some("guest stopped before reporting CT-DONE".to_string())
-        } else if !self.errors.is_empty() {
-            Some(self.errors.join("; "))
-        } else {
-            None
-        };
-        if let Some(t) = &trouble {
-            for r in self.runs.values_mut() {
-                r.trouble.get_or_insert_with(|| t.clone());
-            }
-        }
-        GuestResult {
-            kernel,
-            release: self.release,
-            elapsed,
-            runs: self.runs.into_values().collect(),
-            bench: self.bench,
-            refused: self.refused,
-            trouble,
-        }
-    }
 }
 
 /// Boots one guest and reads its report.
@@ -586,25 +415,4 @@ pub fn guest_runs(sel: &Selection) -> Result<Vec<Run>> {
         ));
     }
     Ok(results.into_iter().flat_map(|r| r.runs).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bench_line_is_four_numbers_or_nothing() {
-        let b = BenchLine::parse("fentry", "4k-tmpfs", "20290.5 19000.0 36339.1 7331.2")
-            .expect("four numbers");
-        assert_eq!(
-            (b.mode.as_str(), b.workload.as_str()),
-            ("fentry", "4k-tmpfs")
-        );
-        assert_eq!(
-            (b.median, b.min, b.max, b.programs),
-            (20290.5, 19000.0, 36339.1, 7331.2)
-        );
-        assert!(BenchLine::parse("fentry", "4k-tmpfs", "1 2 3").is_none());
-        assert!(BenchLine::parse("fentry", "4k-tmpfs", "1 2 3 x").is_none());
-    }
 }

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use copytrace_guest::console::{ConsoleLine, Kind};
 
 use crate::arch::Arch;
 
@@ -63,7 +64,7 @@ pub fn boot_initramfs(
         ));
     watch(cmd, timeout, |l| {
         on_line(l);
-        !l.starts_with("CT-DONE")
+        ConsoleLine::parse(l).map(|c| c.kind) != Some(Kind::Done)
     })
 }
 

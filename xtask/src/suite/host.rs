@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
+use copytrace_common::doctor;
 
 use super::tally::{parse_list, Run};
 use crate::build::TestBinary;
@@ -55,15 +56,14 @@ pub fn backends(copytrace: &Path) -> Result<Vec<(String, Result<(), String>)>> {
             }
         })
         .context("copytrace doctor --json")?;
-    let v: serde_json::Value = serde_json::from_str(&text).context("doctor --json output")?;
+    let report = doctor::Report::from_json(&text).context("doctor --json output")?;
     Ok(BACKENDS
         .iter()
         .map(|b| {
-            let e = &v["backends"][b];
-            let ok = if e["attaches"].as_bool() == Some(true) {
-                Ok(())
-            } else {
-                Err(e["why"].as_str().unwrap_or("refused").to_string())
+            let ok = match report.backend(b).map(doctor::BackendCheck::attached) {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(why)) => Err(why.to_string()),
+                None => Err("doctor does not know this back-end".to_string()),
             };
             (b.to_string(), ok)
         })

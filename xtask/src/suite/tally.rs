@@ -5,7 +5,7 @@
 //! "not run", never "skipped"; a test that recorded a skip (see
 //! copytrace-testkit's `suite::skip`) is "skipped" with its reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// What became of one test.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,9 @@ pub struct Run {
     failure_output: BTreeMap<String, Vec<String>>,
     /// The failed test whose output is being read.
     reading_failure: Option<String>,
+    /// The last lines the binary wrote on stderr, when they are collected
+    /// (a guest's; the host's go to the terminal as they come).
+    stderr: VecDeque<String>,
 }
 
 /// How many of a failed test's output lines (before any backtrace) the
@@ -55,6 +58,7 @@ impl Run {
             pending: None,
             failure_output: BTreeMap::new(),
             reading_failure: None,
+            stderr: VecDeque::new(),
         }
     }
 
@@ -119,6 +123,16 @@ impl Run {
                 self.pending = None;
             }
         }
+    }
+
+    /// Keeps one line the binary wrote on stderr: the last
+    /// [`FAILURE_LINES`] are reported with the run's failures. Which test
+    /// wrote a line is not known (stdout and stderr are read apart).
+    pub fn read_stderr(&mut self, line: &str) {
+        if self.stderr.len() == FAILURE_LINES {
+            self.stderr.pop_front();
+        }
+        self.stderr.push_back(line.to_string());
     }
 
     /// Records the outcome of one test (or check) directly.
@@ -204,11 +218,12 @@ pub fn parse_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every test that failed or did not run, with the last lines it printed,
-/// for the end of the report.
+/// Every test that failed or did not run, with the last lines it printed
+/// (and the last its binary wrote on stderr), for the end of the report.
 pub fn failures(runs: &[Run]) -> Vec<String> {
     let mut out = Vec::new();
     for r in runs {
+        let before = out.len();
         for (t, o) in &r.outcomes {
             match o {
                 Outcome::Failed => {
@@ -227,6 +242,10 @@ pub fn failures(runs: &[Run]) -> Vec<String> {
                 )),
                 _ => {}
             }
+        }
+        if out.len() > before && !r.stderr.is_empty() {
+            out.push(format!("STDERR {}: its last lines", r.name));
+            out.extend(r.stderr.iter().map(|l| format!("    {l}")));
         }
     }
     out
@@ -321,6 +340,29 @@ mod tests {
                 "    the daemon said nothing",
                 "NOT RUN guest 6.1 fentry: hostile_input: c",
             ]
+        );
+    }
+
+    #[test]
+    fn stderr_is_reported_with_a_runs_failures_only() {
+        let mut bad = Run::new("guest 6.1 fentry: oracle", &names(&["a", "b"]));
+        let mut good = Run::new("guest 6.1 tracepoint: oracle", &names(&["a"]));
+        for i in 0..FAILURE_LINES + 2 {
+            bad.read_stderr(&format!("line {i}"));
+            good.read_stderr("fine");
+        }
+        bad.read_line("test a ... ok");
+        bad.read_line("test b ... FAILED");
+        good.read_line("test a ... ok");
+        let f = failures(&[bad, good]);
+        assert_eq!(f[0], "FAILED guest 6.1 fentry: oracle: b");
+        assert_eq!(f[1], "STDERR guest 6.1 fentry: oracle: its last lines");
+        assert_eq!(f[2], "    line 2", "only the last lines are kept");
+        assert_eq!(f.last(), Some(&format!("    line {}", FAILURE_LINES + 1)));
+        assert_eq!(
+            f.len(),
+            2 + FAILURE_LINES,
+            "a green run's stderr is not shown"
         );
     }
 

@@ -17,6 +17,10 @@ fn declares_every_metric_with_prefix() {
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
+    // errors_total has no series before a call fails: its one label is the errno.
+    for n in name::ALL.into_iter().filter(|n| *n != name::ERRORS_TOTAL) {
+        assert!(text.contains(&format!("\n{n}")), "{n} is not exported");
+    }
 }
 
 #[test]

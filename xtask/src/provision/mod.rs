@@ -1,6 +1,7 @@
 //! Idempotent machine set-up. A fresh Debian 12 machine has only what this
-//! installs: every program any test, benchmark or task runs is listed here
-//! (the suite fails, rather than skips, when one is missing on the host).
+//! installs: every program any test, benchmark or task runs is listed in
+//! [`debs`], whose tests check that (the suite fails, rather than skips,
+//! when one is missing on the host).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,6 +9,10 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use crate::cmd::{output, run, say};
+
+mod debs;
+
+use self::debs::DEB_PACKAGES;
 
 /// bpf-linker release known to work with the aya 0.14 / aya-ebpf 0.2.1 set.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -17,61 +22,6 @@ const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Rust targets for the static binaries (x86_64 and arm64 builds, guests).
 pub const MUSL_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
-
-/// Debian packages, each with the programs that need it.
-const DEB_PACKAGES: &[(&str, &str)] = &[
-    ("python3", "client tests (os.copy_file_range)"),
-    ("coreutils", "client tests (cp, cat)"),
-    ("util-linux", "mount namespaces (unshare), mount"),
-    ("golang-go", "client and stack tests (Go io.Copy)"),
-    (
-        "gcc",
-        "stack tests (C caller with frame pointers), symbolizer fuzz (DWARF inputs)",
-    ),
-    (
-        "binutils",
-        "attack tests (readelf checks the hand-built executables)",
-    ),
-    ("strace", "benchmarks (strace -f)"),
-    ("procps", "benchmarks (sysctl kernel.bpf_stats_enabled)"),
-    ("bpftrace", "benchmarks (bpftrace)"),
-    ("bpftool", "benchmarks (per-program kernel cost)"),
-    ("e2fsprogs", "ext4 test filesystems (mkfs.ext4)"),
-    (
-        "xfsprogs",
-        "xfs test filesystems (mkfs.xfs) and xfstests replays (xfs_io)",
-    ),
-    ("btrfs-progs", "btrfs test filesystems (mkfs.btrfs)"),
-    (
-        "linux-libc-dev",
-        "the uapi headers the filesystem registry is checked against",
-    ),
-    ("prometheus", "metrics tests (prometheus, promtool)"),
-    ("systemd", "unit checks (systemd-analyze)"),
-    (
-        "man-db",
-        "unit checks (systemd-analyze verify opens Documentation= man pages)",
-    ),
-    (
-        "manpages-dev",
-        "unit checks (the unit's man:copy_file_range(2))",
-    ),
-    (
-        "qemu-system-x86",
-        "kernel matrix and systemd guests (x86_64)",
-    ),
-    ("qemu-system-arm", "kernel matrix (arm64)"),
-    ("cpio", "guest initramfs"),
-    ("xz-utils", "kernel images and modules"),
-    ("zstd", "kernel images and modules"),
-    ("mmdebstrap", "the systemd guest's root filesystem"),
-    (
-        "qemu-utils",
-        "the systemd guests' copy-on-write disks (qemu-img)",
-    ),
-    ("lintian", "checking the Debian package"),
-    ("dpkg-dev", "building the Debian package"),
-];
 
 fn home_cargo() -> PathBuf {
     std::env::var_os("CARGO_HOME")
@@ -141,7 +91,8 @@ fn ensure_targets() -> Result<()> {
     Ok(())
 }
 
-fn deb_installed(pkg: &str) -> bool {
+/// Whether Debian package `pkg` is installed here.
+pub(crate) fn deb_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
@@ -241,19 +192,7 @@ pub fn provision_build() -> Result<()> {
 pub fn provision() -> Result<()> {
     provision_build()?;
     ensure_targets()?;
-    let pkgs: Vec<&str> = DEB_PACKAGES.iter().map(|(p, _)| *p).collect();
+    let pkgs: Vec<&str> = DEB_PACKAGES.iter().map(|d| d.package).collect();
     ensure_debs(&pkgs)?;
     ensure_cargo_tool("cargo-deb", "cargo-deb", CARGO_DEB_VERSION, &[], None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_package_says_what_needs_it() {
-        for (p, why) in DEB_PACKAGES {
-            assert!(!p.is_empty() && !why.is_empty());
-        }
-    }
 }
