@@ -1,12 +1,13 @@
 //! The per-event userspace hot path: decode a ring-buffer record, classify
 //! it (with path resolution), and serialise it for JSON sinks.
 
+use std::borrow::Cow;
 use std::hint::black_box;
 
 use copytrace::enrich::record::{Enrich, Record};
 use copytrace::model::classify::classify;
 use copytrace::model::event::decode;
-use copytrace::sink::render;
+use copytrace::sink::wire::ServerMsg;
 use copytrace_common::Event;
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -55,9 +56,9 @@ fn pipeline(c: &mut Criterion) {
     c.bench_function("decode+classify+record", |b| {
         b.iter(|| Record::new(decode(black_box(&bytes)).expect("decodes"), &mut enrich))
     });
-    let rec = Record::new(ev.clone(), &mut enrich);
+    let (rec, _) = Record::new(ev.clone(), &mut enrich);
     c.bench_function("json_line", |b| {
-        b.iter(|| render::json_line("call", black_box(&rec)))
+        b.iter(|| ServerMsg::Call(Cow::Borrowed(black_box(&rec))).line())
     });
 }
 
