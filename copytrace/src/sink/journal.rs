@@ -96,12 +96,13 @@ pub fn summary_entry(s: &Summary) -> Vec<u8> {
         who.push(format!("{} of other users", s.others));
     }
     let message = format!(
-        "held back {total} journal entries of suspicious calls in the last {}s ({}): at most {} at once then {}/s per user, {}/s in all; copytrace_calls_total still counts every call",
+        "held back {total} journal entries of suspicious calls in the last {}s ({}): at most {} at once then {}/s per user, {}/s in all; {} still counts every call",
         SUMMARY_EVERY.as_secs(),
         who.join(", "),
         PER_UID.burst,
         PER_UID.per_second,
         IN_ALL.per_second,
+        copytrace_common::metric_names::CALLS_TOTAL,
     );
     let mut b = Vec::with_capacity(512);
     field(&mut b, "MESSAGE", message.as_bytes());

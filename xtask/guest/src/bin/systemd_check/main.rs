@@ -56,7 +56,7 @@ const PLAN: &[&str] = &[
     "a member of group copytrace can tail",
     "another user cannot tail",
     "Prometheus in the guest scrapes exact counts",
-    "systemd-analyze security copytrace.service <= 2.5",
+    "systemd-analyze security copytrace.service within the stated exposure",
     "the unit bounds memory, tasks and core dumps",
     "the symbolizer runs confined, without capabilities",
     "a user's flood of suspicious calls is rate-limited in the journal",
