@@ -34,6 +34,9 @@ pub enum ConfigError {
     /// The file is not valid configuration; the message names the key.
     #[error("config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// A flag's value is out of bounds; the message names the key it sets.
+    #[error("command line: {message}")]
+    Flags { message: String },
 }
 
 /// What `copytrace run`'s flags set. They are applied over the file's keys
@@ -115,10 +118,12 @@ impl Source {
         }
     }
 
-    /// The file, then the flags on top.
+    /// The file, then the flags on top, held to the same bounds.
     pub fn load(&self, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut c = Config::load(&self.path, self.explicit)?;
         overrides.apply(&mut c);
+        c.validate()
+            .map_err(|message| ConfigError::Flags { message })?;
         Ok(c)
     }
 }
@@ -348,5 +353,36 @@ client_queue = 7
             .and_then(|b| b.split("```").next())
             .expect("README has a toml block");
         assert_eq!(parse(block), Ok(Config::default()), "README.md");
+    }
+
+    /// Flags win over the file's keys, leave the others alone, and are
+    /// held to the file's bounds.
+    #[test]
+    fn flags_override_the_file_within_its_bounds() {
+        let dir = std::env::temp_dir().join(format!("copytrace-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "print = \"none\"\n[tail]\nhistory = 5\ngroup = \"g\"\n",
+        )
+        .expect("write");
+        let source = Source::new(Some(file));
+        let flags = Overrides {
+            tail_history: Some(7),
+            metrics_enabled: Some(false),
+            ..Overrides::default()
+        };
+        let c = source.load(&flags).expect("loads");
+        assert_eq!((c.tail.history, c.tail.group.as_str()), (7, "g"));
+        assert_eq!(c.print, Some(Print::None));
+        assert!(!c.metrics.enabled);
+        let huge = Overrides {
+            tail_history: Some(MAX_HISTORY + 1),
+            ..Overrides::default()
+        };
+        let e = source.load(&huge).expect_err("out of bounds");
+        assert!(e.to_string().contains("tail.history"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
