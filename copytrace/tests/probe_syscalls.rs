@@ -144,6 +144,78 @@ fn proc_to_tmpfs_is_exdev_and_records_proc() {
     );
 }
 
+/// The mount id the kernel gives an open file (`/proc/self/fdinfo`).
+fn mnt_id(fd: &OwnedFd) -> u64 {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", raw(fd))).expect("fdinfo");
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no mnt_id in {info}"))
+}
+
+/// Two files of one overlay mount, a lower-layer source and a new upper
+/// file, on layers that are two tmpfs instances: overlay copies the real
+/// files, which sit on different filesystems, and the call is refused.
+/// The reason says so, not "from overlay to overlay".
+#[test]
+fn an_overlay_refusal_between_its_own_files_is_explained() {
+    let lower = tmpfs("1m");
+    let upper = tmpfs("1m");
+    write_file(&lower.path("a"), 4096);
+    for d in ["up", "work"] {
+        std::fs::create_dir(upper.path(d)).expect("mkdir");
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.dir.display(),
+        upper.path("up").display(),
+        upper.path("work").display()
+    );
+    let overlay =
+        match copytrace_testkit::fs::Mount::virtual_fs(&support::scratch(), "overlay", &data) {
+            Ok(m) => m,
+            Err(e) => {
+                suite::skip(&format!("this kernel cannot mount overlay ({e})"));
+                return;
+            }
+        };
+    let src = open(&overlay.path("a"), O_RDONLY);
+    let dst = open(&overlay.path("b"), O_WRONLY_CREAT);
+    assert_eq!(
+        mnt_id(&src),
+        mnt_id(&dst),
+        "both files are on the one overlay mount"
+    );
+    let d = watch();
+    let got = cfr(raw(&src), None, raw(&dst), None, 4096, 0);
+    let events = d.stop();
+    if got != Err(libc::EXDEV) {
+        suite::skip(&format!(
+            "this kernel's overlayfs did not refuse a lower-to-upper copy ({got:?})"
+        ));
+        return;
+    }
+    let ev = find(&events, raw(&src), raw(&dst), 4096);
+    assert_eq!(ev["ret"], -i64::from(libc::EXDEV));
+    assert_eq!(ev["verdict"], "cross_fs");
+    assert_eq!(
+        (ev["file_in"]["fs"].as_str(), ev["file_out"]["fs"].as_str()),
+        (Some("overlay"), Some("overlay"))
+    );
+    assert_eq!(
+        ev["file_in"]["dev"], ev["file_out"]["dev"],
+        "one superblock"
+    );
+    assert_eq!(ev["file_in"]["mnt_id"], mnt_id(&src));
+    assert_eq!(ev["file_out"]["mnt_id"], mnt_id(&dst));
+    let reason = ev["reason"].as_str().unwrap_or_default();
+    assert!(!reason.contains("from overlay to overlay"), "{reason}");
+    assert!(
+        reason.contains("one overlay mount") && reason.contains("different filesystems"),
+        "{reason}"
+    );
+}
+
 /// The seed's failure, on each kernel-generated filesystem the guests
 /// mount: a copy between two of its files returns 0 and succeeds, because
 /// the source advertises size 0 whatever it would produce on read.

@@ -379,6 +379,23 @@ fn reason(ev: &CopyEvent, facts: &Facts, v: Verdict, mech: Mechanism) -> String 
         .map_or((0, 0), |s| (s.size, ev.read_pos().unwrap_or(s.pos)));
     match v {
         Verdict::Error => error_reason(ev, ev.errno().unwrap_or(0)),
+        // Both files on one superblock: the refusal came from the
+        // filesystem's own copy_file_range, which copies files it stands on.
+        Verdict::CrossFs
+            if ev.ret < 0
+                && facts.has(fact::IN_PRESENT)
+                && facts.has(fact::OUT_PRESENT)
+                && !facts.has(fact::CROSS_DEV) =>
+        {
+            let stands_on = if fs_in == "overlay" {
+                "overlayfs copies the real files beneath, and a lower layer's file and the upper layer's sit on different filesystems"
+            } else {
+                "it copies the files it stands on, and those sit on different filesystems"
+            };
+            format!(
+                "EXDEV: both files are on one {fs_in} mount, but {fs_in} refused the copy: {stands_on}; fall back to read/write"
+            )
+        }
         Verdict::CrossFs if ev.ret < 0 => format!(
             "EXDEV: the kernel refused a copy from {fs_in} to {fs_out} (since 5.19 only same-type filesystems with their own copy support may cross); fall back to read/write"
         ),
