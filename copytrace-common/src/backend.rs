@@ -56,6 +56,17 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// Both origins.
+    pub const ALL: [Origin; 2] = [Origin::Syscall, Origin::Kernel];
+
+    /// Stable lowercase name (JSON, the metrics' `origin` label).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Origin::Syscall => "syscall",
+            Origin::Kernel => "kernel",
+        }
+    }
+
     /// The origin a raw byte names, if any.
     pub const fn from_raw(v: u8) -> Option<Self> {
         match v {

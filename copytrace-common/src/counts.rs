@@ -58,6 +58,10 @@ pub struct CountKey {
     pub facts: u32,
     /// The caller's cgroup v2 id when counts are kept per cgroup, else 0.
     pub cgroup_id: u64,
+    /// Who called: a [`crate::Origin`] as its byte.
+    pub origin: u8,
+    /// Zero: keys are compared as bytes.
+    pub _pad: [u8; 7],
 }
 
 /// Value of the `COUNTS` map (per CPU).
@@ -72,7 +76,7 @@ pub struct CountVal {
     pub bytes_copied: u64,
 }
 
-const _: () = assert!(size_of::<CountKey>() == 32);
+const _: () = assert!(size_of::<CountKey>() == 40);
 const _: () = assert!(size_of::<CountVal>() == 24);
 
 #[cfg(test)]

@@ -390,6 +390,8 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
         } else {
             0
         },
+        origin: rec.origin,
+        _pad: [0; 7],
     };
     count(&key, rec.len, ret);
     let took = end_ns.saturating_sub(rec.start_ns);

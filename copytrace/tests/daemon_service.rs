@@ -181,7 +181,7 @@ fn sighup_with_broken_config_keeps_running_and_counting() {
         .arg(cfg.to_str().unwrap_or(""))
         .start();
     silent_copies(4);
-    let series = r#"copytrace_calls_total{fs_in="proc",fs_out="proc",verdict="silent_zero_copy"}"#;
+    let series = r#"copytrace_calls_total{fs_in="proc",fs_out="proc",origin="syscall",verdict="silent_zero_copy"}"#;
     let count = || http_get(&addr, "/metrics").and_then(|(_, b)| sample(&b, series));
     assert_eq!(count(), Some(4.0));
 
@@ -220,7 +220,7 @@ fn sigterm_under_load_detaches_and_exits_zero() {
         let (_, b) = http_get(&addr, "/metrics")?;
         let n = sample(
             &b,
-            r#"copytrace_calls_total{fs_in="proc",fs_out="proc",verdict="silent_zero_copy"}"#,
+            r#"copytrace_calls_total{fs_in="proc",fs_out="proc",origin="syscall",verdict="silent_zero_copy"}"#,
         )?;
         (n > 1000.0).then_some(())
     });

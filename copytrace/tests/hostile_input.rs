@@ -438,7 +438,7 @@ fn running_out_of_file_descriptors_costs_no_cpu_no_log_and_no_counts() {
         .arg(socket.to_str().unwrap_or(""))
         .args(["--metrics-listen", &metrics])
         .start();
-    let series = r#"copytrace_calls_total{fs_in="proc",fs_out="proc",verdict="silent_zero_copy"}"#;
+    let series = r#"copytrace_calls_total{fs_in="proc",fs_out="proc",origin="syscall",verdict="silent_zero_copy"}"#;
     silent_copies(10);
     assert_eq!(
         http_get(&metrics, "/metrics").and_then(|(_, b)| sample(&b, series)),

@@ -310,7 +310,7 @@ fn stuck_client_is_told_what_it_missed_and_blocks_nobody() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let calls =
-        d.metric(r#"copytrace_calls_total{fs_in="proc",fs_out="proc",verdict="silent_zero_copy"}"#);
+        d.metric(r#"copytrace_calls_total{fs_in="proc",fs_out="proc",origin="syscall",verdict="silent_zero_copy"}"#);
     assert_eq!(calls, Some(100_000.0), "counted exactly");
     // Every reported call was read or counted as lost: the ring buffer has
     // room again, so the next call is delivered.

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use copytrace_common::metric_names as name;
-use copytrace_common::{counter, fact, CountKey, CountVal};
+use copytrace_common::{counter, fact, CountKey, CountVal, Origin};
 use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
 use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -151,14 +151,14 @@ impl Metrics {
             Ok(c)
         };
         let labels: &[&str] = if unit_top.is_some() {
-            &["verdict", "fs_in", "fs_out", "unit"]
+            &["verdict", "fs_in", "fs_out", "origin", "unit"]
         } else {
-            &["verdict", "fs_in", "fs_out"]
+            &["verdict", "fs_in", "fs_out", "origin"]
         };
         let calls = IntCounterVec::new(
             Opts::new(
                 name::CALLS_TOTAL,
-                "copy_file_range calls by verdict and filesystems (exact, from kernel-side counts)",
+                "copy_file_range calls by verdict, filesystems and origin (a process's syscall, or the kernel's own call); exact, from kernel-side counts",
             ),
             labels,
         )?;
@@ -175,10 +175,18 @@ impl Metrics {
             &["version", "kernel"],
         )?;
         for v in Verdict::ALL {
-            if unit_top.is_some() {
-                calls.with_label_values(&[v.as_str(), "other", "other", OTHER_UNIT]);
-            } else {
-                calls.with_label_values(&[v.as_str(), "other", "other"]);
+            for o in Origin::ALL {
+                if unit_top.is_some() {
+                    calls.with_label_values(&[
+                        v.as_str(),
+                        "other",
+                        "other",
+                        o.as_str(),
+                        OTHER_UNIT,
+                    ]);
+                } else {
+                    calls.with_label_values(&[v.as_str(), "other", "other", o.as_str()]);
+                }
             }
         }
         for b in Backend::ALL {
@@ -364,14 +372,18 @@ impl Metrics {
         let v = verdict(&Facts::of_count_key(key));
         let fs_in = fs_label(key.facts & fact::IN_PRESENT != 0, key.magic_in);
         let fs_out = fs_label(key.facts & fact::OUT_PRESENT != 0, key.magic_out);
+        // The kernel writes only the two codes; anything else is counted, as a syscall.
+        let origin = Origin::from_raw(key.origin)
+            .unwrap_or(Origin::Syscall)
+            .as_str();
         match &self.units {
             Some(u) => self
                 .calls
-                .with_label_values(&[v.as_str(), fs_in, fs_out, u.label(key.cgroup_id)])
+                .with_label_values(&[v.as_str(), fs_in, fs_out, origin, u.label(key.cgroup_id)])
                 .inc_by(calls),
             None => self
                 .calls
-                .with_label_values(&[v.as_str(), fs_in, fs_out])
+                .with_label_values(&[v.as_str(), fs_in, fs_out, origin])
                 .inc_by(calls),
         }
         if key.errno != 0 {

@@ -6,7 +6,8 @@ fn declares_every_metric_with_prefix() {
     let mut m = Metrics::new("6.18.0", None).expect("registry");
     let text = m.render();
     for name in [
-        "copytrace_calls_total{fs_in=\"other\",fs_out=\"other\",verdict=\"silent_zero_copy\"} 0",
+        "copytrace_calls_total{fs_in=\"other\",fs_out=\"other\",origin=\"syscall\",verdict=\"silent_zero_copy\"} 0",
+        "copytrace_calls_total{fs_in=\"other\",fs_out=\"other\",origin=\"kernel\",verdict=\"silent_zero_copy\"} 0",
         "copytrace_bytes_copied_total 0",
         "copytrace_events_lost_total 0",
         "copytrace_call_duration_seconds_count 0",

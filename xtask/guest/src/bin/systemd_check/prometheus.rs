@@ -15,8 +15,9 @@ use copytrace_guest::report;
 use crate::check;
 
 pub fn prometheus_counts(silent: u64) -> bool {
-    let series =
-        format!(r#"{CALLS_TOTAL}{{fs_in="proc",fs_out="proc",verdict="silent_zero_copy"}}"#);
+    let series = format!(
+        r#"{CALLS_TOTAL}{{fs_in="proc",fs_out="proc",origin="syscall",verdict="silent_zero_copy"}}"#
+    );
     let cfg = "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: copytrace\n    static_configs:\n      - targets: ['127.0.0.1:9977']\n";
     let _ = std::fs::write("/etc/prometheus/prometheus.yml", cfg);
     let _ = sh("systemctl", &["restart", "prometheus"]);
