@@ -28,8 +28,10 @@ use crate::suite::tally::{Outcome, Run};
 const ROOT: &str = "target/systemd-guest";
 
 /// Packages of the guest beyond minbase: systemd as init, a kernel with its
-/// initrd, networking for the fleet, and a Prometheus to scrape the service.
-const PACKAGES: &str = "systemd-sysv,dbus,udev,linux-image-amd64,initramfs-tools,prometheus";
+/// initrd, networking for the fleet, a Prometheus to scrape the service,
+/// and an NFS server with a Python client for the server-side copy check.
+const PACKAGES: &str =
+    "systemd-sysv,dbus,udev,linux-image-amd64,initramfs-tools,prometheus,nfs-kernel-server,python3-minimal";
 
 /// Units and files the guest needs besides packages.
 const CUSTOMIZE: &str = r#"set -e

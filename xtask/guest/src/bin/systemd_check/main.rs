@@ -12,11 +12,13 @@
 //!
 //! Checks are grouped by what they look at: the [`package`], the
 //! [`service`] under systemd, the [`journal`], [`access`] to the tail and
-//! the symbolizer's confinement, and [`prometheus`] scrapes; [`sys`] holds
+//! the symbolizer's confinement, [`prometheus`] scrapes and the [`nfs`]
+//! server's own copies; [`sys`] holds
 //! the commands and raw calls they share.
 
 mod access;
 mod journal;
+mod nfs;
 mod package;
 mod prometheus;
 mod service;
@@ -61,6 +63,8 @@ const PLAN: &[&str] = &[
     "the symbolizer runs confined, without capabilities",
     "a user's flood of suspicious calls is rate-limited in the journal",
     "the watchdog restarts a hung daemon (SIGSTOP)",
+    "nfsd's server-side copy is seen and counted beside the client's call",
+    "nfsd's copy between an ext4 and a tmpfs export is seen",
     "apt purge leaves no file, group or unit",
 ];
 
@@ -91,6 +95,7 @@ fn run_checks() {
     journal_flood();
     watchdog();
     fleet(SILENT_FLEET, 3);
+    nfs::nfs_server_copy();
     purge(&before);
 }
 

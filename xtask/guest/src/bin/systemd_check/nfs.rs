@@ -1,0 +1,215 @@
+//! The kernel's NFS server copies for its clients through the same
+//! `vfs_copy_file_range` (the seed article's case no other tool shows):
+//! a client's copy is one syscall on nfs4 and one call of the server's own,
+//! and copytrace reports and counts both, the second as `origin: kernel`.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::check;
+use crate::sys::{http_get, sh, wait};
+use copytrace_common::metric_names::{CALLS_TOTAL, TAIL_CLIENTS};
+use copytrace_guest::console::Kind;
+use copytrace_guest::report;
+
+/// The file copied: big enough that the server copies it in its own call.
+const LEN: usize = 3_000_000;
+
+/// Exports `/srv/nfs` (the root filesystem, ext4) and `/srv/nfstmp` (a
+/// tmpfs) over loopback and mounts them with NFS 4.2; what went wrong.
+fn serve_and_mount() -> Result<(), String> {
+    for d in ["/srv/nfs", "/srv/nfstmp", "/mnt/nfs", "/mnt/nfstmp"] {
+        std::fs::create_dir_all(d).map_err(|e| format!("mkdir {d}: {e}"))?;
+    }
+    let steps: [(&str, &[&str]); 5] = [
+        ("mount", &["-t", "tmpfs", "tmpfs", "/srv/nfstmp"]),
+        ("systemctl", &["restart", "nfs-server"]),
+        ("exportfs", &["-ra"]),
+        (
+            "mount",
+            &[
+                "-t",
+                "nfs",
+                "-o",
+                "vers=4.2",
+                "127.0.0.1:/srv/nfs",
+                "/mnt/nfs",
+            ],
+        ),
+        (
+            "mount",
+            &[
+                "-t",
+                "nfs",
+                "-o",
+                "vers=4.2",
+                "127.0.0.1:/srv/nfstmp",
+                "/mnt/nfstmp",
+            ],
+        ),
+    ];
+    std::fs::write(
+        "/etc/exports",
+        "/srv/nfs 127.0.0.1(rw,sync,no_subtree_check,no_root_squash,fsid=1)\n\
+         /srv/nfstmp 127.0.0.1(rw,sync,no_subtree_check,no_root_squash,fsid=2)\n",
+    )
+    .map_err(|e| format!("/etc/exports: {e}"))?;
+    for (program, args) in steps {
+        let (code, out) = sh(program, args);
+        if code != 0 {
+            return Err(format!(
+                "{program} {}: exit {code}: {}",
+                args.join(" "),
+                out.trim()
+            ));
+        }
+    }
+    std::fs::write("/srv/nfs/a", vec![7u8; LEN]).map_err(|e| format!("/srv/nfs/a: {e}"))
+}
+
+/// Every call line `copytrace tail --all --json` prints while `copies` runs.
+fn calls_during(copies: impl FnOnce() -> String) -> (Vec<Value>, String) {
+    let mut tail = match Command::new("copytrace")
+        .args(["tail", "--all", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(t) => t,
+        Err(e) => return (Vec::new(), format!("cannot run copytrace tail: {e}")),
+    };
+    // Counted as a client once past its hello: calls made from then on reach it.
+    let connected = wait(10, || {
+        let m = http_get("127.0.0.1:9977", "/metrics")?;
+        m.lines()
+            .any(|l| l == format!("{TAIL_CLIENTS} 1"))
+            .then_some(())
+    });
+    let ran = copies();
+    // The server's call ends before the client's: both are out within a second.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = tail.kill();
+    let mut out = String::new();
+    if let Some(mut s) = tail.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    let _ = tail.wait();
+    let calls = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "call")
+        .map(|v| v["data"].clone())
+        .collect();
+    let note = if connected.is_none() {
+        format!("{ran}; the tail client was not counted within 10 s")
+    } else {
+        ran
+    };
+    (calls, note)
+}
+
+/// One call, as the closing note and an operator read it.
+fn summary(c: &Value) -> String {
+    format!(
+        "{} {} {} pid {} fd {}→{} {}:{} → {}:{} len {} ret {} {} by {} ({} ns)",
+        c["origin"].as_str().unwrap_or("?"),
+        c["verdict"].as_str().unwrap_or("?"),
+        c["comm"].as_str().unwrap_or("?"),
+        c["pid"],
+        c["fd_in"],
+        c["fd_out"],
+        c["file_in"]["fs"].as_str().unwrap_or("?"),
+        c["path_in"].as_str().unwrap_or("?"),
+        c["file_out"]["fs"].as_str().unwrap_or("?"),
+        c["path_out"].as_str().unwrap_or("?"),
+        c["len"],
+        c["ret"],
+        c["reason"].as_str().unwrap_or(""),
+        c["mechanism"].as_str().unwrap_or("?"),
+        c["latency_ns"],
+    )
+}
+
+/// The sum of `calls_total` series with this origin.
+fn counted(metrics: &str, origin: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{CALLS_TOTAL}{{")))
+        .filter(|l| l.contains(&format!("origin=\"{origin}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A client's `cp` and Python copy within one export, and a `cp` from the
+/// ext4 export to the tmpfs one: both halves of each, reported and counted.
+pub fn nfs_server_copy() -> (bool, bool) {
+    const SEEN: &str = "nfsd's server-side copy is seen and counted beside the client's call";
+    const CROSS: &str = "nfsd's copy between an ext4 and a tmpfs export is seen";
+    if let Err(e) = serve_and_mount() {
+        let detail = format!("NFS over loopback not set up: {e}");
+        return (check(SEEN, false, &detail), check(CROSS, false, &detail));
+    }
+    let before = http_get("127.0.0.1:9977", "/metrics").unwrap_or_default();
+    let (calls, ran) = calls_during(|| {
+        let cp = sh("cp", &["/mnt/nfs/a", "/mnt/nfs/b"]);
+        let py = sh(
+            "python3",
+            &[
+                "-c",
+                "import os; a=os.open('/mnt/nfs/a',os.O_RDONLY); b=os.open('/mnt/nfs/c',os.O_WRONLY|os.O_CREAT,0o644); print(os.copy_file_range(a,b,3000000))",
+            ],
+        );
+        let cross = sh("cp", &["/mnt/nfs/a", "/mnt/nfstmp/d"]);
+        format!(
+            "cp exit {}, python copied {}, cp to the tmpfs export exit {}",
+            cp.0,
+            py.1.trim(),
+            cross.0
+        )
+    });
+    let after = http_get("127.0.0.1:9977", "/metrics").unwrap_or_default();
+    for c in &calls {
+        // The whole records, for the closing note: the host echoes CT-LOG.
+        report::line(Kind::Log, "nfs", &c.to_string());
+    }
+    let on = |origin: &str, from: &str, to: &str| {
+        calls.iter().find(|c| {
+            c["origin"] == origin
+                && c["path_in"].as_str().is_some_and(|p| p.ends_with(from))
+                && c["path_out"].as_str().is_some_and(|p| p.ends_with(to))
+        })
+    };
+    let client = on("syscall", "/mnt/nfs/a", "/mnt/nfs/b");
+    let server = on("kernel", "/srv/nfs/a", "/srv/nfs/b");
+    let python_server = on("kernel", "/srv/nfs/a", "/srv/nfs/c");
+    let cross = on("kernel", "/srv/nfs/a", "/srv/nfstmp/d");
+    let kernel_counted = counted(&after, "kernel") - counted(&before, "kernel");
+    let shown = |c: Option<&Value>| c.map_or("none".to_string(), summary);
+    let seen = check(
+        SEEN,
+        client.is_some_and(|c| c["file_in"]["fs"] == "nfs4")
+            && server.is_some_and(|c| c["file_in"]["fs"] == "ext4" && c["fd_in"] == -1)
+            && python_server.is_some()
+            && kernel_counted >= 2.0,
+        &format!(
+            "{ran}; {} calls; client: {}; server: {}; server for python: {}; calls_total origin=kernel +{kernel_counted}",
+            calls.len(),
+            shown(client),
+            shown(server),
+            shown(python_server),
+        ),
+    );
+    let crossed = check(
+        CROSS,
+        cross.is_some_and(|c| c["file_out"]["fs"] == "tmpfs"),
+        &format!("server: {}", shown(cross)),
+    );
+    for d in ["/mnt/nfs", "/mnt/nfstmp"] {
+        let _ = sh("umount", &[d]);
+    }
+    (seen, crossed)
+}
