@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::errno;
-use crate::model::event::{CopyEvent, FileKind, FileSide};
+use crate::model::event::{CopyEvent, FileKind, FileSide, Origin};
 use copytrace_common::{fact, ReportPolicy};
 
 use crate::model::fs_magic::{self, SizeTruth};
@@ -171,11 +171,17 @@ fn fs_name(f: Option<&FileSide>) -> &str {
     f.map_or("?", |f| f.fs.as_str())
 }
 
+/// `COPY_FILE_SPLICE` (include/linux/fs.h, not uapi): a flag only the
+/// kernel's own callers (nfsd, ksmbd) pass, asking `vfs_copy_file_range`
+/// to fall back to splice between filesystems where user space gets EXDEV.
+pub const COPY_FILE_SPLICE: u32 = 1;
+
 fn mechanism(ev: &CopyEvent) -> Mechanism {
     let (Some(i), Some(o)) = (&ev.file_in, &ev.file_out) else {
         return Mechanism::None;
     };
-    if i.kind != FileKind::Regular || o.kind != FileKind::Regular || ev.flags != 0 {
+    let flags_ok = ev.flags == 0 || (ev.origin == Origin::Kernel && ev.flags == COPY_FILE_SPLICE);
+    if i.kind != FileKind::Regular || o.kind != FileKind::Regular || !flags_ok {
         return Mechanism::None;
     }
     if o.copy_op != 0 && o.copy_op == i.copy_op {
@@ -396,11 +402,28 @@ fn reason(ev: &CopyEvent, facts: &Facts, v: Verdict, mech: Mechanism) -> String 
                 "EXDEV: both files are on one {fs_in} mount, but {fs_in} refused the copy: {stands_on}; fall back to read/write"
             )
         }
+        Verdict::CrossFs if ev.ret < 0 && ev.origin == Origin::Kernel => format!(
+            "EXDEV: the kernel refused its own caller a copy from {fs_in} to {fs_out} (since 5.19 only same-type filesystems with their own copy support may cross); nfsd then retries with a splice (COPY_FILE_SPLICE)"
+        ),
         Verdict::CrossFs if ev.ret < 0 => format!(
             "EXDEV: the kernel refused a copy from {fs_in} to {fs_out} (since 5.19 only same-type filesystems with their own copy support may cross); fall back to read/write"
         ),
         Verdict::CrossFs => {
             let dev = |f: Option<&FileSide>| f.map_or("?", |f| f.location.dev.as_str()).to_string();
+            if mech == Mechanism::FsCopy && fs_in == fs_out {
+                return format!(
+                    "copied {copied} bytes between two {fs_in} filesystems ({} → {}) by {fs_in}'s own copy (a server-side copy on NFS); kernels since 5.19 allow it because both sides are {fs_in}",
+                    dev(ev.file_in.as_ref()),
+                    dev(ev.file_out.as_ref()),
+                );
+            }
+            if ev.origin == Origin::Kernel && ev.flags == COPY_FILE_SPLICE {
+                return format!(
+                    "copied {copied} bytes across filesystems ({fs_in} {} → {fs_out} {}) by splice: the kernel's own caller (nfsd, ksmbd) asked for it with COPY_FILE_SPLICE, which user space cannot (nfsd first tries without it and gets EXDEV)",
+                    dev(ev.file_in.as_ref()),
+                    dev(ev.file_out.as_ref()),
+                );
+            }
             format!(
                 "copied {copied} bytes across filesystems ({fs_in} {} → {fs_out} {}) by {}; kernels since 5.19 refuse such copies from user space with EXDEV",
                 dev(ev.file_in.as_ref()),
