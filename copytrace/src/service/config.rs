@@ -82,9 +82,7 @@ impl Overrides {
         }
         set(&mut c.probe, &self.probe);
         set(&mut c.json, &self.json);
-        if self.print.is_some() {
-            c.print = self.print;
-        }
+        set(&mut c.print, &self.print.map(Some));
         set(&mut c.pid, &self.pid);
         set(&mut c.metrics.enabled, &self.metrics_enabled);
         set(&mut c.metrics.listen, &self.metrics_listen);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::check;
-use crate::sys::{http_get, sh, wait};
+use crate::sys::{http_get, sample, sh, wait};
 use copytrace_common::metric_names::{CALLS_TOTAL, TAIL_CLIENTS};
 use copytrace_guest::console::Kind;
 use copytrace_guest::report;
@@ -85,9 +85,7 @@ fn calls_during(copies: impl FnOnce() -> String) -> (Vec<Value>, String) {
     // Counted as a client once past its hello: calls made from then on reach it.
     let connected = wait(10, || {
         let m = http_get("127.0.0.1:9977", "/metrics")?;
-        m.lines()
-            .any(|l| l == format!("{TAIL_CLIENTS} 1"))
-            .then_some(())
+        (sample(&m, TAIL_CLIENTS) == Some(1.0)).then_some(())
     });
     let ran = copies();
     // The server's call ends before the client's: both are out within a second.
