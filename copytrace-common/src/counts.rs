@@ -13,8 +13,11 @@ pub mod counter {
     pub const COUNTS_FULL: u32 = 2;
     /// Reported calls whose description hit a failed kernel read.
     pub const READ_FAULTS: u32 = 3;
+    /// Calls a filesystem made inside a call already nested on the same
+    /// thread (only one level is tracked), or when the nested map was full.
+    pub const NESTED_UNTRACKED: u32 = 4;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Slots of the per-CPU `LATENCY` array: slot `i` counts calls that took

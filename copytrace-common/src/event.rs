@@ -82,6 +82,10 @@ pub mod name_flag {
     pub const DELETED: u8 = 1 << 1;
     /// The walk stopped early: depth or buffer ran out, or a read failed.
     pub const CUT: u8 = 1 << 2;
+    /// The path is the one the file was opened under, on another
+    /// filesystem than its data: overlayfs on older kernels (6.1; not 6.12) opens the real
+    /// files beneath it with the overlay file's path.
+    pub const OTHER_FS: u8 = 1 << 3;
 }
 
 /// Where one walk's names sit in [`Tail::bytes`]: components from a
@@ -181,6 +185,9 @@ pub struct Event {
     pub off_out: i64,
     /// Bytes copied, or `-errno`.
     pub ret: i64,
+    /// The `start_ns` of the call this one ran inside, on the same thread
+    /// (overlayfs copying its real files for a syscall on the overlay), or 0.
+    pub within_start_ns: u64,
     /// Thread group id (the process id users see).
     pub pid: u32,
     /// Thread id.
@@ -195,6 +202,10 @@ pub struct Event {
     pub fd_in: i32,
     /// Destination descriptor (-1 for in-kernel callers).
     pub fd_out: i32,
+    /// The enclosing call's source descriptor (see `within_start_ns`), or -1.
+    pub within_fd_in: i32,
+    /// The enclosing call's destination descriptor, or -1.
+    pub within_fd_out: i32,
     /// `flags` argument.
     pub flags: u32,
     /// The facts word the kernel counted this call under ([`crate::fact`]).
@@ -241,7 +252,7 @@ const _: () = assert!(size_of::<FileInfo>() == 64 + size_of::<PathInfo>());
 const _: () = assert!(size_of::<Tail>() == 8 + TAIL_BUF);
 const _: () = assert!(
     size_of::<Event>()
-        == 136 + 2 * size_of::<FileInfo>() + 16 + size_of::<PathInfo>() + size_of::<Tail>()
+        == 152 + 2 * size_of::<FileInfo>() + 16 + size_of::<PathInfo>() + size_of::<Tail>()
 );
 const _: () = assert!(offset_of!(Event, tail) + offset_of!(Tail, bytes) == RECORD_MIN);
 const _: () = assert!(align_of::<Event>() == 8 && size_of::<Event>().is_multiple_of(8));

@@ -30,7 +30,7 @@ pub const EVENTS_RECEIVED_TOTAL: &str = "copytrace_events_received_total";
 pub const EVENTS_UNDECODABLE_TOTAL: &str = "copytrace_events_undecodable_total";
 /// Counter: reported calls whose description hit a failed kernel read.
 pub const READ_FAULTS_TOTAL: &str = "copytrace_read_faults_total";
-/// Counter: calls not tracked because a kernel-side map was full.
+/// Counter: calls not tracked (a kernel-side map was full, or a nested call too deep).
 pub const CALLS_UNTRACKED_TOTAL: &str = "copytrace_calls_untracked_total";
 /// Counter: events not delivered to slow tail clients.
 pub const TAIL_DROPPED_TOTAL: &str = "copytrace_tail_dropped_total";

@@ -73,6 +73,8 @@ pub struct KernelOffsets {
     pub mount_mnt: u32,
     pub mount_mnt_id: u32,
     pub mount_mnt_ns: u32,
+    /// `mount.mnt.mnt_sb`: the superblock of the mount's own filesystem.
+    pub mount_mnt_sb: u32,
     /// `pt_regs` offsets of syscall arguments 0..6 for this architecture
     /// (x86-64: di, si, dx, r10, r8, r9; arm64: regs[0..6]).
     pub regs_args: [u32; 6],
@@ -170,7 +172,7 @@ pub mod setting {
     pub const COUNT: u32 = 1;
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == (47 + 6 + 6 + 2) * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == (48 + 6 + 6 + 2) * 4);
 const _: () = assert!(size_of::<ProbeConfig>() == 16);
 const _: () = assert!(THREAD_SLOT_COUNT.is_power_of_two());
 const _: () = assert!(size_of::<KernelTypes>() == 9 * 4);

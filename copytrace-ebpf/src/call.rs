@@ -17,7 +17,7 @@ use copytrace_common::{
 use crate::counters::{add, COUNTERS};
 use crate::describe::Finished;
 use crate::globals::{config, offsets, policy, types};
-use crate::inflight::{begin, end_call, live_call, unseen_entry, Inflight};
+use crate::inflight::{begin, begin_nested, end_call, live_call, unseen_entry, Inflight, Within};
 use crate::kread::{read_user, read_user_two, Fault, Memory};
 use crate::report::report;
 use crate::task::{self, FileSide};
@@ -139,11 +139,14 @@ pub fn enter_syscall<M: Memory>(args: &SyscallArgs) {
         live: 1,
         gaps: 0,
         _pad_word: 0,
+        within: Within::none(),
     });
 }
 
 /// Entry of `vfs_copy_file_range`: notes that a tracked syscall reached the
-/// VFS, or records a call from an in-kernel caller (nfsd, overlayfs…).
+/// VFS, or records a call from an in-kernel caller (nfsd), or one a
+/// filesystem makes for its own files inside the thread's call (overlayfs
+/// copying the real files under an overlay).
 #[inline(always)]
 pub fn enter_vfs<M: Memory>(
     file_in: u64,
@@ -153,25 +156,29 @@ pub fn enter_vfs<M: Memory>(
     len: u64,
     flags: u32,
 ) {
-    if let Some(rec) = live_call() {
-        // The syscall passes the positions it read (`*off`, or `f_pos`) by
-        // value: the record keeps them, and exit reads no user memory. Only
-        // the first time: a filesystem may call in again for its own files
-        // (overlayfs).
+    let mut within = Within::none();
+    let live = live_call();
+    if let Some(rec) = live {
         // SAFETY: this thread's own record (see begin()).
         unsafe {
+            // The syscall passes the positions it read (`*off`, or `f_pos`)
+            // by value: the record keeps them, and exit reads no user memory.
             if (*rec).status & status::VFS_REACHED == 0 {
                 (*rec).pos_in = pos_in;
                 (*rec).pos_out = pos_out;
                 (*rec).status |= status::VFS_REACHED;
+                return;
             }
+            within = Within {
+                start_ns: (*rec).start_ns,
+                fd_in: (*rec).fd_in,
+                fd_out: (*rec).fd_out,
+            };
         }
+    } else if !task::followed::<M>(config(), offsets()) {
         return;
     }
-    let (cfg, off) = (config(), offsets());
-    if !task::followed::<M>(cfg, off) {
-        return;
-    }
+    let off = offsets();
     let start_ns = now();
     let mut st =
         status::OFF_IN_GIVEN | status::OFF_OUT_GIVEN | status::VFS_KNOWN | status::VFS_REACHED;
@@ -184,7 +191,7 @@ pub fn enter_vfs<M: Memory>(
             (FileSide::default(), FileSide::default())
         }
     };
-    begin(Inflight {
+    let rec = Inflight {
         start_ns,
         file_in,
         file_out,
@@ -204,7 +211,13 @@ pub fn enter_vfs<M: Memory>(
         live: 1,
         gaps: 0,
         _pad_word: 0,
-    });
+        within,
+    };
+    if live.is_some() {
+        begin_nested(&rec);
+    } else {
+        begin(rec);
+    }
 }
 
 /// Whether the record holds the call's entry positions, as

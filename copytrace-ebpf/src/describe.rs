@@ -4,7 +4,7 @@
 
 use aya_ebpf::{bindings::BPF_F_USER_STACK, helpers::bpf_get_stack, EbpfContext};
 use copytrace_common::{
-    bound, counter, status, Event, FileInfo, KernelOffsets, PathInfo, Tail, STACK_BYTES,
+    bound, counter, name_flag, status, Event, FileInfo, KernelOffsets, PathInfo, Tail, STACK_BYTES,
     TAIL_START_MASK,
 };
 
@@ -66,6 +66,9 @@ pub unsafe fn describe<C: EbpfContext, M: Memory>(
         (*ev).gid = (uid_gid >> 32) as u32;
         (*ev).fd_in = rec.fd_in;
         (*ev).fd_out = rec.fd_out;
+        (*ev).within_start_ns = rec.within.start_ns;
+        (*ev).within_fd_in = rec.within.fd_in;
+        (*ev).within_fd_out = rec.within.fd_out;
         (*ev).flags = rec.flags;
         (*ev).facts = call.facts;
         (*ev).backend = config().backend;
@@ -224,7 +227,7 @@ fn location<M: Memory>(
     inode: u64,
     sb: u64,
     off: &KernelOffsets,
-) -> Result<([u64; 2], [u32; 2], u64), Fault> {
+) -> Result<([u64; 2], [u32; 2], u64, bool), Fault> {
     let ty = types();
     let file = M::view(file, ty.file);
     let vfsmnt: u64 = M::read(file, off.file_f_path_mnt)?;
@@ -239,21 +242,22 @@ fn location<M: Memory>(
     } else {
         0
     };
-    let (mnt_id, mnt_ns) = if vfsmnt != 0 {
+    let (mnt_id, mnt_ns, other_fs) = if vfsmnt != 0 {
         // container_of: the vfsmount is a member of its struct mount.
         let mount = M::view(vfsmnt - u64::from(off.mount_mnt), ty.mount);
         let id: i32 = M::read(mount, off.mount_mnt_id)?;
         let ns: u64 = M::read(mount, off.mount_mnt_ns)?;
+        let mnt_sb: u64 = M::read(mount, off.mount_mnt_sb)?;
         let inum: u32 = if ns != 0 {
             M::read(ns, off.mnt_ns_inum)?
         } else {
             0
         };
-        (id as u32, inum)
+        (id as u32, inum, sb != 0 && mnt_sb != sb)
     } else {
-        (0, 0)
+        (0, 0, false)
     };
-    Ok(([ino, u64::from(dev)], [mnt_id, mnt_ns], dentry))
+    Ok(([ino, u64::from(dev)], [mnt_id, mnt_ns], dentry, other_fs))
 }
 
 /// Fills `out` with where `file` lives: inode, device, mount, namespace,
@@ -277,16 +281,16 @@ unsafe fn describe_path<M: Memory>(
     // SAFETY: `out` is valid for a `PathInfo` (this function's contract).
     let names = unsafe { core::ptr::addr_of_mut!((*out).names) };
     let found = if file == 0 {
-        Ok(([0, 0], [0, 0], 0))
+        Ok(([0, 0], [0, 0], 0, false))
     } else {
         location::<M>(file, inode, sb, offsets())
     };
-    let ([ino, dev], [mnt_id, mnt_ns], dentry) = match found {
+    let ([ino, dev], [mnt_id, mnt_ns], dentry, other_fs) = match found {
         Ok(l) => l,
         Err(Fault) => {
             // SAFETY: `status` is a valid byte (this function's contract).
             unsafe { mark_fault(status) };
-            ([0, 0], [0, 0], 0)
+            ([0, 0], [0, 0], 0, false)
         }
     };
     // SAFETY: plain field writes into the record's slot (this function's
@@ -316,6 +320,9 @@ unsafe fn describe_path<M: Memory>(
             .add(start);
         (*names).count = names::walk::<M>(dentry, names, bytes);
         (*tail).used = start as u16 + (*names).used;
+        if other_fs {
+            (*names).flags |= name_flag::OTHER_FS;
+        }
     }
 }
 

@@ -64,6 +64,7 @@ static mut OFFSETS: KernelOffsets = KernelOffsets {
     mount_mnt: 0,
     mount_mnt_id: 0,
     mount_mnt_ns: 0,
+    mount_mnt_sb: 0,
     regs_args: [0; 6],
     tp_enter_args: [0; 6],
     tp_exit_ret: 0,

@@ -10,6 +10,8 @@
 //! copies, none per call. A thread whose slot another thread holds keeps its
 //! record in the `INFLIGHT` hash for the length of one call: the hash is
 //! then full only while 4096 such threads are inside copy_file_range at once.
+//! A call a filesystem makes for its own files while the thread's call is
+//! in flight (overlayfs) has a record of its own in `NESTED`.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -57,6 +59,30 @@ pub struct Inflight {
     /// Padding as a scalar: the compiler turns a zeroed byte array into a
     /// call to a byte-at-a-time memset subprogram.
     pub _pad_word: u32,
+    /// A nested call's link to the call it runs inside (see [`Within`]).
+    pub within: Within,
+}
+
+/// The call a nested one runs inside: its entry time and descriptors,
+/// which with the thread id name it (none: zero time, descriptors -1).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Within {
+    pub start_ns: u64,
+    pub fd_in: i32,
+    pub fd_out: i32,
+}
+
+impl Within {
+    /// A call that runs inside no other.
+    #[inline(always)]
+    pub fn none() -> Self {
+        Within {
+            start_ns: 0,
+            fd_in: -1,
+            fd_out: -1,
+        }
+    }
 }
 
 /// Each thread's current or last call, at its thread id modulo
@@ -74,6 +100,13 @@ pub static SLOT_CLAIMS: HashMap<u32, u32> = HashMap::with_max_entries(THREAD_SLO
 /// removed when the thread exits.
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(INFLIGHT_OVERFLOW, 0);
+
+/// Each thread's nested call, keyed by thread id: a filesystem's own
+/// `vfs_copy_file_range` made while the thread's call is in flight
+/// (overlayfs copying the real files under an overlay). Written at the
+/// nested entry, removed at its exit: only overlay copies pay for it.
+#[map]
+pub static NESTED: HashMap<u32, Inflight> = HashMap::with_max_entries(INFLIGHT_OVERFLOW, 0);
 
 /// Per-CPU copy of the call an exit program is finishing (see
 /// `inflight::end_call`).
@@ -132,6 +165,16 @@ pub fn begin(mut rec: Inflight) {
     }
 }
 
+/// Records the entry of a call nested in the thread's live one. One level
+/// is followed: a call nested deeper, or one the map has no room for, is
+/// counted as untracked.
+#[inline(always)]
+pub fn begin_nested(rec: &Inflight) {
+    if NESTED.insert(tid(), rec, u64::from(BPF_NOEXIST)).is_err() {
+        add(&COUNTERS, counter::NESTED_UNTRACKED, 1);
+    }
+}
+
 /// The current thread's call between entry and exit, if it is in one.
 #[inline(always)]
 pub fn live_call() -> Option<*mut Inflight> {
@@ -151,8 +194,22 @@ pub fn live_call() -> Option<*mut Inflight> {
 /// state, so reading the record in place would verify the whole exit
 /// program twice (loads took twice as long, and minutes under TCG). After
 /// the copy both states hold the same pointer and merge.
+///
+/// A nested call ends before the call it runs inside: while the thread has
+/// one, the exit of `vfs_copy_file_range` is its exit.
 #[inline(always)]
 pub fn end_call(origin: Origin) -> Option<*const Inflight> {
+    let tid = tid();
+    if matches!(origin, Origin::Kernel) {
+        if let Some(nested) = NESTED.get_ptr(tid) {
+            let copy = ENDING.get_ptr_mut(0)?;
+            // SAFETY: this thread's own nested record, and this CPU's slot
+            // of ENDING (see above).
+            unsafe { core::ptr::copy_nonoverlapping(nested, copy, 1) };
+            let _ = NESTED.remove(tid);
+            return Some(copy);
+        }
+    }
     let rec = live_call()?;
     // SAFETY: this thread's own record (see begin()).
     if unsafe { (*rec).origin } != origin as u8 {
@@ -168,7 +225,6 @@ pub fn end_call(origin: Origin) -> Option<*const Inflight> {
     // A record in the overflow hash goes with its call: threads that
     // copied once and then idle must not hold the hash, or a user's idle
     // threads would leave every new thread on the machine untracked.
-    let tid = tid();
     if own_slot(tid, false).is_none() {
         let _ = INFLIGHT.remove(tid);
     }
@@ -203,6 +259,7 @@ pub fn unseen_entry(start_ns: u64) -> Option<*const Inflight> {
         live: 0,
         gaps: gap::NO_ENTRY,
         _pad_word: 0,
+        within: Within::none(),
     };
     // SAFETY: this CPU's slot of ENDING, which only the running exit
     // program uses.
@@ -230,7 +287,10 @@ pub fn thread_exit() {
     if INFLIGHT.get_ptr(tid).is_some() {
         let _ = INFLIGHT.remove(tid);
     }
+    if NESTED.get_ptr(tid).is_some() {
+        let _ = NESTED.remove(tid);
+    }
 }
 
 // Every byte of the record is a named field: no implicit padding to copy.
-const _: () = assert!(core::mem::size_of::<Inflight>() == 17 * 8);
+const _: () = assert!(core::mem::size_of::<Inflight>() == 19 * 8);

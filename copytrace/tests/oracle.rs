@@ -709,6 +709,9 @@ fn judge(seed: u64, n: usize) -> BTreeMap<(&'static str, &'static str, String, S
     let mut events: Vec<&Value> = events
         .iter()
         .filter(|e| e["tid"].as_u64() == Some(run.tid))
+        // Overlay's own calls on its real files, nested in the oracle's
+        // (fentry): the kernel's calls, not the ones judged here.
+        .filter(|e| e["origin"] == "syscall")
         .filter(|e| e["start_ns"].as_u64() >= Some(run.since_ns))
         .collect();
     events.sort_by_key(|e| e["start_ns"].as_u64().unwrap_or(0));

@@ -153,34 +153,147 @@ fn mnt_id(fd: &OwnedFd) -> u64 {
         .unwrap_or_else(|| panic!("no mnt_id in {info}"))
 }
 
+/// An overlay mount whose layers are two tmpfs instances. Fields drop in
+/// order: the overlay is unmounted before its layers.
+struct Overlay {
+    mount: copytrace_testkit::fs::Mount,
+    lower: copytrace_testkit::fs::Mount,
+    upper: copytrace_testkit::fs::Mount,
+}
+
+impl Overlay {
+    /// The overlay, with `a` (4096 bytes) on its lower layer; None (said
+    /// loudly) when this kernel cannot mount overlay.
+    fn mount() -> Option<Self> {
+        let lower = tmpfs("1m");
+        let upper = tmpfs("1m");
+        write_file(&lower.path("a"), 4096);
+        for d in ["up", "work"] {
+            std::fs::create_dir(upper.path(d)).expect("mkdir");
+        }
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.dir.display(),
+            upper.path("up").display(),
+            upper.path("work").display()
+        );
+        match copytrace_testkit::fs::Mount::virtual_fs(&support::scratch(), "overlay", &data) {
+            Ok(mount) => Some(Overlay {
+                mount,
+                lower,
+                upper,
+            }),
+            Err(e) => {
+                suite::skip(&format!("this kernel cannot mount overlay ({e})"));
+                None
+            }
+        }
+    }
+}
+
+/// `major:minor` of the filesystem holding `path`, from stat(2).
+fn dev_of(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).expect("stat").dev();
+    format!("{}:{}", libc::major(dev), libc::minor(dev))
+}
+
+/// Inode number of `path`, from stat(2).
+fn ino_of(path: &std::path::Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).expect("stat"))
+}
+
+/// The calls the kernel made for itself among `events`: on the fentry
+/// back-end, overlay's own call on the real files beneath the syscall, and
+/// nothing on the tracepoint back-end, which sees only syscalls.
+fn nested_in<'a>(events: &'a [Value], outer: &Value) -> Option<&'a Value> {
+    let kernel: Vec<&Value> = events.iter().filter(|e| e["origin"] == "kernel").collect();
+    if outer["backend"] == "tracepoint" {
+        assert!(
+            kernel.is_empty(),
+            "the tracepoint back-end sees syscalls only: {kernel:#?}"
+        );
+        return None;
+    }
+    assert_eq!(kernel.len(), 1, "one nested call: {events:#?}");
+    let n = kernel[0];
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    assert_eq!(n["tid"], tid, "the syscall's own thread: {n:#}");
+    assert_eq!(outer["tid"], tid);
+    assert_eq!(n["within"]["start_ns"], outer["start_ns"], "{n:#}");
+    assert_eq!(n["within"]["fd_in"], outer["fd_in"]);
+    assert_eq!(n["within"]["fd_out"], outer["fd_out"]);
+    let span = |e: &Value| (e["start_ns"].as_u64(), e["end_ns"].as_u64());
+    let ((os, oe), (ns, ne)) = (span(outer), span(n));
+    assert!(os < ns && ne < oe, "nested in time: {outer:#} {n:#}");
+    assert_eq!(
+        (n["fd_in"].as_i64(), n["fd_out"].as_i64()),
+        (Some(-1), Some(-1))
+    );
+    assert!(outer["within"].is_null(), "{outer:#}");
+    Some(n)
+}
+
+/// A copy between two files of an overlay mount, both on its upper layer:
+/// the syscall on overlay, and (fentry) overlay's own call on the real
+/// upper files, on the same thread while the syscall is in flight: neither
+/// lost nor merged, and the nested one names the syscall.
+#[test]
+fn overlays_own_call_on_its_real_files_is_seen_inside_the_syscall() {
+    let Some(ov) = Overlay::mount() else { return };
+    // Written through the overlay: created on the upper layer.
+    write_file(&ov.mount.path("c"), 4096);
+    let src = open(&ov.mount.path("c"), O_RDONLY);
+    let dst = open(&ov.mount.path("d"), O_WRONLY_CREAT);
+    let d = watch();
+    let got = cfr(raw(&src), None, raw(&dst), None, 4096, 0);
+    let events = d.stop();
+    assert_eq!(got, Ok(4096));
+    let outer = find(&events, raw(&src), raw(&dst), 4096);
+    common_fields(outer, std::process::id());
+    assert_eq!(outer["ret"], 4096);
+    assert_eq!(outer["file_in"]["fs"], "overlay");
+    assert_eq!(outer["file_in"]["dev"], dev_of(&ov.mount.dir));
+    let Some(n) = nested_in(&events, outer) else {
+        return;
+    };
+    let (real_in, real_out) = (ov.upper.path("up/c"), ov.upper.path("up/d"));
+    assert_eq!(n["ret"], 4096, "{n:#}");
+    assert_eq!(n["len"], 4096);
+    assert_eq!(n["verdict"], "ok", "{n:#}");
+    for (side, real) in [("file_in", &real_in), ("file_out", &real_out)] {
+        assert_eq!(n[side]["fs"], "tmpfs", "{n:#}");
+        assert_eq!(n[side]["magic"], magic::TMPFS);
+        assert_eq!(n[side]["dev"], dev_of(real), "{n:#}");
+        assert_eq!(n[side]["ino"], ino_of(real), "{n:#}");
+    }
+    // Older kernels (6.1) open overlay's real files under the overlay
+    // file's path (the overlay's mount, as fdinfo shows for the caller's
+    // fd); newer ones (6.12) under their own.
+    for (side, path, real, fd) in [
+        ("file_in", "path_in", &real_in, &src),
+        ("file_out", "path_out", &real_out, &dst),
+    ] {
+        if n[side]["path_on_other_fs"] == true {
+            assert_eq!(n[side]["mnt_id"], mnt_id(fd), "{n:#}");
+            assert_eq!(n[path], outer[path], "{n:#}");
+        } else {
+            assert_eq!(n[path], real.to_str().expect("utf8"), "{n:#}");
+        }
+    }
+}
+
 /// Two files of one overlay mount, a lower-layer source and a new upper
 /// file, on layers that are two tmpfs instances: overlay copies the real
 /// files, which sit on different filesystems, and the call is refused.
-/// The reason says so, not "from overlay to overlay".
+/// The reason says so, not "from overlay to overlay"; overlay's own call
+/// (fentry) is refused between the two layers' filesystems.
 #[test]
 fn an_overlay_refusal_between_its_own_files_is_explained() {
-    let lower = tmpfs("1m");
-    let upper = tmpfs("1m");
-    write_file(&lower.path("a"), 4096);
-    for d in ["up", "work"] {
-        std::fs::create_dir(upper.path(d)).expect("mkdir");
-    }
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.dir.display(),
-        upper.path("up").display(),
-        upper.path("work").display()
-    );
-    let overlay =
-        match copytrace_testkit::fs::Mount::virtual_fs(&support::scratch(), "overlay", &data) {
-            Ok(m) => m,
-            Err(e) => {
-                suite::skip(&format!("this kernel cannot mount overlay ({e})"));
-                return;
-            }
-        };
-    let src = open(&overlay.path("a"), O_RDONLY);
-    let dst = open(&overlay.path("b"), O_WRONLY_CREAT);
+    let Some(ov) = Overlay::mount() else { return };
+    let src = open(&ov.mount.path("a"), O_RDONLY);
+    let dst = open(&ov.mount.path("b"), O_WRONLY_CREAT);
     assert_eq!(
         mnt_id(&src),
         mnt_id(&dst),
@@ -214,6 +327,17 @@ fn an_overlay_refusal_between_its_own_files_is_explained() {
         reason.contains("one overlay mount") && reason.contains("different filesystems"),
         "{reason}"
     );
+    let Some(n) = nested_in(&events, ev) else {
+        return;
+    };
+    assert_eq!(n["ret"], -i64::from(libc::EXDEV), "{n:#}");
+    assert_eq!(n["verdict"], "cross_fs");
+    assert_eq!(n["file_in"]["dev"], dev_of(&ov.lower.dir), "{n:#}");
+    assert_eq!(n["file_in"]["ino"], ino_of(&ov.lower.path("a")));
+    assert_eq!(n["file_out"]["dev"], dev_of(&ov.upper.dir), "{n:#}");
+    assert_eq!(n["file_out"]["ino"], ino_of(&ov.upper.path("up/b")));
+    let reason = n["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("overlayfs"), "{reason}");
 }
 
 /// The seed's failure, on each kernel-generated filesystem the guests

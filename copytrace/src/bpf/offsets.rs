@@ -95,6 +95,7 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         mount_mnt: m("mount", "mnt")?,
         mount_mnt_id: m("mount", "mnt_id")?,
         mount_mnt_ns: m("mount", "mnt_ns")?,
+        mount_mnt_sb: m("mount", "mnt")? + m("vfsmount", "mnt_sb")?,
         regs_args,
         tp_enter_args: [0; 6],
         tp_exit_ret: 0,

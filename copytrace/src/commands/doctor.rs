@@ -153,7 +153,7 @@ pub fn checks() -> Report {
         ),
         Some(Backend::Fentry) => check(
             Status::Info,
-            "copytrace will use fentry/fexit: no cost to unrelated syscalls; sees in-kernel callers (nfsd's server-side copies); calls a seccomp filter refuses never reach the traced functions and are not seen",
+            "copytrace will use fentry/fexit: no cost to unrelated syscalls; sees in-kernel callers (nfsd's server-side copies, overlayfs's calls on its real files); calls a seccomp filter refuses never reach the traced functions and are not seen",
         ),
         Some(Backend::Tracepoint) => check(
             Status::Info,

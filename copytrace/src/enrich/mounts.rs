@@ -251,12 +251,16 @@ impl MountTable {
     /// same id and the same device (ids are reused after an unmount). A
     /// mount the kernel reports detached (namespace 0) is in no table, even
     /// when a table read before its unmount still lists its id: the daemon
-    /// may resolve an event after the mount went away.
+    /// may resolve an event after the mount went away. A path on another
+    /// filesystem than the file's data (overlayfs's real files on older kernels, such as 6.1)
+    /// is on its mount's device, not the data's: the id alone names it.
     fn host_mount(&self, loc: &Location) -> Option<&Mount> {
         if loc.mnt_ns == 0 {
             return None;
         }
-        self.by_id.get(&loc.mnt_id).filter(|m| m.dev == loc.dev)
+        self.by_id
+            .get(&loc.mnt_id)
+            .filter(|m| loc.path_on_other_fs || m.dev == loc.dev)
     }
 
     /// Resolves where a file lives; `pid` is the caller (for its
@@ -288,10 +292,11 @@ impl MountTable {
         let mut found: Vec<Untrusted> = Vec::new();
         // The file's own mount is never one of them: it is detached or
         // another namespace's, even when a stale table still lists its id.
+        // The data's device does not hold a path on another filesystem.
         for m in self
             .all
             .iter()
-            .filter(|m| m.dev == loc.dev && m.id != loc.mnt_id)
+            .filter(|m| !loc.path_on_other_fs && m.dev == loc.dev && m.id != loc.mnt_id)
         {
             if let Some(p) = join(m, fs_path) {
                 if !found.contains(&p) {

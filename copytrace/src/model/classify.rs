@@ -402,6 +402,9 @@ fn reason(ev: &CopyEvent, facts: &Facts, v: Verdict, mech: Mechanism) -> String 
                 "EXDEV: both files are on one {fs_in} mount, but {fs_in} refused the copy: {stands_on}; fall back to read/write"
             )
         }
+        Verdict::CrossFs if ev.ret < 0 && ev.within.is_some() => format!(
+            "EXDEV: the kernel refused a copy from {fs_in} to {fs_out} that a filesystem (overlayfs) made between the real files beneath this thread's call (since 5.19 only same-type filesystems with their own copy support may cross); that call fails with the same EXDEV"
+        ),
         Verdict::CrossFs if ev.ret < 0 && ev.origin == Origin::Kernel => format!(
             "EXDEV: the kernel refused its own caller a copy from {fs_in} to {fs_out} (since 5.19 only same-type filesystems with their own copy support may cross); nfsd then retries with a splice (COPY_FILE_SPLICE)"
         ),

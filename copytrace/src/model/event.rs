@@ -94,6 +94,11 @@ pub struct Location {
     pub path_complete: bool,
     /// The file was unlinked while open.
     pub deleted: bool,
+    /// `fs_path` is the path the file was opened under, on another
+    /// filesystem than its data (`dev`, `ino`): overlayfs on older kernels (6.1; not 6.12)
+    /// opens the real files beneath it with the overlay file's path.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_on_other_fs: bool,
 }
 
 /// One side of a copy as the kernel saw it.
@@ -136,6 +141,18 @@ pub struct RawStack {
     /// Where the executable's code was mapped (start, end), 0 when unknown.
     #[serde(skip)]
     pub code: (u64, u64),
+}
+
+/// The call a nested one ran inside, by the thread's id (the nested
+/// call's own `tid`), its entry time and its descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Within {
+    /// The enclosing call's `start_ns`.
+    pub start_ns: u64,
+    /// Its source descriptor (-1 for an in-kernel caller's).
+    pub fd_in: i32,
+    /// Its destination descriptor.
+    pub fd_out: i32,
 }
 
 /// One decoded `copy_file_range` call.
@@ -185,6 +202,11 @@ pub struct CopyEvent {
     /// or offsets, just the error.
     #[serde(default = "seen")]
     pub entry_seen: bool,
+    /// The call this one ran inside on the same thread, when a filesystem
+    /// made it for its own files (overlayfs copying the real files of a
+    /// syscall on the overlay). That call has this `tid` and its `start_ns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<Within>,
     /// Source file, when `fd_in` named an open file.
     pub file_in: Option<FileSide>,
     /// Destination file, when `fd_out` named an open file.
@@ -299,6 +321,7 @@ fn location(p: &PathInfo, tail: &[u8]) -> Location {
         fs_path: names.join(),
         path_complete: names.flags & name_flag::COMPLETE != 0,
         deleted: names.flags & name_flag::DELETED != 0,
+        path_on_other_fs: names.flags & name_flag::OTHER_FS != 0,
     }
 }
 
@@ -411,6 +434,11 @@ fn convert(e: &Event, held: usize) -> Result<CopyEvent, DecodeError> {
         facts: e.facts,
         read_fault: e.status & status::READ_FAULT != 0,
         entry_seen: e.gaps & gap::NO_ENTRY == 0,
+        within: (e.within_start_ns != 0).then_some(Within {
+            start_ns: e.within_start_ns,
+            fd_in: e.within_fd_in,
+            fd_out: e.within_fd_out,
+        }),
         file_in: side(&e.files[0], tail),
         file_out: side(&e.files[1], tail),
         exe: (e.exe.ino != 0).then(|| location(&e.exe, tail)),

@@ -235,7 +235,7 @@ impl Metrics {
             )?,
             untracked: counter(
                 name::CALLS_UNTRACKED_TOTAL,
-                "calls not tracked because a kernel-side map was full",
+                "calls not tracked: a kernel-side map was full, or a filesystem's nested call went deeper than one level",
             )?,
             tail_dropped: counter(
                 name::TAIL_DROPPED_TOTAL,
@@ -328,8 +328,9 @@ impl Metrics {
                 &self.read_faults,
                 kernel.counter(counter::READ_FAULTS),
             );
-            let untracked =
-                kernel.counter(counter::INFLIGHT_FULL) + kernel.counter(counter::COUNTS_FULL);
+            let untracked = kernel.counter(counter::INFLIGHT_FULL)
+                + kernel.counter(counter::COUNTS_FULL)
+                + kernel.counter(counter::NESTED_UNTRACKED);
             Self::pull(p, "untracked", &self.untracked, untracked);
         }
         if let Some(sc) = self.symbolizer.clone() {

@@ -52,6 +52,14 @@ fn side(
     if loc.deleted {
         s.push_str(" (deleted)");
     }
+    if loc.path_on_other_fs {
+        // `fs` is the data's filesystem, the path another's (an overlay).
+        let _ = write!(
+            s,
+            " (opened under this path; data on {} ino {})",
+            loc.dev, loc.ino
+        );
+    }
     if !alternatives.is_empty() {
         let _ = write!(s, " (or {} other mount point(s))", alternatives.len());
     }
@@ -121,6 +129,17 @@ pub fn human(r: &Record) -> HumanLine {
         ),
         r.diagnosis.reason
     );
+    if let Some(w) = &e.within {
+        // The enclosing call is reported after this one (it ends later), on
+        // the same thread: its descriptors and entry time name it.
+        let _ = write!(
+            text,
+            "  [inside this thread's call on fd {} -> fd {}, entered {} before]",
+            w.fd_in,
+            w.fd_out,
+            human_duration(e.start_ns.saturating_sub(w.start_ns))
+        );
+    }
     if let Some(unit) = r.service.user_unit.as_ref().or(r.service.unit.as_ref()) {
         let _ = write!(text, "  [{}]", unit.human());
     }

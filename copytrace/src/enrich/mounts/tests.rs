@@ -41,6 +41,7 @@ fn loc(dev: &str, mnt_id: u32, path: &str) -> Location {
         fs_path: Untrusted::from(path),
         path_complete: true,
         deleted: false,
+        path_on_other_fs: false,
     }
 }
 
@@ -72,6 +73,33 @@ fn host_mounts_resolve_exactly_by_id() {
         path(t.resolve(&loc("254:0", 42, "/srv/data/x"), 1, LATER)).as_deref(),
         Some("/data/x")
     );
+}
+
+/// overlayfs on older kernels (6.1) opens its real files with the overlay file's path:
+/// the data's device (a tmpfs) with a path inside the overlay mount. The
+/// path joins the overlay's mount point, never the tmpfs's.
+#[test]
+fn a_path_on_another_filesystem_than_its_data_joins_its_own_mount() {
+    let overlay = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+41 22 0:40 / /srv/upper rw - tmpfs tmpfs rw
+60 22 0:48 / /mnt/ovl rw - overlay overlay rw,lowerdir=/l,upperdir=/srv/upper/up
+";
+    let mut t = MountTable::with_source(Box::new(Fake {
+        host: overlay,
+        pid: None,
+    }));
+    let mut real = loc("0:40", 60, "/b");
+    // Without the flag the id's device differs: taken as another mount
+    // that reused the id, resolved by device.
+    assert_eq!(
+        path(t.resolve(&real, 1, LATER)).as_deref(),
+        Some("/srv/upper/b")
+    );
+    real.path_on_other_fs = true;
+    let r = t.resolve(&real, 1, LATER);
+    assert!(r.alternatives.is_empty(), "{:?}", r.alternatives);
+    assert_eq!(path(r).as_deref(), Some("/mnt/ovl/b"));
 }
 
 /// A source whose table the test changes.

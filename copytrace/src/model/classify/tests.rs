@@ -262,6 +262,41 @@ fn a_refused_call_seen_only_at_exit_says_so() {
     assert!(d.reason.contains("seccomp"), "{}", d.reason);
 }
 
+/// A call overlayfs made on its real files inside a syscall (fentry) is
+/// the kernel's, refused between the layers' filesystems: its reason names
+/// the filesystem that made it and the call it ran inside, not nfsd.
+#[test]
+fn a_nested_refusal_names_the_call_it_ran_inside() {
+    let exdev = -i64::from(libc::EXDEV);
+    let mut e = call(
+        exdev,
+        4096,
+        Some(file(EXT4, 1, REG, 4096, 0)),
+        Some(file(TMPFS, 2, REG, 0, 0)),
+    );
+    e.origin = Origin::Kernel as u8;
+    e.fd_in = -1;
+    e.fd_out = -1;
+    let nfsd = verdict_of(&e);
+    e.within_start_ns = 1_000;
+    e.within_fd_in = 3;
+    e.within_fd_out = 4;
+    let ev = from_raw(&e).expect("valid event");
+    let within = ev.within.expect("the enclosing call");
+    assert_eq!(
+        (within.start_ns, within.fd_in, within.fd_out),
+        (1_000, 3, 4)
+    );
+    let nested = classify(&ev);
+    assert_eq!(nested.verdict, Verdict::CrossFs);
+    assert_eq!(nfsd.verdict, Verdict::CrossFs);
+    assert!(nested.reason.contains("overlayfs"), "{}", nested.reason);
+    assert!(!nested.reason.contains("nfsd"), "{}", nested.reason);
+    assert!(nfsd.reason.contains("nfsd"), "{}", nfsd.reason);
+    e.within_start_ns = 0;
+    assert_eq!(from_raw(&e).expect("valid event").within, None);
+}
+
 #[test]
 fn error_reasons_name_the_cause() {
     let mut append = file(TMPFS, 2, REG, 0, 0);
