@@ -12,17 +12,20 @@
 //!
 //! Checks are grouped by what they look at: the [`package`], the
 //! [`service`] under systemd, the [`journal`], [`access`] to the tail and
-//! the symbolizer's confinement, [`prometheus`] scrapes and the [`nfs`]
-//! server's own copies; [`sys`] holds
-//! the commands and raw calls they share.
+//! the symbolizer's confinement, [`prometheus`] scrapes, the [`nfs`]
+//! server's own copies and [`overlay`]'s; [`tail_watch`] collects what the
+//! tail shows of them, and [`sys`] holds the commands and raw calls they
+//! share.
 
 mod access;
 mod journal;
 mod nfs;
+mod overlay;
 mod package;
 mod prometheus;
 mod service;
 mod sys;
+mod tail_watch;
 
 use std::path::Path;
 
@@ -65,6 +68,9 @@ const PLAN: &[&str] = &[
     "the watchdog restarts a hung daemon (SIGSTOP)",
     "nfsd's server-side copy is seen and counted beside the client's call",
     "nfsd's copy between an ext4 and a tmpfs export is seen",
+    "the tracepoint back-end classifies the NFS client's copy as fentry does",
+    "overlayfs's own call on its real files is seen inside the syscall",
+    "a lower-to-upper copy on one overlay mount is explained",
     "apt purge leaves no file, group or unit",
 ];
 
@@ -96,6 +102,7 @@ fn run_checks() {
     watchdog();
     fleet(SILENT_FLEET, 3);
     nfs::nfs_server_copy();
+    overlay::overlay_copies();
     purge(&before);
 }
 

@@ -3,17 +3,17 @@
 //! a client's copy is one syscall on nfs4 and one call of the server's own,
 //! and copytrace reports and counts both, the second as `origin: kernel`.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::check;
-use crate::sys::{http_get, sample, sh, wait};
-use copytrace_common::metric_names::{CALLS_TOTAL, TAIL_CLIENTS};
+use crate::sys::{http_get, sh};
+use crate::tail_watch::{calls_during, counted, summary};
 use copytrace_guest::console::Kind;
 use copytrace_guest::report;
+
+/// The check that the tracepoint back-end, which cannot see nfsd, still
+/// gets the client's call right.
+const TRACEPOINT: &str = "the tracepoint back-end classifies the NFS client's copy as fentry does";
 
 /// The file copied: big enough that the server copies it in its own call.
 const LEN: usize = 3_000_000;
@@ -70,76 +70,62 @@ fn serve_and_mount() -> Result<(), String> {
     std::fs::write("/srv/nfs/a", vec![7u8; LEN]).map_err(|e| format!("/srv/nfs/a: {e}"))
 }
 
-/// Every call line `copytrace tail --all --json` prints while `copies` runs.
-fn calls_during(copies: impl FnOnce() -> String) -> (Vec<Value>, String) {
-    let mut tail = match Command::new("copytrace")
-        .args(["tail", "--all", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(t) => t,
-        Err(e) => return (Vec::new(), format!("cannot run copytrace tail: {e}")),
-    };
-    // Counted as a client once past its hello: calls made from then on reach it.
-    let connected = wait(10, || {
-        let m = http_get("127.0.0.1:9977", "/metrics")?;
-        (sample(&m, TAIL_CLIENTS) == Some(1.0)).then_some(())
-    });
-    let ran = copies();
-    // The server's call ends before the client's: both are out within a second.
-    std::thread::sleep(Duration::from_secs(2));
-    let _ = tail.kill();
-    let mut out = String::new();
-    if let Some(mut s) = tail.stdout.take() {
-        let _ = s.read_to_string(&mut out);
-    }
-    let _ = tail.wait();
-    let calls = out
+/// The tracepoint back-end sees syscalls only: `copytrace trace --probe
+/// tracepoint` around a client's `cp` within the export must classify the
+/// client's call as the service's fentry probes did (`fentry_client`), and
+/// show none of nfsd's.
+fn tracepoint_sees_the_client(fentry_client: Option<&Value>) -> bool {
+    let out = "/run/copytrace-nfs-trace.jsonl";
+    let (code, said) = sh(
+        "copytrace",
+        &[
+            "trace",
+            "--probe",
+            "tracepoint",
+            "--json",
+            "-o",
+            out,
+            "--",
+            "cp",
+            "/mnt/nfs/a",
+            "/mnt/nfs/e",
+        ],
+    );
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let _ = std::fs::remove_file(out);
+    let calls: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["type"] == "call")
         .map(|v| v["data"].clone())
         .collect();
-    let note = if connected.is_none() {
-        format!("{ran}; the tail client was not counted within 10 s")
-    } else {
-        ran
+    for c in &calls {
+        report::line(Kind::Log, "nfs-tracepoint", &c.to_string());
+    }
+    let traced = calls.iter().find(|c| c["ret"] == LEN);
+    let kernel = calls.iter().filter(|c| c["origin"] == "kernel").count();
+    let same = |field: &str| {
+        traced
+            .zip(fentry_client)
+            .is_some_and(|(t, f)| t[field] == f[field])
     };
-    (calls, note)
-}
-
-/// One call, as the closing note and an operator read it.
-fn summary(c: &Value) -> String {
-    format!(
-        "{} {} {} pid {} fd {}→{} {}:{} → {}:{} len {} ret {} {} by {} ({} ns)",
-        c["origin"].as_str().unwrap_or("?"),
-        c["verdict"].as_str().unwrap_or("?"),
-        c["comm"].as_str().unwrap_or("?"),
-        c["pid"],
-        c["fd_in"],
-        c["fd_out"],
-        c["file_in"]["fs"].as_str().unwrap_or("?"),
-        c["path_in"].as_str().unwrap_or("?"),
-        c["file_out"]["fs"].as_str().unwrap_or("?"),
-        c["path_out"].as_str().unwrap_or("?"),
-        c["len"],
-        c["ret"],
-        c["reason"].as_str().unwrap_or(""),
-        c["mechanism"].as_str().unwrap_or("?"),
-        c["latency_ns"],
+    let shown = |c: Option<&Value>| c.map_or("none".to_string(), summary);
+    check(
+        TRACEPOINT,
+        code == 0
+            && traced.is_some_and(|t| {
+                t["backend"] == "tracepoint" && t["origin"] == "syscall" && t["file_in"]["fs"] == "nfs"
+            })
+            && same("verdict")
+            && same("mechanism")
+            && kernel == 0,
+        &format!(
+            "trace exit {code} {}; tracepoint: {}; fentry (the service): {}; in-kernel calls seen by the tracepoint run: {kernel}",
+            said.trim(),
+            shown(traced),
+            shown(fentry_client)
+        ),
     )
-}
-
-/// The sum of `calls_total` series with this origin.
-fn counted(metrics: &str, origin: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{CALLS_TOTAL}{{")))
-        .filter(|l| l.contains(&format!("origin=\"{origin}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// A client's `cp` and Python copy within one export, and a `cp` from the
@@ -149,6 +135,7 @@ pub fn nfs_server_copy() -> (bool, bool) {
     const CROSS: &str = "nfsd's copy between an ext4 and a tmpfs export is seen";
     if let Err(e) = serve_and_mount() {
         let detail = format!("NFS over loopback not set up: {e}");
+        check(TRACEPOINT, false, &detail);
         return (check(SEEN, false, &detail), check(CROSS, false, &detail));
     }
     let before = http_get("127.0.0.1:9977", "/metrics").unwrap_or_default();
@@ -223,6 +210,7 @@ pub fn nfs_server_copy() -> (bool, bool) {
             shown(cross)
         ),
     );
+    tracepoint_sees_the_client(client);
     // Leave the system as the package found it (the purge check compares).
     for d in ["/mnt/nfs", "/mnt/nfstmp"] {
         let _ = sh("umount", &[d]);
