@@ -138,7 +138,7 @@ pub fn enter_syscall<M: Memory>(args: &SyscallArgs) {
         status: st,
         live: 1,
         gaps: 0,
-        _pad_word: 0,
+        nested: 0,
         within: Within::none(),
     });
 }
@@ -210,11 +210,11 @@ pub fn enter_vfs<M: Memory>(
         status: st,
         live: 1,
         gaps: 0,
-        _pad_word: 0,
+        nested: 0,
         within,
     };
-    if live.is_some() {
-        begin_nested(&rec);
+    if let Some(outer) = live {
+        begin_nested(outer, &rec);
     } else {
         begin(rec);
     }

@@ -56,9 +56,12 @@ pub struct Inflight {
     pub live: u8,
     /// Bits of [`copytrace_common::gap`]: what copytrace did not see.
     pub gaps: u8,
-    /// Padding as a scalar: the compiler turns a zeroed byte array into a
-    /// call to a byte-at-a-time memset subprogram.
-    pub _pad_word: u32,
+    /// Non-zero while a call nested in this one has its record in
+    /// [`NESTED`]: only then does exit look there, so calls without one
+    /// (all but overlayfs's) pay no hash lookup. A scalar, not padding
+    /// bytes: the compiler turns a zeroed byte array into a call to a
+    /// byte-at-a-time memset subprogram.
+    pub nested: u32,
     /// A nested call's link to the call it runs inside (see [`Within`]).
     pub within: Within,
 }
@@ -155,7 +158,14 @@ pub fn begin(mut rec: Inflight) {
     if let Some(slot) = own_slot(tid, true).or_else(|| INFLIGHT.get_ptr_mut(tid)) {
         // SAFETY: this thread's own record: only this thread writes it,
         // and the thread-exit program frees it only after its last call.
-        unsafe { core::ptr::copy_nonoverlapping(&rec, slot, 1) };
+        unsafe {
+            // A nested record whose exit was never seen (probes attached
+            // mid-call) goes now, or it would hold its place for good.
+            if (*slot).nested != 0 {
+                let _ = NESTED.remove(tid);
+            }
+            core::ptr::copy_nonoverlapping(&rec, slot, 1);
+        }
         return;
     }
     if INFLIGHT.insert(tid, &rec, 0).is_err() {
@@ -165,14 +175,17 @@ pub fn begin(mut rec: Inflight) {
     }
 }
 
-/// Records the entry of a call nested in the thread's live one. One level
-/// is followed: a call nested deeper, or one the map has no room for, is
-/// counted as untracked.
+/// Records the entry of a call nested in the thread's live one, `outer`.
+/// One level is followed: a call nested deeper, or one the map has no room
+/// for, is counted as untracked.
 #[inline(always)]
-pub fn begin_nested(rec: &Inflight) {
+pub fn begin_nested(outer: *mut Inflight, rec: &Inflight) {
     if NESTED.insert(tid(), rec, u64::from(BPF_NOEXIST)).is_err() {
         add(&COUNTERS, counter::NESTED_UNTRACKED, 1);
+        return;
     }
+    // SAFETY: this thread's own record (see begin()).
+    unsafe { (*outer).nested = 1 };
 }
 
 /// The current thread's call between entry and exit, if it is in one.
@@ -195,30 +208,27 @@ pub fn live_call() -> Option<*mut Inflight> {
 /// program twice (loads took twice as long, and minutes under TCG). After
 /// the copy both states hold the same pointer and merge.
 ///
-/// A nested call ends before the call it runs inside: while the thread has
-/// one, the exit of `vfs_copy_file_range` is its exit.
+/// A nested call ends before the call it runs inside: while the thread's
+/// record says it has one, the exit of `vfs_copy_file_range` is its exit.
 #[inline(always)]
 pub fn end_call(origin: Origin) -> Option<*const Inflight> {
     let tid = tid();
-    if matches!(origin, Origin::Kernel) {
-        if let Some(nested) = NESTED.get_ptr(tid) {
-            let copy = ENDING.get_ptr_mut(0)?;
-            // SAFETY: this thread's own nested record, and this CPU's slot
-            // of ENDING (see above).
-            unsafe { core::ptr::copy_nonoverlapping(nested, copy, 1) };
+    let rec = live_call()?;
+    let copy = ENDING.get_ptr_mut(0)?;
+    // SAFETY: this thread's own record (see begin()) and its nested record,
+    // and this CPU's slot of ENDING, which only the running exit program
+    // uses.
+    unsafe {
+        if matches!(origin, Origin::Kernel) && (*rec).nested != 0 {
+            (*rec).nested = 0;
+            let nested = NESTED.get_ptr(tid)?;
+            core::ptr::copy_nonoverlapping(nested, copy, 1);
             let _ = NESTED.remove(tid);
             return Some(copy);
         }
-    }
-    let rec = live_call()?;
-    // SAFETY: this thread's own record (see begin()).
-    if unsafe { (*rec).origin } != origin as u8 {
-        return None;
-    }
-    let copy = ENDING.get_ptr_mut(0)?;
-    // SAFETY: this thread's own record, and this CPU's slot of ENDING,
-    // which only the running exit program uses.
-    unsafe {
+        if (*rec).origin != origin as u8 {
+            return None;
+        }
         core::ptr::copy_nonoverlapping(rec, copy, 1);
         (*rec).live = 0;
     }
@@ -258,7 +268,7 @@ pub fn unseen_entry(start_ns: u64) -> Option<*const Inflight> {
         status: 0,
         live: 0,
         gaps: gap::NO_ENTRY,
-        _pad_word: 0,
+        nested: 0,
         within: Within::none(),
     };
     // SAFETY: this CPU's slot of ENDING, which only the running exit
@@ -279,16 +289,20 @@ pub fn thread_exit() {
         // that sees the slot free between the two fails to claim it, while
         // the other order would let a new owner's word be overwritten.
         unsafe {
+            if (*slot).nested != 0 {
+                let _ = NESTED.remove(tid);
+            }
             (*slot).live = 0;
             core::ptr::write_volatile(core::ptr::addr_of_mut!((*slot).owner), 0);
         }
         let _ = SLOT_CLAIMS.remove(thread_slot(tid));
     }
-    if INFLIGHT.get_ptr(tid).is_some() {
+    if let Some(rec) = INFLIGHT.get_ptr(tid) {
+        // SAFETY: this thread's own record, as above.
+        if unsafe { (*rec).nested } != 0 {
+            let _ = NESTED.remove(tid);
+        }
         let _ = INFLIGHT.remove(tid);
-    }
-    if NESTED.get_ptr(tid).is_some() {
-        let _ = NESTED.remove(tid);
     }
 }
 
