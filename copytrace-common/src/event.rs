@@ -40,9 +40,37 @@ pub const RING_BYTES: u32 = 4 << 20;
 /// A mask over where a walk may start in [`Tail::bytes`]: the kernel
 /// applies it so that the verifier can bound the walk's writes.
 pub const TAIL_START_MASK: usize = 2047;
+/// Bytes of the user stack, from the stack pointer up, copied for a
+/// suspicious call when stacks are on, for userspace to unwind code built
+/// without frame pointers with the binaries' `.eh_frame`. Measured from
+/// the syscall to `main`: 40 bytes (C), 952 (Go's io.Copy), 1,208
+/// (python3), 1,832 (cp), 8,584 (Rust's std::fs::copy); docs/stacks.md.
+pub const UNWIND_BYTES: usize = 16384;
+/// The copy is read a page at a time, up to the first unmapped one (the
+/// top of a stack is rarely [`UNWIND_BYTES`] above its pointer).
+pub const UNWIND_CHUNK: usize = 4096;
+/// Reads of one copy: a partial first page, then whole ones.
+pub const UNWIND_CHUNKS: usize = UNWIND_BYTES / UNWIND_CHUNK + 1;
+/// A mask over where the stack copy may start in [`Tail::bytes`] (after
+/// the names, which end below it).
+pub const UNWIND_START_MASK: usize = 4095;
 /// Bytes of [`Tail::bytes`]: room for a walk that starts at
-/// [`TAIL_START_MASK`] and uses [`WALK_MAX`] bytes.
-pub const TAIL_BUF: usize = (TAIL_START_MASK + WALK_MAX + 1).next_multiple_of(8);
+/// [`TAIL_START_MASK`] and uses [`WALK_MAX`] bytes, and for a stack copy
+/// that starts at [`UNWIND_START_MASK`] (each read's bounds are proved
+/// apart, so the room is one chunk more than the copy).
+pub const TAIL_BUF: usize = max(
+    TAIL_START_MASK + WALK_MAX + 1,
+    UNWIND_START_MASK + 1 + UNWIND_BYTES + UNWIND_CHUNK,
+)
+.next_multiple_of(8);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 /// Bits of [`Event::status`].
 pub mod status {
@@ -233,6 +261,16 @@ pub struct Event {
     /// to name stack frames in it after the process is gone.
     pub code_start: u64,
     pub code_end: u64,
+    /// The caller's user registers at the syscall, when the stack was
+    /// taken and the kernel shows them: instruction pointer, stack
+    /// pointer, frame pointer, and the link register (arm64; 0 on x86-64).
+    pub user_regs: [u64; 4],
+    /// Where the copy of the user stack from `user_regs[1]` up starts in
+    /// [`Tail::bytes`], and its length (0: no copy).
+    pub unwind_at: u16,
+    pub unwind_len: u16,
+    /// Explicit padding.
+    pub _pad_unwind: u32,
     /// The caller's executable (`task->mm->exe_file`).
     pub exe: PathInfo,
     /// The stack and the names, sent as far as they are used.
@@ -252,7 +290,7 @@ const _: () = assert!(size_of::<FileInfo>() == 64 + size_of::<PathInfo>());
 const _: () = assert!(size_of::<Tail>() == 8 + TAIL_BUF);
 const _: () = assert!(
     size_of::<Event>()
-        == 152 + 2 * size_of::<FileInfo>() + 16 + size_of::<PathInfo>() + size_of::<Tail>()
+        == 152 + 2 * size_of::<FileInfo>() + 16 + 40 + size_of::<PathInfo>() + size_of::<Tail>()
 );
 const _: () = assert!(offset_of!(Event, tail) + offset_of!(Tail, bytes) == RECORD_MIN);
 const _: () = assert!(align_of::<Event>() == 8 && size_of::<Event>().is_multiple_of(8));
@@ -263,6 +301,13 @@ const _: () = assert!(size_of::<Event>() < RING_BYTES as usize);
 const _: () = assert!(STACK_BYTES + 2 * WALK_MAX <= TAIL_START_MASK);
 const _: () = assert!(STACK_BYTES + 3 * WALK_MAX <= TAIL_BUF);
 const _: () = assert!((TAIL_START_MASK + 1).is_power_of_two());
+// The stack copy starts after the return addresses and all three walks,
+// and its length fits the u16 beside it.
+const _: () = assert!(STACK_BYTES + 3 * WALK_MAX + 8 <= UNWIND_START_MASK);
+const _: () = assert!((UNWIND_START_MASK + 1).is_power_of_two());
+const _: () =
+    assert!(UNWIND_BYTES <= u16::MAX as usize && UNWIND_BYTES.is_multiple_of(UNWIND_CHUNK));
+const _: () = assert!(TAIL_BUF <= u16::MAX as usize);
 const _: () = assert!(RECORD_MIN.is_multiple_of(8));
 // The kernel writes the names as two 8-byte words each.
 const _: () = assert!(COMM_LEN == 16 && FSTYPE_LEN == 16);

@@ -28,12 +28,13 @@ pub use counts::{counter, latency, CountKey, CountVal, COUNTS_CAPACITY};
 pub use event::{
     gap, name_flag, status, Event, FileInfo, NameSpan, PathInfo, Tail, COMM_LEN, FSTYPE_LEN,
     NAME_AREA, NAME_READ, PATH_DEPTH, RECORD_MIN, RING_BYTES, STACK_BYTES, STACK_DEPTH,
-    SUSPICIOUS_WAKE_GAP_NS, TAIL_BUF, TAIL_START_MASK, WALK_MAX,
+    SUSPICIOUS_WAKE_GAP_NS, TAIL_BUF, TAIL_START_MASK, UNWIND_BYTES, UNWIND_CHUNK, UNWIND_CHUNKS,
+    UNWIND_START_MASK, WALK_MAX,
 };
 pub use facts::{fact, max_rw_count, CallOutcome};
 pub use offsets::{
     contiguous, setting, thread_slot, KernelOffsets, KernelTypes, ProbeConfig, INFLIGHT_OVERFLOW,
-    RDONLY_CAST_PLACEHOLDER, THREAD_SLOT_COUNT,
+    NO_REGISTER, RDONLY_CAST_PLACEHOLDER, THREAD_SLOT_COUNT,
 };
 pub use policy::{ReportPolicy, SizeTruth};
 

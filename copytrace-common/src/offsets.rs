@@ -78,6 +78,11 @@ pub struct KernelOffsets {
     /// `pt_regs` offsets of syscall arguments 0..6 for this architecture
     /// (x86-64: di, si, dx, r10, r8, r9; arm64: regs[0..6]).
     pub regs_args: [u32; 6],
+    /// `pt_regs` offsets of the user registers an unwinder starts from:
+    /// instruction pointer, stack pointer, frame pointer, link register
+    /// (x86-64: ip, sp, bp and [`NO_REGISTER`]; arm64: pc, sp, regs[29],
+    /// regs[30]).
+    pub regs_user: [u32; 4],
     /// Offsets of fd_in, off_in, fd_out, off_out, len, flags in the
     /// `sys_enter_copy_file_range` tracepoint record (from its `format` file).
     pub tp_enter_args: [u32; 6],
@@ -121,7 +126,17 @@ pub struct KernelTypes {
     /// `struct fd`, whose first 8 bytes hold a `struct file *` (its `file`
     /// before 6.12, its `word` since): what an fd-table slot is viewed as.
     pub fd: u32,
+    /// Non-zero: the kernel has `bpf_get_current_task_btf` and
+    /// `bpf_task_pt_regs` (5.15+), through which the tracepoint back-end
+    /// reads the caller's user registers (fentry has them as the syscall
+    /// wrapper's argument). Where it is zero the calls sit in code the
+    /// verifier never reaches.
+    pub task_pt_regs: u32,
 }
+
+/// A [`KernelOffsets::regs_user`] entry for a register the architecture
+/// does not have.
+pub const NO_REGISTER: u32 = u32::MAX;
 
 /// The helper id the programs call where they mean `bpf_rdonly_cast`:
 /// userspace rewrites each such call into a kfunc call before loading
@@ -172,7 +187,7 @@ pub mod setting {
     pub const COUNT: u32 = 1;
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == (48 + 6 + 6 + 2) * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == (48 + 6 + 4 + 6 + 2) * 4);
 const _: () = assert!(size_of::<ProbeConfig>() == 16);
 const _: () = assert!(THREAD_SLOT_COUNT.is_power_of_two());
-const _: () = assert!(size_of::<KernelTypes>() == 9 * 4);
+const _: () = assert!(size_of::<KernelTypes>() == 10 * 4);

@@ -54,6 +54,9 @@ pub struct SyscallArgs {
     pub off_out: u64,
     pub len: u64,
     pub flags: u64,
+    /// The caller's user registers (`struct pt_regs *`), when the entry
+    /// program has them (0 on the tracepoint).
+    pub regs: u64,
 }
 
 impl SyscallArgs {
@@ -67,6 +70,7 @@ impl SyscallArgs {
             off_out: w[3],
             len: w[4],
             flags: w[5],
+            regs: 0,
         }
     }
 }
@@ -127,6 +131,7 @@ pub fn enter_syscall<M: Memory>(args: &SyscallArgs) {
         side_out,
         off_in_ptr: args.off_in,
         off_out_ptr: args.off_out,
+        regs: args.regs,
         pos_in: unseen_zero(),
         pos_out: unseen_zero(),
         len: args.len,
@@ -199,6 +204,7 @@ pub fn enter_vfs<M: Memory>(
         side_out,
         off_in_ptr: 0,
         off_out_ptr: 0,
+        regs: 0,
         pos_in,
         pos_out,
         len,

@@ -66,6 +66,7 @@ static mut OFFSETS: KernelOffsets = KernelOffsets {
     mount_mnt_ns: 0,
     mount_mnt_sb: 0,
     regs_args: [0; 6],
+    regs_user: [0; 4],
     tp_enter_args: [0; 6],
     tp_exit_ret: 0,
     contiguous: 0,
@@ -84,6 +85,7 @@ static mut TYPES: KernelTypes = KernelTypes {
     dentry: 0,
     text: 0,
     fd: 0,
+    task_pt_regs: 0,
 };
 
 /// Who to follow and which back-end this object is.

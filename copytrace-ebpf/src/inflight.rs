@@ -37,6 +37,9 @@ pub struct Inflight {
     /// User pointers of a syscall's offsets (their values are read at exit).
     pub off_in_ptr: u64,
     pub off_out_ptr: u64,
+    /// The caller's user registers (`struct pt_regs *`) when entry had
+    /// them (the fentry syscall wrapper's argument), else 0.
+    pub regs: u64,
     /// Positions `vfs_copy_file_range` was passed by value (see
     /// `call::positions_by_value`); zero until then.
     pub pos_in: i64,
@@ -257,6 +260,7 @@ pub fn unseen_entry(start_ns: u64) -> Option<*const Inflight> {
         side_out: FileSide::default(),
         off_in_ptr: 0,
         off_out_ptr: 0,
+        regs: 0,
         pos_in: 0,
         pos_out: 0,
         len: 0,
@@ -307,4 +311,4 @@ pub fn thread_exit() {
 }
 
 // Every byte of the record is a named field: no implicit padding to copy.
-const _: () = assert!(core::mem::size_of::<Inflight>() == 19 * 8);
+const _: () = assert!(core::mem::size_of::<Inflight>() == 20 * 8);

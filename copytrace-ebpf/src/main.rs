@@ -144,7 +144,10 @@ pub fn cfr_wrapper_entry(ctx: FEntryContext) -> u32 {
     } else {
         args_at(regs, off.regs_args, off.contiguous & contiguous::REGS != 0)
     };
-    enter_syscall(&SyscallArgs::from_words(w));
+    enter_syscall(&SyscallArgs {
+        regs,
+        ..SyscallArgs::from_words(w)
+    });
     0
 }
 

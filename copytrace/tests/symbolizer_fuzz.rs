@@ -16,9 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use copytrace::enrich::stack::{MAX_INLINED, MAX_NAME};
 use copytrace::enrich::symbolizer::client::{Symbolizer, DEADLINE, RESTART_DELAY};
-use copytrace::enrich::symbolizer::protocol::{FileIdentity, FrameAt, Offset, Placed, Request};
+use copytrace::enrich::symbolizer::protocol::{
+    FileIdentity, FrameAt, Mapped, Offset, Placed, Request, UnwindInput,
+};
 use copytrace_common::event::STACK_DEPTH;
 use copytrace_testkit::elf::{self, Spec};
 use support::{copytrace_bin, scratch_dir};
@@ -173,9 +176,39 @@ fn corrupted_elf_and_dwarf_cost_at_most_their_own_stack() {
                     }),
                 })
                 .collect();
+            // Half the cases also unwind: a stack of random words, some
+            // pointing into the mutated file's mapping, and its sections
+            // parsed for `.eh_frame`.
+            let start = 0x40_0000;
+            let end = start + bytes.len() as u64 + 0x1000;
+            let unwind = (rng.below(2) == 0).then(|| {
+                let words: Vec<u8> = (0..rng.below(512))
+                    .flat_map(|_| {
+                        let w = if rng.below(2) == 0 {
+                            start + rng.below(end - start)
+                        } else {
+                            rng.below(u64::MAX)
+                        };
+                        w.to_ne_bytes()
+                    })
+                    .collect();
+                UnwindInput {
+                    regs: [start + rng.below(end - start), 0x7ff0_0000_0000, rng.below(u64::MAX), 0],
+                    stack: base64::engine::general_purpose::STANDARD.encode(words),
+                    mappings: vec![Mapped {
+                        start,
+                        end,
+                        offset: rng.below(0x2000),
+                        path: path.as_os_str().as_encoded_bytes().to_vec(),
+                        identity: id,
+                    }],
+                }
+            });
             let request = Request {
                 frames,
                 maps_known: rng.below(2) == 0,
+                leaf_return: None,
+                unwind,
             };
             let start = Instant::now();
             let until = tokio::time::Instant::now() + DEADLINE * 4;

@@ -3,6 +3,8 @@
 //! arguments. On any other architecture the fentry syscall side is off and
 //! the tracepoint back-end still works.
 
+use copytrace_common::NO_REGISTER;
+
 use super::btf::{Btf, BtfError};
 
 /// How one architecture passes syscall arguments to its wrapper.
@@ -13,6 +15,18 @@ pub struct SyscallAbi {
     /// `__<arch>_sys_copy_file_range(const struct pt_regs *)`.
     pub wrapper: &'static str,
     regs: Regs,
+    user: UserRegs,
+}
+
+/// Where `pt_regs` keeps the registers an unwinder starts from.
+#[derive(Debug, Clone, Copy)]
+enum UserRegs {
+    /// Named members: instruction, stack and frame pointer (x86-64 has no
+    /// link register: a call pushes the return address).
+    Members([&'static str; 3]),
+    /// Named pc and sp, and the frame pointer and link register as
+    /// elements 29 and 30 of the general registers' array (arm64).
+    PcSpArray(&'static str, &'static str, &'static str),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -31,12 +45,14 @@ pub const CURRENT: Option<SyscallAbi> = if cfg!(target_arch = "x86_64") {
         arch: "x86_64",
         wrapper: "__x64_sys_copy_file_range",
         regs: Regs::Members(["di", "si", "dx", "r10", "r8", "r9"]),
+        user: UserRegs::Members(["ip", "sp", "bp"]),
     })
 } else if cfg!(target_arch = "aarch64") {
     Some(SyscallAbi {
         arch: "aarch64",
         wrapper: "__arm64_sys_copy_file_range",
         regs: Regs::Array("regs"),
+        user: UserRegs::PcSpArray("pc", "sp", "regs"),
     })
 } else {
     None
@@ -60,5 +76,18 @@ impl SyscallAbi {
             }
         }
         Ok(out)
+    }
+
+    /// `pt_regs` offsets of the instruction, stack and frame pointers and
+    /// the link register ([`NO_REGISTER`] where there is none).
+    pub fn user_offsets(&self, btf: &Btf) -> Result<[u32; 4], BtfError> {
+        let m = |name| btf.member_offset("pt_regs", name);
+        Ok(match self.user {
+            UserRegs::Members([ip, sp, fp]) => [m(ip)?, m(sp)?, m(fp)?, NO_REGISTER],
+            UserRegs::PcSpArray(pc, sp, array) => {
+                let base = m(array)?;
+                [m(pc)?, m(sp)?, base + 8 * 29, base + 8 * 30]
+            }
+        })
     }
 }

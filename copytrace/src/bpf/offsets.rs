@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use copytrace_common::{contiguous, KernelOffsets, KernelTypes};
+use copytrace_common::{contiguous, KernelOffsets, KernelTypes, NO_REGISTER};
 
 use super::arch;
 use super::btf::{Btf, BtfError};
@@ -30,6 +30,15 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
             [0; 6]
         }
         None => [0; 6],
+    };
+    // Optional: without them stacks are frame-pointer walks only.
+    let regs_user = match arch::CURRENT.map(|abi| abi.user_offsets(btf)) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            log::debug!("user registers unavailable: {e}");
+            [NO_REGISTER; 4]
+        }
+        None => [NO_REGISTER; 4],
     };
     // Optional: without it every name is read with the helper.
     let inline = ["d_shortname", "d_iname"]
@@ -97,6 +106,7 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         mount_mnt_ns: m("mount", "mnt_ns")?,
         mount_mnt_sb: m("mount", "mnt")? + m("vfsmount", "mnt_sb")?,
         regs_args,
+        regs_user,
         tp_enter_args: [0; 6],
         tp_exit_ret: 0,
         contiguous: 0,
@@ -128,10 +138,21 @@ pub fn types_from_btf(btf: &Btf) -> KernelTypes {
             dentry: s("dentry")?,
             text: s("new_utsname")?,
             fd: s("fd")?,
+            task_pt_regs: 0,
         })
     })();
-    found.unwrap_or_default()
+    KernelTypes {
+        task_pt_regs: u32::from(
+            btf.has_function(TASK_PT_REGS) && btf.has_function(CURRENT_TASK_BTF),
+        ),
+        ..found.unwrap_or_default()
+    }
 }
+
+/// The helpers the tracepoint back-end reads the user registers with (5.15+).
+pub const TASK_PT_REGS: &str = "bpf_task_pt_regs";
+/// The task its argument comes from (5.11+).
+pub const CURRENT_TASK_BTF: &str = "bpf_get_current_task_btf";
 
 /// Whether the fentry back-end's syscall side has its registers here.
 pub fn regs_known(o: &KernelOffsets) -> bool {

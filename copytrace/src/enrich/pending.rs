@@ -161,7 +161,7 @@ impl Pending {
         };
         self.tickets.remove(&asked.request);
         if a.named {
-            enrich.stacks.remember(asked.request, &a.stack);
+            enrich.stacks.remember(&asked.request, &a.stack);
         }
         for seq in asked.seqs {
             let Some(i) = seq.checked_sub(self.first) else {

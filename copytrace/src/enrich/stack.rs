@@ -19,8 +19,13 @@ use serde::{Deserialize, Serialize};
 use copytrace_common::event::STACK_DEPTH;
 
 use super::fresh::Fresh;
-use super::symbolizer::protocol::{FileIdentity, FrameAt, Offset, Placed, Request};
-use crate::model::event::{Location, RawStack};
+use base64::Engine as _;
+use std::hash::BuildHasher as _;
+
+use super::symbolizer::protocol::{
+    FileIdentity, FrameAt, Mapped, Offset, Placed, Request, UnwindInput,
+};
+use crate::model::event::{Location, RawStack, UnwindState};
 use crate::model::text::Untrusted;
 
 /// One named frame.
@@ -38,6 +43,43 @@ pub struct Frame {
     /// Functions inlined at this address, outermost first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inlined: Vec<Untrusted>,
+    /// How the frame was found.
+    #[serde(default)]
+    pub method: Method,
+}
+
+/// How a frame was found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The instruction pointer at the syscall (in the syscall wrapper).
+    InstructionPointer,
+    /// Unwound from the copy of the caller's stack with the `.eh_frame`
+    /// of the function below it.
+    EhFrame,
+    /// A frame pointer: the kernel's walk, or an unwind through code whose
+    /// binary has no `.eh_frame`.
+    FramePointer,
+    /// The return address a leaf syscall wrapper left for its caller (at
+    /// the stack pointer, or in arm64's link register), kept because it
+    /// follows a call instruction.
+    LeafReturn,
+    /// Not said (a record from before frames said how they were found).
+    #[default]
+    Unknown,
+}
+
+impl Method {
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::InstructionPointer => "ip",
+            Method::EhFrame => "eh_frame",
+            Method::FramePointer => "frame pointer",
+            Method::LeafReturn => "leaf return",
+            Method::Unknown => "?",
+        }
+    }
 }
 
 /// A symbolized stack.
@@ -52,8 +94,11 @@ pub struct Stack {
     pub note: String,
 }
 
-/// What every stack says about its frames.
+/// What a stack found by frame pointers says about its frames.
 pub const NOTE: &str = "frames follow frame pointers: the caller of a function built without them (libc's syscall wrappers, Go's assembly) is missing from the list, the frames shown are real";
+
+/// What a stack unwound with `.eh_frame` says about its frames.
+pub const NOTE_UNWOUND: &str = "frames unwound from a copy of the caller's stack with its binaries' .eh_frame (frame pointers where a binary has none); each frame says how it was found";
 
 /// The longest name (function, file, module) a frame keeps, in bytes:
 /// binaries are user input and a symbol can be megabytes long.
@@ -98,6 +143,7 @@ impl Frame {
             line: self.line,
             module: self.module.map(clip),
             inlined: inlined.into_iter().map(clip).collect(),
+            method: self.method,
         }
     }
 }
@@ -141,6 +187,7 @@ pub fn unnamed(addr: u64) -> Frame {
         line: None,
         module: None,
         inlined: Vec::new(),
+        method: Method::Unknown,
     }
 }
 
@@ -233,8 +280,9 @@ const MAPS_KEPT: usize = 64;
 /// Places captured stacks in files and remembers named ones.
 #[derive(Debug)]
 pub struct Stacks {
-    recent: VecDeque<Request>,
-    named: HashMap<Request, Stack>,
+    recent: VecDeque<Key>,
+    named: HashMap<Key, Stack>,
+    hasher: std::hash::RandomState,
     maps: Fresh<u32, Maps>,
 }
 
@@ -247,6 +295,7 @@ impl Default for Stacks {
             recent: VecDeque::new(),
             named: HashMap::new(),
             maps: Fresh::new(MAPS_FOR, MAPS_KEPT),
+            hasher: std::hash::RandomState::new(),
         }
     }
 }
@@ -263,21 +312,8 @@ impl Stacks {
         }
         let addrs: Vec<u64> = raw.addrs.iter().copied().take(STACK_DEPTH).collect();
         let maps = self.maps.get_or_read(pid, || maps_of(pid).map(Into::into));
-        let frames = match &maps {
-            Some(maps) => addrs
-                .iter()
-                .map(|&addr| FrameAt {
-                    addr,
-                    placed: maps
-                        .iter()
-                        .find(|m| (m.start..m.end).contains(&addr))
-                        .map(|m| Placed {
-                            path: m.path.clone(),
-                            identity: m.identity,
-                            offset: Offset::File(addr - m.start + m.offset),
-                        }),
-                })
-                .collect(),
+        let place = match &maps {
+            Some(maps) => Placer::Maps(maps),
             None => {
                 let in_exe = match exe {
                     None => Err("the kernel recorded no executable".to_string()),
@@ -293,41 +329,68 @@ impl Stacks {
                         Some(p) => Ok((p, e.location)),
                     },
                 };
-                let (path, loc) = match in_exe {
-                    Ok(x) => x,
+                match in_exe {
+                    Ok((path, loc)) => Placer::Exe {
+                        path,
+                        loc,
+                        code: raw.code,
+                    },
                     Err(why) => return Prepared::Done(Stack::unnamed(&addrs, why)),
-                };
-                let (start, end) = raw.code;
-                addrs
-                    .iter()
-                    .map(|&addr| FrameAt {
-                        addr,
-                        placed: (start..end).contains(&addr).then(|| Placed {
-                            path: path.as_bytes().to_vec(),
-                            identity: FileIdentity {
-                                major: loc.dev_raw >> 20,
-                                minor: loc.dev_raw & 0xf_ffff,
-                                ino: loc.ino,
-                            },
-                            offset: Offset::CodeStart(start),
-                        }),
-                    })
-                    .collect()
+                }
             }
+        };
+        let frames = addrs
+            .iter()
+            .map(|&addr| FrameAt {
+                addr,
+                placed: place.place(addr),
+            })
+            .collect();
+        let leaf_return = raw
+            .unwind
+            .as_ref()
+            .and_then(leaf_return_of)
+            .map(|addr| FrameAt {
+                addr,
+                placed: place.place(addr),
+            });
+        let unwind = match (&maps, &raw.unwind) {
+            (Some(maps), Some(u)) if !u.stack.is_empty() => Some(UnwindInput {
+                regs: u.regs,
+                stack: base64::engine::general_purpose::STANDARD.encode(&u.stack),
+                mappings: needed(maps, u),
+            }),
+            _ => None,
         };
         let req = Request {
             frames,
             maps_known: maps.is_some(),
+            leaf_return,
+            unwind,
         };
-        match self.named.get(&req) {
+        match self.named.get(&self.key(&req)) {
             Some(s) => Prepared::Done(s.clone()),
             None => Prepared::Ask(req),
         }
     }
 
+    /// What a request is remembered by: its frames, and a keyed hash of
+    /// what it unwinds (a stack copy is kilobytes; the key is per daemon,
+    /// so no caller can make two stacks collide on purpose).
+    fn key(&self, req: &Request) -> Key {
+        let unwind = req.unwind.as_ref().map(|u| self.hasher.hash_one(u));
+        (
+            req.frames.clone(),
+            req.maps_known,
+            req.leaf_return.clone(),
+            unwind,
+        )
+    }
+
     /// Keeps a named stack for the next call from the same place.
-    pub fn remember(&mut self, req: Request, stack: &Stack) {
-        if self.named.contains_key(&req) {
+    pub fn remember(&mut self, req: &Request, stack: &Stack) {
+        let key = self.key(req);
+        if self.named.contains_key(&key) {
             return;
         }
         if self.recent.len() >= REMEMBERED_STACKS {
@@ -335,9 +398,96 @@ impl Stacks {
                 self.named.remove(&old);
             }
         }
-        self.named.insert(req.clone(), stack.clone());
-        self.recent.push_back(req);
+        self.named.insert(key.clone(), stack.clone());
+        self.recent.push_back(key);
     }
+}
+
+/// What a named stack is remembered by (see `Stacks::key`).
+type Key = (Vec<FrameAt>, bool, Option<FrameAt>, Option<u64>);
+
+/// Where addresses are placed in files: the caller's map, or (without it)
+/// the executable's code range the kernel recorded.
+enum Placer<'a> {
+    Maps(&'a [Mapping]),
+    Exe {
+        path: &'a Untrusted,
+        loc: &'a Location,
+        code: (u64, u64),
+    },
+}
+
+impl Placer<'_> {
+    fn place(&self, addr: u64) -> Option<Placed> {
+        match self {
+            Placer::Maps(maps) => maps
+                .iter()
+                .find(|m| (m.start..m.end).contains(&addr))
+                .map(|m| Placed {
+                    path: m.path.clone(),
+                    identity: m.identity,
+                    offset: Offset::File(addr - m.start + m.offset),
+                }),
+            Placer::Exe { path, loc, code } => (code.0..code.1).contains(&addr).then(|| Placed {
+                path: path.as_bytes().to_vec(),
+                identity: FileIdentity {
+                    major: loc.dev_raw >> 20,
+                    minor: loc.dev_raw & 0xf_ffff,
+                    ino: loc.ino,
+                },
+                offset: Offset::CodeStart(code.0),
+            }),
+        }
+    }
+}
+
+/// The return address a leaf syscall wrapper leaves its caller: the word
+/// at the stack pointer (x86-64's call pushes it), or the link register
+/// (arm64's branch-and-link sets it).
+fn leaf_return_of(u: &UnwindState) -> Option<u64> {
+    let addr = if cfg!(target_arch = "aarch64") {
+        u.regs[3]
+    } else {
+        u64::from_ne_bytes(u.stack.get(..8)?.try_into().ok()?)
+    };
+    (addr != 0).then_some(addr)
+}
+
+/// Modules an unwind reads at most: past it, the mappings the stack
+/// points into least are left out (their frames then end the unwind).
+const MAX_MODULES: usize = 64;
+
+/// The executable mappings the instruction pointer or a word of the stack
+/// copy falls in: an unwind never needs another, and each one it gets
+/// costs the symbolizer a parse.
+fn needed(maps: &[Mapping], u: &UnwindState) -> Vec<Mapped> {
+    let words = u
+        .stack
+        .chunks_exact(8)
+        .map(|w| u64::from_ne_bytes(std::array::from_fn(|i| w[i])));
+    let mut hits = vec![0usize; maps.len()];
+    for addr in std::iter::once(u.regs[0])
+        .chain(std::iter::once(u.regs[3]))
+        .chain(words)
+    {
+        if let Some(i) = maps.iter().position(|m| (m.start..m.end).contains(&addr)) {
+            hits[i] += 1;
+        }
+    }
+    let mut order: Vec<usize> = (0..maps.len()).filter(|&i| hits[i] > 0).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(hits[i]));
+    order.truncate(MAX_MODULES);
+    order.sort_unstable();
+    order
+        .into_iter()
+        .map(|i| Mapped {
+            start: maps[i].start,
+            end: maps[i].end,
+            offset: maps[i].offset,
+            path: maps[i].path.clone(),
+            identity: maps[i].identity,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -141,6 +141,20 @@ pub struct RawStack {
     /// Where the executable's code was mapped (start, end), 0 when unknown.
     #[serde(skip)]
     pub code: (u64, u64),
+    /// What an unwinder needs, when the kernel could take it.
+    #[serde(skip)]
+    pub unwind: Option<UnwindState>,
+}
+
+/// The caller's registers at the syscall and a copy of its stack from the
+/// stack pointer up: what an unwinder that reads `.eh_frame` starts from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnwindState {
+    /// Instruction pointer, stack pointer, frame pointer, link register
+    /// (arm64; 0 on x86-64).
+    pub regs: [u64; 4],
+    /// The stack's bytes from `regs[1]` up.
+    pub stack: Vec<u8>,
 }
 
 /// The call a nested one ran inside, by the thread's id (the nested
@@ -387,12 +401,21 @@ fn convert(e: &Event, held: usize) -> Result<CopyEvent, DecodeError> {
     let tail = &e.tail.bytes[..held.min(TAIL_BUF)];
     let given = |bit: u8, v: i64| (e.status & bit != 0).then_some(v);
     let code = |field, value| DecodeError::Code { field, value };
+    let unwind = (e.user_regs[1] != 0).then(|| {
+        let at = usize::from(e.unwind_at);
+        let len = usize::from(e.unwind_len);
+        UnwindState {
+            regs: e.user_regs,
+            stack: tail.get(at..at + len).unwrap_or_default().to_vec(),
+        }
+    });
     let stack = (e.status & status::STACK != 0).then(|| {
         if e.stack_bytes < 0 {
             RawStack {
                 addrs: Vec::new(),
                 error: Some(-e.stack_bytes),
                 code: (e.code_start, e.code_end),
+                unwind,
             }
         } else {
             let n = (e.stack_bytes as usize / 8).min(STACK_DEPTH);
@@ -404,6 +427,7 @@ fn convert(e: &Event, held: usize) -> Result<CopyEvent, DecodeError> {
                     .collect(),
                 error: None,
                 code: (e.code_start, e.code_end),
+                unwind,
             }
         }
     });

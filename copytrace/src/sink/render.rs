@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::enrich::record::Record;
-use crate::enrich::stack::Stack;
+use crate::enrich::stack::{Method, Stack};
 use crate::model::event::FileSide;
 use crate::model::text::Untrusted;
 use crate::sink::wire::ServerMsg;
@@ -163,6 +163,9 @@ pub fn human_stack(s: &Stack) -> String {
         }
         if let Some(m) = &f.module {
             let _ = write!(out, "  ({})", m.human());
+        }
+        if f.method != Method::Unknown {
+            let _ = write!(out, "  [{}]", f.method.as_str());
         }
         out.push('\n');
     }

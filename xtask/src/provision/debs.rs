@@ -32,7 +32,11 @@ pub const DEB_PACKAGES: &[Deb] = &[
         &["cp", "cat", "date", "mknod"],
         "client tests (cp, cat), the benchmark's date, the guest's /dev nodes",
     ),
-    deb("util-linux", &[], "mount namespaces (unshare), mount"),
+    deb(
+        "util-linux",
+        &["setarch"],
+        "mount namespaces (unshare), mount; stack tests (setarch -R: the addresses gdb sees)",
+    ),
     deb("golang-go", &["go"], "client and stack tests (Go io.Copy)"),
     deb(
         "gcc",
@@ -44,7 +48,16 @@ pub const DEB_PACKAGES: &[Deb] = &[
         &["readelf"],
         "attack tests (readelf checks the hand-built executables)",
     ),
-    deb("strace", &["strace"], "benchmarks (strace -f)"),
+    deb(
+        "strace",
+        &["strace"],
+        "benchmarks (strace -f); stack tests (holding cp's exit)",
+    ),
+    deb(
+        "gdb",
+        &["gdb"],
+        "stack tests: gdb's backtrace is the truth copytrace's frames are held to",
+    ),
     deb(
         "procps",
         &["sysctl"],

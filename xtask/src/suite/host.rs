@@ -27,6 +27,7 @@ pub const KERNEL_TESTS: &[&str] = &[
     "oracle",
     "xfstests_replay",
     "watcher_attacks",
+    "stacks_vs_gdb",
 ];
 
 /// Integration test binaries that need no probes.

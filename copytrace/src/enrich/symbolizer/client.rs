@@ -83,7 +83,7 @@ impl std::fmt::Debug for Symbolizer {
 
 /// Why a request was not queued.
 #[derive(Debug)]
-pub struct Busy(pub Request);
+pub struct Busy(pub Box<Request>);
 
 impl Symbolizer {
     /// Starts the task (the process starts with the first request). Must
@@ -117,7 +117,7 @@ impl Symbolizer {
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => {
                     self.counters.unavailable.fetch_add(1, Ordering::Relaxed);
-                    Busy(j.request)
+                    Busy(Box::new(j.request))
                 }
             })
     }

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrich::stack::Stack;
 
-/// The longest request the symbolizer reads.
-pub const MAX_REQUEST: u32 = 64 * 1024;
+/// The longest request the symbolizer reads: the frames, a stack copy
+/// (base64) and the caller's executable mappings.
+pub const MAX_REQUEST: u32 = 256 * 1024;
 
 /// The longest answer the daemon reads; a longer one ends that symbolizer.
 pub const MAX_ANSWER: u32 = 256 * 1024;
@@ -57,14 +58,50 @@ pub struct FrameAt {
     pub placed: Option<Placed>,
 }
 
+/// One executable mapping of the caller's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Mapped {
+    /// Where it is in the caller's memory.
+    pub start: u64,
+    pub end: u64,
+    /// The file offset mapped at `start`.
+    pub offset: u64,
+    /// The file's host path (a name only, as in [`Placed`]).
+    pub path: Vec<u8>,
+    /// The identity the opened file must have.
+    pub identity: FileIdentity,
+}
+
+/// What an unwinder that reads `.eh_frame` starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UnwindInput {
+    /// Instruction pointer, stack pointer, frame pointer, link register.
+    pub regs: [u64; 4],
+    /// The stack from `regs[1]` up, base64.
+    pub stack: String,
+    /// The caller's executable mappings that the instruction pointer or a
+    /// word of the stack falls in: the only modules an unwind can need.
+    pub mappings: Vec<Mapped>,
+}
+
 /// Name these frames, innermost first.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Request {
-    /// The frames.
+    /// The frames the kernel's frame-pointer walk found.
     pub frames: Vec<FrameAt>,
     /// Whether the caller's whole memory map was known: an address outside
     /// it then ends the frame-pointer chain rather than just going unnamed.
     pub maps_known: bool,
+    /// The return address a leaf syscall wrapper left for its caller (at
+    /// the stack pointer on x86-64, in the link register on arm64), placed
+    /// when it lies in a file: the caller a frame-pointer walk skips. Used
+    /// only when it follows a call instruction.
+    #[serde(default)]
+    pub leaf_return: Option<FrameAt>,
+    /// Registers and stack to unwind, with the mappings they need, when
+    /// the kernel took them and the caller's map was readable.
+    #[serde(default)]
+    pub unwind: Option<UnwindInput>,
 }
 
 /// The symbolizer's answer to one request.

@@ -23,10 +23,11 @@ use super::identity::{
     fd_path, file_offset_of, load_segments, open_verified, virt_of, Refusal, Segment,
 };
 use super::protocol::{
-    read_blocking, write_blocking, Answer, FileIdentity, FrameError, Offset, Placed, Request,
-    MAX_REQUEST,
+    read_blocking, write_blocking, Answer, FileIdentity, FrameError, Mapped, Offset, Placed,
+    Request, MAX_REQUEST,
 };
-use crate::enrich::stack::{unnamed, Frame, Stack, NOTE};
+use super::unwind::{load_bias, read_sections, unwind, ModuleIn, UnwindSections};
+use crate::enrich::stack::{unnamed, Frame, Method, Stack, NOTE, NOTE_UNWOUND};
 use crate::model::text::Untrusted;
 
 /// Files one blazesym instance may hold open before it is replaced (it
@@ -56,6 +57,7 @@ struct Opened {
     file: File,
     root_owned: bool,
     segments: Option<Option<Vec<Segment>>>,
+    sections: Option<UnwindSections>,
 }
 
 impl Opened {
@@ -64,6 +66,13 @@ impl Opened {
         self.segments
             .get_or_insert_with(|| load_segments(file))
             .as_deref()
+    }
+
+    /// Its unwind sections, read once.
+    fn load_sections(&mut self) {
+        if self.sections.is_none() {
+            self.sections = Some(read_sections(&self.file));
+        }
     }
 }
 
@@ -112,6 +121,7 @@ impl Namer {
                     file,
                     root_owned: uid == ROOT,
                     segments: None,
+                    sections: None,
                 })
             })
             .as_mut()
@@ -143,6 +153,7 @@ impl Namer {
                         .iter()
                         .map(|f| Untrusted::from(f.name.as_ref()))
                         .collect(),
+                    method: Method::Unknown,
                 })
             }
             Ok(Symbolized::Unknown(_)) => Ok(Frame {
@@ -202,24 +213,147 @@ fn locate(opened: &mut Opened, placed: &Placed, addr: u64) -> Option<(u64, Input
     }
 }
 
-/// Names a request's frames, checking each after the first follows a call.
+/// A frame to name: where it is, how it was found, and whether it is a
+/// candidate to drop (rather than end the stack) when it does not follow
+/// a call instruction.
+struct Candidate {
+    addr: u64,
+    placed: Option<Placed>,
+    method: Method,
+    optional: bool,
+}
+
+/// The frames of `req` unwound from its stack copy, placed in its
+/// mappings; None when it has none or the unwind found no caller.
+fn unwound(namer: &mut Namer, req: &Request) -> Option<(Vec<Candidate>, Option<String>)> {
+    let input = req.unwind.as_ref()?;
+    let placed_file = |m: &Mapped| Placed {
+        path: m.path.clone(),
+        identity: m.identity,
+        offset: Offset::File(m.offset),
+    };
+    for m in &input.mappings {
+        let placed = placed_file(m);
+        namer.make_room(&placed);
+        if let Ok(opened) = Namer::file(&mut namer.files, &placed) {
+            opened.load_sections();
+            let _ = opened.segments();
+        }
+    }
+    let modules: Vec<ModuleIn<'_>> = input
+        .mappings
+        .iter()
+        .filter_map(|m| {
+            let opened = namer
+                .files
+                .get(&(m.path.clone(), m.identity))?
+                .as_ref()
+                .ok()?;
+            let segments = opened.segments.as_ref()?.as_deref()?;
+            Some(ModuleIn {
+                mapped: m,
+                bias: load_bias(segments, m)?,
+                sections: opened.sections.as_ref()?,
+            })
+        })
+        .collect();
+    let found = unwind(input, &modules);
+    if found.frames.len() < 2 {
+        return None;
+    }
+    let frames = found
+        .frames
+        .iter()
+        .map(|&(addr, method)| Candidate {
+            addr,
+            placed: input
+                .mappings
+                .iter()
+                .find(|m| (m.start..m.end).contains(&addr))
+                .map(|m| Placed {
+                    offset: Offset::File(addr - m.start + m.offset),
+                    ..placed_file(m)
+                }),
+            method,
+            optional: false,
+        })
+        .collect();
+    Some((frames, found.stopped))
+}
+
+/// The frame-pointer walk's frames.
+fn walked(req: &Request) -> Vec<Candidate> {
+    req.frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Candidate {
+            addr: f.addr,
+            placed: f.placed.clone(),
+            method: if i == 0 {
+                Method::InstructionPointer
+            } else {
+                Method::FramePointer
+            },
+            optional: false,
+        })
+        .collect()
+}
+
+/// Adds the leaf wrapper's return address as a candidate second frame
+/// when the second frame came from a frame pointer: a wrapper that keeps
+/// none (libc's, Go's assembly) hides its caller from that step.
+fn with_leaf_return(mut frames: Vec<Candidate>, req: &Request) -> Vec<Candidate> {
+    let Some(leaf) = &req.leaf_return else {
+        return frames;
+    };
+    let by_frame_pointer = frames
+        .get(1)
+        .is_none_or(|f| f.method == Method::FramePointer);
+    let known = frames.get(1).is_some_and(|f| f.addr == leaf.addr);
+    if !frames.is_empty() && by_frame_pointer && !known && leaf.placed.is_some() {
+        frames.insert(
+            1,
+            Candidate {
+                addr: leaf.addr,
+                placed: leaf.placed.clone(),
+                method: Method::LeafReturn,
+                optional: true,
+            },
+        );
+    }
+    frames
+}
+
+/// Names a request's frames (unwound when it can be, else walked),
+/// checking each after the first follows a call.
 fn stack(namer: &mut Namer, req: &Request) -> Stack {
+    let (frames, stopped, note) = match unwound(namer, req) {
+        Some((frames, stopped)) => (frames, stopped, NOTE_UNWOUND),
+        None => (walked(req), None, NOTE),
+    };
+    let frames = with_leaf_return(frames, req);
     let mut stack = Stack {
         frames: Vec::new(),
         cut: None,
-        note: NOTE.into(),
+        note: note.into(),
     };
-    for (i, f) in req.frames.iter().enumerate() {
+    for (i, f) in frames.iter().enumerate() {
         let Some(placed) = &f.placed else {
+            if f.optional {
+                continue;
+            }
             if req.maps_known {
                 stack.cut = Some(format!(
-                    "frame {i} ({:#x}) is in no executable mapping: the frame-pointer chain ends",
+                    "frame {i} ({:#x}) is in no executable mapping: the chain ends",
                     f.addr
                 ));
                 break;
             }
             // Without the map only the executable's frames can be placed.
-            stack.frames.push(unnamed(f.addr));
+            stack.frames.push(Frame {
+                method: f.method,
+                ..unnamed(f.addr)
+            });
             stack.cut.get_or_insert_with(|| {
                 "frames outside the executable cannot be named: the caller's memory map was not readable".into()
             });
@@ -229,7 +363,10 @@ fn stack(namer: &mut Namer, req: &Request) -> Stack {
         let opened = match Namer::file(&mut namer.files, placed) {
             Ok(o) => o,
             Err(refusal) => {
-                stack.frames.push(unnamed(f.addr));
+                stack.frames.push(Frame {
+                    method: f.method,
+                    ..unnamed(f.addr)
+                });
                 stack
                     .cut
                     .get_or_insert_with(|| format!("frame {i} not named: {refusal}"));
@@ -237,6 +374,9 @@ fn stack(namer: &mut Namer, req: &Request) -> Stack {
             }
         };
         let Some((offset, lookup)) = locate(opened, placed, f.addr) else {
+            if f.optional {
+                continue;
+            }
             stack.cut = Some(format!(
                 "frame {i} ({:#x}) is in no segment of its file",
                 f.addr
@@ -249,8 +389,11 @@ fn stack(namer: &mut Namer, req: &Request) -> Stack {
                 .checked_sub(8)
                 .is_some_and(|at| opened.file.read_exact_at(&mut before, at).is_ok());
             if !read || !is_call_before(&before) {
+                if f.optional {
+                    continue;
+                }
                 stack.cut = Some(format!(
-                    "frame {i} ({:#x}) does not follow a call instruction: code without frame pointers broke the chain",
+                    "frame {i} ({:#x}) does not follow a call instruction: code without unwind information or frame pointers broke the chain",
                     f.addr
                 ));
                 break;
@@ -265,14 +408,23 @@ fn stack(namer: &mut Namer, req: &Request) -> Stack {
         }
         let named = Namer::name(&namer.symbolizer, opened, &placed.path, lookup, f.addr);
         match named {
-            Ok(frame) => stack.frames.push(frame),
+            Ok(frame) => stack.frames.push(Frame {
+                method: f.method,
+                ..frame
+            }),
             Err(e) => {
-                stack.frames.push(unnamed(f.addr));
+                stack.frames.push(Frame {
+                    method: f.method,
+                    ..unnamed(f.addr)
+                });
                 stack
                     .cut
                     .get_or_insert_with(|| format!("frame {i} not named: {e}"));
             }
         }
+    }
+    if stack.cut.is_none() {
+        stack.cut = stopped;
     }
     stack.bounded()
 }
