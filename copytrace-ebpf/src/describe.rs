@@ -2,24 +2,19 @@
 //! both files with their paths, and the executable, written field by field
 //! into the record's per-CPU slot.
 
-use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
-    helpers::generated::{
-        bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_user, bpf_task_pt_regs,
-    },
-    EbpfContext,
-};
+use aya_ebpf::{bindings::BPF_F_USER_STACK, helpers::generated::bpf_get_stack, EbpfContext};
 use copytrace_common::{
-    bound, counter, name_flag, status, Event, FileInfo, KernelOffsets, PathInfo, Tail, NO_REGISTER,
-    STACK_BYTES, TAIL_START_MASK, UNWIND_BYTES, UNWIND_CHUNK, UNWIND_CHUNKS, UNWIND_START_MASK,
+    bound, counter, name_flag, status, Event, FileInfo, KernelOffsets, PathInfo, Tail, STACK_BYTES,
+    TAIL_START_MASK,
 };
 
 use crate::counters::{add, COUNTERS};
 use crate::globals::{config, offsets, types};
 use crate::inflight::Inflight;
-use crate::kread::{read, Fault, Memory};
+use crate::kread::{Fault, Memory};
 use crate::names;
 use crate::task;
+use crate::user_stack::{copy_stack, user_regs};
 
 /// A finished call on its way to the ring buffer.
 pub struct Finished<'a> {
@@ -164,82 +159,6 @@ pub unsafe fn describe<C: EbpfContext, M: Memory>(
             add(&COUNTERS, counter::READ_FAULTS, 1);
         }
     }
-}
-
-/// The caller's user registers an unwinder starts from (see
-/// `KernelOffsets::regs_user`), zeros when unknown: from the `pt_regs`
-/// entry saved (fentry), else from the task (tracepoint, 5.15+).
-#[inline(always)]
-fn user_regs(saved: u64, off: &KernelOffsets) -> [u64; 4] {
-    let regs = if saved != 0 {
-        saved
-    } else if types().task_pt_regs != 0 {
-        // SAFETY: both helpers take no pointer from us; the verifier
-        // checks the task pointer's type.
-        unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
-    } else {
-        0
-    };
-    if regs == 0 {
-        return [0; 4];
-    }
-    let one = |i: usize| match off.regs_user[i] {
-        NO_REGISTER => 0,
-        at => read::<u64>(regs, at).unwrap_or(0),
-    };
-    [one(0), one(1), one(2), one(3)]
-}
-
-/// Copies the user stack from `sp` up into the tail, after the names, a
-/// page at a time up to [`UNWIND_BYTES`] or the first page that cannot be
-/// read; returns where the copy starts and its length, and moves the
-/// tail's end past it.
-///
-/// # Safety
-///
-/// `tail` must be valid for reads and writes of a whole [`Tail`] (the
-/// record's), and nothing else may access it during the call.
-#[inline(always)]
-unsafe fn copy_stack(sp: u64, tail: *mut Tail) -> (u16, u16) {
-    // SAFETY: `tail` is the record's (this function's contract).
-    let used = usize::from(unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*tail).used)) });
-    let start = bound((used + 7) & !7, UNWIND_START_MASK);
-    // SAFETY: as above.
-    let base = unsafe {
-        core::ptr::addr_of_mut!((*tail).bytes)
-            .cast::<u8>()
-            .add(start)
-    };
-    let mut copied = 0usize;
-    let mut want = UNWIND_CHUNK - (sp as usize & (UNWIND_CHUNK - 1));
-    for _ in 0..UNWIND_CHUNKS {
-        let left = UNWIND_BYTES - bound(copied, UNWIND_BYTES - 1);
-        let n = if want < left { want } else { left };
-        if n == 0 || copied >= UNWIND_BYTES {
-            break;
-        }
-        // The masks prove the read inside the tail: start < UNWIND_START_MASK
-        // + 1, at < UNWIND_BYTES and n <= UNWIND_CHUNK (see TAIL_BUF).
-        let n = bound(n - 1, UNWIND_CHUNK - 1) + 1;
-        let at = bound(copied, UNWIND_BYTES - 1);
-        // SAFETY: `base + at` has `n` bytes of room in the tail (above);
-        // the helper faults harmlessly on an unmapped user address.
-        let r = unsafe {
-            bpf_probe_read_user(
-                base.add(at).cast(),
-                n as u32,
-                (sp + copied as u64) as *const core::ffi::c_void,
-            )
-        };
-        if r < 0 {
-            break;
-        }
-        copied += n;
-        want = UNWIND_CHUNK;
-    }
-    // SAFETY: as above.
-    unsafe { (*tail).used = (start + copied) as u16 };
-    (start as u16, copied as u16)
 }
 
 /// Where the task's executable code is mapped (zeros when unknown).

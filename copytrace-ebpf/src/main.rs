@@ -19,7 +19,9 @@
 //! - [`report`]: the ring buffer (`EVENTS`, `SCRATCH`) and the reader's
 //!   wake-up (`READER`); uses describe, kread, counters;
 //! - [`describe`]: a reported call's full record; uses inflight, names,
-//!   task, kread, globals, counters;
+//!   task, user_stack, kread, globals, counters;
+//! - [`user_stack`]: the caller's registers and a copy of its stack; uses
+//!   kread, globals;
 //! - [`inflight`]: each thread's call between entry and exit
 //!   (`THREAD_SLOTS`, `SLOT_CLAIMS`, `INFLIGHT`, `ENDING`); uses task,
 //!   counters;
@@ -44,6 +46,7 @@ mod kread;
 mod names;
 mod report;
 mod task;
+mod user_stack;
 
 use aya_ebpf::{
     macros::{fentry, fexit, raw_tracepoint, tracepoint},

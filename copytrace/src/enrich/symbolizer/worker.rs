@@ -458,12 +458,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 
     #[test]
-    #[cfg(target_arch = "x86_64")]
     fn recognises_x86_calls() {
         assert!(is_call_before(&[0, 0, 0, 0xe8, 1, 2, 3, 4]), "call rel32");
         assert!(
