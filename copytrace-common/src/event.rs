@@ -46,6 +46,15 @@ pub const TAIL_START_MASK: usize = 2047;
 /// the syscall to `main`: 40 bytes (C), 952 (Go's io.Copy), 1,208
 /// (python3), 1,832 (cp), 8,584 (Rust's std::fs::copy); docs/stacks.md.
 pub const UNWIND_BYTES: usize = 16384;
+/// Whole stack copies a CPU may take in a burst: a flood of suspicious
+/// calls would otherwise push [`UNWIND_BYTES`] per call through the ring
+/// buffer, and lose records (calls are still counted exactly).
+pub const UNWIND_BURST: u64 = 32;
+/// How often a CPU earns one more whole copy (100 a second).
+pub const UNWIND_REFILL_NS: u64 = 10_000_000;
+/// What a call past the budget copies: the words at the stack pointer,
+/// where a leaf wrapper's return address is.
+pub const UNWIND_SKIPPED_BYTES: usize = 64;
 /// The copy is read a page at a time, up to the first unmapped one (the
 /// top of a stack is rarely [`UNWIND_BYTES`] above its pointer).
 pub const UNWIND_CHUNK: usize = 4096;
@@ -269,8 +278,10 @@ pub struct Event {
     /// [`Tail::bytes`], and its length (0: no copy).
     pub unwind_at: u16,
     pub unwind_len: u16,
-    /// Explicit padding.
-    pub _pad_unwind: u32,
+    /// Non-zero: the stack was copied only as far as its first
+    /// [`UNWIND_SKIPPED_BYTES`] (the leaf wrapper's return address), as this
+    /// CPU had spent its budget of whole copies ([`UNWIND_BURST`]).
+    pub unwind_skipped: u32,
     /// The caller's executable (`task->mm->exe_file`).
     pub exe: PathInfo,
     /// The stack and the names, sent as far as they are used.

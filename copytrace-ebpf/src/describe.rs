@@ -5,7 +5,7 @@
 use aya_ebpf::{bindings::BPF_F_USER_STACK, helpers::generated::bpf_get_stack, EbpfContext};
 use copytrace_common::{
     bound, counter, name_flag, status, Event, FileInfo, KernelOffsets, PathInfo, Tail, STACK_BYTES,
-    TAIL_START_MASK,
+    TAIL_START_MASK, UNWIND_BYTES, UNWIND_SKIPPED_BYTES,
 };
 
 use crate::counters::{add, COUNTERS};
@@ -14,7 +14,7 @@ use crate::inflight::Inflight;
 use crate::kread::{Fault, Memory};
 use crate::names;
 use crate::task;
-use crate::user_stack::{copy_stack, user_regs};
+use crate::user_stack::{copy_stack, user_regs, whole_copy_allowed};
 
 /// A finished call on its way to the ring buffer.
 pub struct Finished<'a> {
@@ -147,14 +147,16 @@ pub unsafe fn describe<C: EbpfContext, M: Memory>(
         for (i, r) in regs.iter().enumerate() {
             core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).user_regs[i]), *r);
         }
-        let (at, len) = if regs[1] != 0 {
-            copy_stack(regs[1], tail)
-        } else {
-            (0, 0)
+        let whole = regs[1] != 0 && whole_copy_allowed(call.end_ns);
+        let (at, len) = match (regs[1], whole) {
+            (0, _) => (0, 0),
+            (sp, true) => copy_stack(sp, tail, UNWIND_BYTES),
+            (sp, false) => copy_stack(sp, tail, UNWIND_SKIPPED_BYTES),
         };
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).unwind_at), at);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).unwind_len), len);
-        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev)._pad_unwind), 0);
+        let skipped = u32::from(regs[1] != 0 && !whole);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).unwind_skipped), skipped);
         if *status & status::READ_FAULT != 0 {
             add(&COUNTERS, counter::READ_FAULTS, 1);
         }

@@ -20,8 +20,8 @@
 //!   wake-up (`READER`); uses describe, kread, counters;
 //! - [`describe`]: a reported call's full record; uses inflight, names,
 //!   task, user_stack, kread, globals, counters;
-//! - [`user_stack`]: the caller's registers and a copy of its stack; uses
-//!   kread, globals;
+//! - [`user_stack`]: the caller's registers and a copy of its stack
+//!   (`UNWIND_BUDGET`); uses kread, globals;
 //! - [`inflight`]: each thread's call between entry and exit
 //!   (`THREAD_SLOTS`, `SLOT_CLAIMS`, `INFLIGHT`, `ENDING`); uses task,
 //!   counters;

@@ -2,12 +2,14 @@
 //! and a copy of its stack from the stack pointer up, written into a
 //! record's tail after the names.
 
-use aya_ebpf::helpers::generated::{
-    bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs,
+use aya_ebpf::{
+    helpers::generated::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs},
+    macros::map,
+    maps::PerCpuArray,
 };
 use copytrace_common::{
-    bound, KernelOffsets, Tail, NO_REGISTER, UNWIND_BYTES, UNWIND_CHUNK, UNWIND_CHUNKS,
-    UNWIND_START_MASK,
+    bound, KernelOffsets, Tail, NO_REGISTER, UNWIND_BURST, UNWIND_BYTES, UNWIND_CHUNK,
+    UNWIND_CHUNKS, UNWIND_REFILL_NS, UNWIND_START_MASK,
 };
 
 use crate::globals::types;
@@ -37,17 +39,50 @@ pub fn user_regs(saved: u64, off: &KernelOffsets) -> [u64; 4] {
     [one(0), one(1), one(2), one(3)]
 }
 
+/// This CPU's budget of whole stack copies: tokens left, and when the
+/// last was earned (a token bucket, see [`UNWIND_BURST`]).
+#[map]
+static UNWIND_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether this CPU may take a whole stack copy at `now`, spending a token.
+#[inline(always)]
+pub fn whole_copy_allowed(now: u64) -> bool {
+    let Some(b) = UNWIND_BUDGET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot; programs on one CPU do not run at once
+    // (see kread::read_span for fentry).
+    unsafe {
+        let (tokens, last) = ((*b)[0], (*b)[1]);
+        let earned = now.saturating_sub(last) / UNWIND_REFILL_NS;
+        let tokens = if tokens + earned > UNWIND_BURST {
+            UNWIND_BURST
+        } else {
+            tokens + earned
+        };
+        if earned > 0 {
+            (*b)[1] = last + earned * UNWIND_REFILL_NS;
+        }
+        if tokens == 0 {
+            (*b)[0] = 0;
+            return false;
+        }
+        (*b)[0] = tokens - 1;
+        true
+    }
+}
+
 /// Copies the user stack from `sp` up into the tail, after the names, a
-/// page at a time up to [`UNWIND_BYTES`] or the first page that cannot be
-/// read; returns where the copy starts and its length, and moves the
-/// tail's end past it.
+/// page at a time up to `max` bytes (at most [`UNWIND_BYTES`]) or the
+/// first page that cannot be read; returns where the copy starts and its
+/// length, and moves the tail's end past it.
 ///
 /// # Safety
 ///
 /// `tail` must be valid for reads and writes of a whole [`Tail`] (the
 /// record's), and nothing else may access it during the call.
 #[inline(always)]
-pub unsafe fn copy_stack(sp: u64, tail: *mut Tail) -> (u16, u16) {
+pub unsafe fn copy_stack(sp: u64, tail: *mut Tail, max: usize) -> (u16, u16) {
     // SAFETY: `tail` is the record's (this function's contract).
     let used = usize::from(unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*tail).used)) });
     let start = bound((used + 7) & !7, UNWIND_START_MASK);
@@ -60,9 +95,9 @@ pub unsafe fn copy_stack(sp: u64, tail: *mut Tail) -> (u16, u16) {
     let mut copied = 0usize;
     let mut want = UNWIND_CHUNK - (sp as usize & (UNWIND_CHUNK - 1));
     for _ in 0..UNWIND_CHUNKS {
-        let left = UNWIND_BYTES - bound(copied, UNWIND_BYTES - 1);
+        let left = max.saturating_sub(bound(copied, UNWIND_BYTES - 1));
         let n = if want < left { want } else { left };
-        if n == 0 || copied >= UNWIND_BYTES {
+        if n == 0 || copied >= max {
             break;
         }
         // The masks prove the read inside the tail: start < UNWIND_START_MASK

@@ -195,6 +195,7 @@ fn corrupted_elf_and_dwarf_cost_at_most_their_own_stack() {
                 UnwindInput {
                     regs: [start + rng.below(end - start), 0x7ff0_0000_0000, rng.below(u64::MAX), 0],
                     stack: base64::engine::general_purpose::STANDARD.encode(words),
+                    code_words: Vec::new(),
                     mappings: vec![Mapped {
                         start,
                         end,
@@ -209,6 +210,7 @@ fn corrupted_elf_and_dwarf_cost_at_most_their_own_stack() {
                 maps_known: rng.below(2) == 0,
                 leaf_return: None,
                 unwind,
+                copy_skipped: false,
             };
             let start = Instant::now();
             let until = tokio::time::Instant::now() + DEADLINE * 4;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::record::{Enrich, Record};
 use super::stack::Stack;
 use super::symbolizer::client::{Answered, Busy, Symbolizer, DEADLINE, QUEUE};
-use super::symbolizer::protocol::Request;
+use super::symbolizer::protocol::{Request, RequestKey};
 
 /// The longest a record waits for its stack: the symbolizer's deadline for
 /// it and for one request queued ahead of it.
@@ -55,7 +55,7 @@ pub struct Pending {
     /// Sequence number of `order[0]`.
     first: u64,
     /// Request → its ticket: calls from the same place share one answer.
-    tickets: HashMap<Request, u64>,
+    tickets: HashMap<RequestKey, u64>,
     asked: HashMap<u64, Asked>,
     next_ticket: u64,
 }
@@ -110,7 +110,7 @@ impl Pending {
         let until = Some(deadline);
         if let Some(asked) = self
             .tickets
-            .get(&request)
+            .get(&request.key())
             .and_then(|t| self.asked.get_mut(t))
         {
             if asked.seqs.len() < MAX_HELD {
@@ -128,7 +128,7 @@ impl Pending {
             self.next_ticket += 1;
             match self.symbolizer.ask(ticket, request.clone(), deadline) {
                 Ok(()) => {
-                    self.tickets.insert(request.clone(), ticket);
+                    self.tickets.insert(request.key(), ticket);
                     self.asked.insert(
                         ticket,
                         Asked {
@@ -159,7 +159,7 @@ impl Pending {
         let Some(asked) = self.asked.remove(&a.ticket) else {
             return;
         };
-        self.tickets.remove(&asked.request);
+        self.tickets.remove(&asked.request.key());
         if a.named {
             enrich.stacks.remember(&asked.request, &a.stack);
         }

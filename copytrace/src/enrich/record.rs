@@ -119,7 +119,7 @@ impl Enrich {
 impl Record {
     /// Classifies `event` and resolves its paths. A stack that needs the
     /// symbolizer comes back as its request, for the pipeline to send.
-    pub fn new(event: CopyEvent, ctx: &mut Enrich) -> (Self, Option<Request>) {
+    pub fn new(mut event: CopyEvent, ctx: &mut Enrich) -> (Self, Option<Request>) {
         let diagnosis = classify(&event);
         let op_addr = match diagnosis.mechanism {
             Mechanism::FsCopy => event.file_out.as_ref().map(|f| f.copy_op),
@@ -145,6 +145,11 @@ impl Record {
             });
             ctx.stacks.prepare(raw, pid, executable)
         });
+        // The stack copy has gone into the request: a record kept for the
+        // tail's history must not keep its kilobytes too.
+        if let Some(raw) = event.stack.as_mut() {
+            raw.unwind = None;
+        }
         let (stack, request) = match prepared {
             None => (None, None),
             Some(Prepared::Done(s)) => (Some(s), None),

@@ -20,10 +20,9 @@ use copytrace_common::event::STACK_DEPTH;
 
 use super::fresh::Fresh;
 use base64::Engine as _;
-use std::hash::BuildHasher as _;
 
 use super::symbolizer::protocol::{
-    FileIdentity, FrameAt, Mapped, Offset, Placed, Request, UnwindInput,
+    FileIdentity, FrameAt, Mapped, Offset, Placed, Request, RequestKey, UnwindInput,
 };
 use crate::model::event::{Location, RawStack, UnwindState};
 use crate::model::text::Untrusted;
@@ -243,8 +242,17 @@ fn maps_of(pid: u32) -> Option<Vec<Mapping>> {
     if text.len() as u64 > MAX_MAPS {
         return None;
     }
-    let m = parse_maps(&text);
+    let mut m = parse_maps(&text);
+    // In address order (the kernel prints them so), for the binary searches
+    // of `mapping_of`: a map can hold thousands of mappings.
+    m.sort_unstable_by_key(|m| m.start);
     (!m.is_empty()).then_some(m)
+}
+
+/// The mapping of `maps` (in address order) that holds `addr`.
+fn mapping_of(maps: &[Mapping], addr: u64) -> Option<usize> {
+    let i = maps.partition_point(|m| m.start <= addr).checked_sub(1)?;
+    (addr < maps[i].end).then_some(i)
 }
 
 /// The caller's executable as the kernel recorded it.
@@ -280,9 +288,8 @@ const MAPS_KEPT: usize = 64;
 /// Places captured stacks in files and remembers named ones.
 #[derive(Debug)]
 pub struct Stacks {
-    recent: VecDeque<Key>,
-    named: HashMap<Key, Stack>,
-    hasher: std::hash::RandomState,
+    recent: VecDeque<RequestKey>,
+    named: HashMap<RequestKey, Stack>,
     maps: Fresh<u32, Maps>,
 }
 
@@ -295,7 +302,6 @@ impl Default for Stacks {
             recent: VecDeque::new(),
             named: HashMap::new(),
             maps: Fresh::new(MAPS_FOR, MAPS_KEPT),
-            hasher: std::hash::RandomState::new(),
         }
     }
 }
@@ -355,11 +361,15 @@ impl Stacks {
                 placed: place.place(addr),
             });
         let unwind = match (&maps, &raw.unwind) {
-            (Some(maps), Some(u)) if !u.stack.is_empty() => Some(UnwindInput {
-                regs: u.regs,
-                stack: base64::engine::general_purpose::STANDARD.encode(&u.stack),
-                mappings: needed(maps, u),
-            }),
+            (Some(maps), Some(u)) if !u.stack.is_empty() && !u.skipped => {
+                let mappings = needed(maps, u);
+                Some(UnwindInput {
+                    regs: u.regs,
+                    stack: base64::engine::general_purpose::STANDARD.encode(&u.stack),
+                    code_words: code_words(&mappings, u),
+                    mappings,
+                })
+            }
             _ => None,
         };
         let req = Request {
@@ -367,29 +377,17 @@ impl Stacks {
             maps_known: maps.is_some(),
             leaf_return,
             unwind,
+            copy_skipped: raw.unwind.as_ref().is_some_and(|u| u.skipped),
         };
-        match self.named.get(&self.key(&req)) {
+        match self.named.get(&req.key()) {
             Some(s) => Prepared::Done(s.clone()),
             None => Prepared::Ask(req),
         }
     }
 
-    /// What a request is remembered by: its frames, and a keyed hash of
-    /// what it unwinds (a stack copy is kilobytes; the key is per daemon,
-    /// so no caller can make two stacks collide on purpose).
-    fn key(&self, req: &Request) -> Key {
-        let unwind = req.unwind.as_ref().map(|u| self.hasher.hash_one(u));
-        (
-            req.frames.clone(),
-            req.maps_known,
-            req.leaf_return.clone(),
-            unwind,
-        )
-    }
-
     /// Keeps a named stack for the next call from the same place.
     pub fn remember(&mut self, req: &Request, stack: &Stack) {
-        let key = self.key(req);
+        let key = req.key();
         if self.named.contains_key(&key) {
             return;
         }
@@ -402,9 +400,6 @@ impl Stacks {
         self.recent.push_back(key);
     }
 }
-
-/// What a named stack is remembered by (see `Stacks::key`).
-type Key = (Vec<FrameAt>, bool, Option<FrameAt>, Option<u64>);
 
 /// Where addresses are placed in files: the caller's map, or (without it)
 /// the executable's code range the kernel recorded.
@@ -420,14 +415,11 @@ enum Placer<'a> {
 impl Placer<'_> {
     fn place(&self, addr: u64) -> Option<Placed> {
         match self {
-            Placer::Maps(maps) => maps
-                .iter()
-                .find(|m| (m.start..m.end).contains(&addr))
-                .map(|m| Placed {
-                    path: m.path.clone(),
-                    identity: m.identity,
-                    offset: Offset::File(addr - m.start + m.offset),
-                }),
+            Placer::Maps(maps) => mapping_of(maps, addr).map(|i| &maps[i]).map(|m| Placed {
+                path: m.path.clone(),
+                identity: m.identity,
+                offset: Offset::File(addr - m.start + m.offset),
+            }),
             Placer::Exe { path, loc, code } => (code.0..code.1).contains(&addr).then(|| Placed {
                 path: path.as_bytes().to_vec(),
                 identity: FileIdentity {
@@ -457,6 +449,26 @@ fn leaf_return_of(u: &UnwindState) -> Option<u64> {
 /// points into least are left out (their frames then end the unwind).
 const MAX_MODULES: usize = 64;
 
+/// The words of the stack copy that fall in `mappings` (in address
+/// order), with their offsets.
+fn code_words(mappings: &[Mapped], u: &UnwindState) -> Vec<(u32, u64)> {
+    let holds = |w: u64| {
+        let i = mappings.partition_point(|m| m.start <= w);
+        i.checked_sub(1).is_some_and(|i| w < mappings[i].end)
+    };
+    u.stack
+        .chunks_exact(8)
+        .enumerate()
+        .map(|(i, w)| {
+            (
+                i as u32 * 8,
+                u64::from_ne_bytes(std::array::from_fn(|b| w[b])),
+            )
+        })
+        .filter(|&(_, w)| holds(w))
+        .collect()
+}
+
 /// The executable mappings the instruction pointer or a word of the stack
 /// copy falls in: an unwind never needs another, and each one it gets
 /// costs the symbolizer a parse.
@@ -470,7 +482,7 @@ fn needed(maps: &[Mapping], u: &UnwindState) -> Vec<Mapped> {
         .chain(std::iter::once(u.regs[3]))
         .chain(words)
     {
-        if let Some(i) = maps.iter().position(|m| (m.start..m.end).contains(&addr)) {
+        if let Some(i) = mapping_of(maps, addr) {
             hits[i] += 1;
         }
     }

@@ -155,6 +155,9 @@ pub struct UnwindState {
     pub regs: [u64; 4],
     /// The stack's bytes from `regs[1]` up.
     pub stack: Vec<u8>,
+    /// Only the first words were copied: the CPU had spent its budget of
+    /// whole copies (a flood of suspicious calls).
+    pub skipped: bool,
 }
 
 /// The call a nested one ran inside, by the thread's id (the nested
@@ -407,6 +410,7 @@ fn convert(e: &Event, held: usize) -> Result<CopyEvent, DecodeError> {
         UnwindState {
             regs: e.user_regs,
             stack: tail.get(at..at + len).unwrap_or_default().to_vec(),
+            skipped: e.unwind_skipped != 0,
         }
     });
     let stack = (e.status & status::STACK != 0).then(|| {

@@ -40,3 +40,15 @@ fn names_frames_and_stacks_are_bounded() {
     assert_eq!(f.inlined.len(), MAX_INLINED);
     assert!(s.cut.is_some_and(|c| c.len() <= MAX_TEXT + 3));
 }
+
+#[test]
+fn an_address_is_placed_in_the_mapping_that_holds_it_or_none() {
+    let maps = b"1000-2000 r-xp 00000000 fe:01 1 /a\n3000-4000 r-xp 00001000 fe:01 2 /b\n";
+    let m = parse_maps(maps);
+    assert_eq!(mapping_of(&m, 0xfff), None, "below the first");
+    assert_eq!(mapping_of(&m, 0x1000), Some(0));
+    assert_eq!(mapping_of(&m, 0x1fff), Some(0));
+    assert_eq!(mapping_of(&m, 0x2000), None, "in the gap");
+    assert_eq!(mapping_of(&m, 0x3abc), Some(1));
+    assert_eq!(mapping_of(&m, 0x4000), None, "past the last");
+}

@@ -103,16 +103,38 @@ pub struct Segment {
 /// than 64 KiB of them).
 const MAX_PHNUM: usize = 1024;
 
-/// The PT_LOAD segments of a 64-bit little-endian ELF file, from its headers only.
-pub fn load_segments(file: &File) -> Option<Vec<Segment>> {
+/// The header of a 64-bit little-endian ELF file (the only kind the
+/// architectures copytrace knows run), if `file` starts with one.
+pub fn elf64_header(file: &File) -> Option<[u8; 64]> {
     let mut ehdr = [0u8; 64];
     file.read_exact_at(&mut ehdr, 0).ok()?;
-    if ehdr.get(..4)? != b"\x7fELF" || ehdr[4] != 2 || ehdr[5] != 1 {
-        return None;
-    }
-    let u16_at = |b: &[u8], o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |b: &[u8], o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |b: &[u8], o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
+    (ehdr.get(..4)? == b"\x7fELF" && ehdr[4] == 2 && ehdr[5] == 1).then_some(ehdr)
+}
+
+/// The little-endian u16 at `o` of `b`.
+pub fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(
+        b.get(o..o.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+
+/// The little-endian u32 at `o` of `b`.
+pub fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        b.get(o..o.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+/// The little-endian u64 at `o` of `b`.
+pub fn u64_at(b: &[u8], o: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        b.get(o..o.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+/// The PT_LOAD segments of a 64-bit little-endian ELF file, from its headers only.
+pub fn load_segments(file: &File) -> Option<Vec<Segment>> {
+    let ehdr = elf64_header(file)?;
     let phoff = u64_at(&ehdr, 0x20)?;
     let phentsize = usize::from(u16_at(&ehdr, 0x36)?);
     let phnum = usize::from(u16_at(&ehdr, 0x38)?).min(MAX_PHNUM);

@@ -82,7 +82,28 @@ pub struct UnwindInput {
     /// The caller's executable mappings that the instruction pointer or a
     /// word of the stack falls in: the only modules an unwind can need.
     pub mappings: Vec<Mapped>,
+    /// The words of the stack that point into `mappings`, by their offset
+    /// in it: every frame an unwind of this stack can return is one of
+    /// them. The daemon's caches tell stacks apart by these (data words
+    /// differ from call to call of one loop); not sent.
+    #[serde(skip)]
+    pub code_words: Vec<(u32, u64)>,
 }
+
+/// What decides a request's answer, and so what it is remembered and
+/// shared by: its frames, and for an unwind the registers, the mappings
+/// and the stack's words that point into them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    frames: Vec<FrameAt>,
+    maps_known: bool,
+    leaf_return: Option<FrameAt>,
+    unwind: Option<UnwindKey>,
+    copy_skipped: bool,
+}
+
+/// An unwind's part of a [`RequestKey`]: registers, mappings, code words.
+type UnwindKey = ([u64; 4], Vec<Mapped>, Vec<(u32, u64)>);
 
 /// Name these frames, innermost first.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,6 +123,26 @@ pub struct Request {
     /// the kernel took them and the caller's map was readable.
     #[serde(default)]
     pub unwind: Option<UnwindInput>,
+    /// The kernel copied only the stack's first words: its CPU had spent
+    /// its budget of whole copies (a flood of suspicious calls).
+    #[serde(default)]
+    pub copy_skipped: bool,
+}
+
+impl Request {
+    /// What this request is remembered and shared by (see [`RequestKey`]).
+    pub fn key(&self) -> RequestKey {
+        RequestKey {
+            frames: self.frames.clone(),
+            maps_known: self.maps_known,
+            leaf_return: self.leaf_return.clone(),
+            unwind: self
+                .unwind
+                .as_ref()
+                .map(|u| (u.regs, u.mappings.clone(), u.code_words.clone())),
+            copy_skipped: self.copy_skipped,
+        }
+    }
 }
 
 /// The symbolizer's answer to one request.

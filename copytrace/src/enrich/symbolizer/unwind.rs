@@ -11,11 +11,12 @@
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::rc::Rc;
 
 use base64::Engine as _;
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 
-use super::identity::Segment;
+use super::identity::{elf64_header, u16_at, u32_at, u64_at, Segment};
 use super::protocol::{Mapped, UnwindInput};
 use crate::enrich::stack::Method;
 use copytrace_common::event::STACK_DEPTH;
@@ -32,8 +33,8 @@ const MAX_SHNUM: usize = 4096;
 pub struct UnwindSections {
     text: Option<Range<u64>>,
     got: Option<Range<u64>>,
-    eh_frame: Option<(Range<u64>, Vec<u8>)>,
-    eh_frame_hdr: Option<(Range<u64>, Vec<u8>)>,
+    eh_frame: Option<(Range<u64>, Rc<[u8]>)>,
+    eh_frame_hdr: Option<(Range<u64>, Rc<[u8]>)>,
 }
 
 impl UnwindSections {
@@ -51,14 +52,7 @@ pub fn read_sections(file: &File) -> UnwindSections {
 }
 
 fn read_sections_of(file: &File) -> Option<UnwindSections> {
-    let mut ehdr = [0u8; 64];
-    file.read_exact_at(&mut ehdr, 0).ok()?;
-    if ehdr.get(..4)? != b"\x7fELF" || ehdr[4] != 2 || ehdr[5] != 1 {
-        return None;
-    }
-    let u16_at = |b: &[u8], o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |b: &[u8], o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |b: &[u8], o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
+    let ehdr = elf64_header(file)?;
     let shoff = u64_at(&ehdr, 0x28)?;
     let shentsize = usize::from(u16_at(&ehdr, 0x3a)?);
     let shnum = usize::from(u16_at(&ehdr, 0x3c)?).min(MAX_SHNUM);
@@ -96,10 +90,10 @@ fn read_sections_of(file: &File) -> Option<UnwindSections> {
             Some(b".text") => out.text = Some(range),
             Some(b".got") => out.got = Some(range),
             Some(b".eh_frame") if kind != SHT_NOBITS => {
-                out.eh_frame = read_bounded(file, offset, size).map(|d| (range, d));
+                out.eh_frame = read_bounded(file, offset, size).map(|d| (range, d.into()));
             }
             Some(b".eh_frame_hdr") if kind != SHT_NOBITS => {
-                out.eh_frame_hdr = read_bounded(file, offset, size).map(|d| (range, d));
+                out.eh_frame_hdr = read_bounded(file, offset, size).map(|d| (range, d.into()));
             }
             _ => {}
         }
@@ -217,8 +211,9 @@ pub fn unwind(input: &UnwindInput, modules: &[ModuleIn<'_>]) -> Unwound {
             .find(|m| (m.mapped.start..m.mapped.end).contains(&addr))
             .map(|m| m.sections.has_eh_frame())
     };
-    let section = |s: &Option<(Range<u64>, Vec<u8>)>| s.as_ref().map(|(r, _)| r.clone());
-    let data = |s: &Option<(Range<u64>, Vec<u8>)>| s.as_ref().map(|(_, d)| d.clone());
+    let section = |s: &Option<(Range<u64>, Rc<[u8]>)>| s.as_ref().map(|(r, _)| r.clone());
+    // Shared, not copied: a module is built per request.
+    let data = |s: &Option<(Range<u64>, Rc<[u8]>)>| s.as_ref().map(|(_, d)| d.clone());
     let module = |m: &ModuleIn<'_>| {
         let s = m.sections;
         Module::new(
@@ -240,13 +235,13 @@ pub fn unwind(input: &UnwindInput, modules: &[ModuleIn<'_>]) -> Unwound {
     let mut out = Unwound::default();
     #[cfg(target_arch = "aarch64")]
     let (mut unwinder, mut cache, regs) = (
-        framehop::aarch64::UnwinderAarch64::<Vec<u8>>::new(),
+        framehop::aarch64::UnwinderAarch64::<Rc<[u8]>>::new(),
         framehop::aarch64::CacheAarch64::<_>::new(),
         framehop::aarch64::UnwindRegsAarch64::new(input.regs[3], sp, input.regs[2]),
     );
     #[cfg(not(target_arch = "aarch64"))]
     let (mut unwinder, mut cache, regs) = (
-        framehop::x86_64::UnwinderX86_64::<Vec<u8>>::new(),
+        framehop::x86_64::UnwinderX86_64::<Rc<[u8]>>::new(),
         framehop::x86_64::CacheX86_64::<_>::new(),
         framehop::x86_64::UnwindRegsX86_64::new(input.regs[0], sp, input.regs[2]),
     );

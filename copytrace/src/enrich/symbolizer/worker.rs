@@ -29,6 +29,7 @@ use super::protocol::{
 use super::unwind::{load_bias, read_sections, unwind, ModuleIn, UnwindSections};
 use crate::enrich::stack::{unnamed, Frame, Method, Stack, NOTE, NOTE_UNWOUND};
 use crate::model::text::Untrusted;
+use copytrace_common::{UNWIND_BURST, UNWIND_REFILL_NS};
 
 /// Files one blazesym instance may hold open before it is replaced (it
 /// keeps every file it has seen, and this process has [`MAX_FILES`] descriptors).
@@ -425,6 +426,12 @@ fn stack(namer: &mut Namer, req: &Request) -> Stack {
     }
     if stack.cut.is_none() {
         stack.cut = stopped;
+    }
+    if req.copy_skipped && stack.cut.is_none() {
+        stack.cut = Some(format!(
+            "the kernel copied only the stack's first words: this CPU had taken more than {UNWIND_BURST} whole copies in a burst ({} a second), so frames follow frame pointers",
+            1_000_000_000 / UNWIND_REFILL_NS
+        ));
     }
     stack.bounded()
 }
