@@ -126,8 +126,14 @@ fn copytrace_frames(dir: &Path, args: &[&str]) -> (Vec<u64>, Value) {
 /// Asserts copytrace's frames begin with gdb's, up to `main`.
 fn same_as_gdb(dir: &Path, args: &[&str]) -> Value {
     let gdb = gdb_frames(args);
-    let want = up_to_main(&gdb);
     let (ours, call) = copytrace_frames(dir, args);
+    begins_with_gdbs(&args.join(" "), &ours, &gdb, &call);
+    call
+}
+
+/// Asserts `ours` (the frames of `call`) begins with `gdb`'s, up to `main`.
+fn begins_with_gdbs(what: &str, ours: &[u64], gdb: &[(u64, String)], call: &Value) {
+    let want = up_to_main(gdb);
     let shown = |fs: &[u64]| {
         fs.iter()
             .map(|a| format!("{a:#x}"))
@@ -137,13 +143,11 @@ fn same_as_gdb(dir: &Path, args: &[&str]) -> Value {
     let want_addrs: Vec<u64> = want.iter().map(|(a, _)| *a).collect();
     assert!(
         ours.len() >= want_addrs.len() && ours[..want_addrs.len()] == want_addrs[..],
-        "{}: copytrace's frames\n  {}\nare not gdb's\n  {}\n  ({want:?})\n{:#}",
-        args.join(" "),
-        shown(&ours),
+        "{what}: copytrace's frames\n  {}\nare not gdb's\n  {}\n  ({want:?})\n{:#}",
+        shown(ours),
         shown(&want_addrs),
         call["stack"]
     );
-    call
 }
 
 /// The C program of the issue: main calls ctbar_bad_copier, which calls
@@ -252,12 +256,7 @@ fn coreutils_cp_matches_gdb() {
             dst.to_str().unwrap_or(""),
         ],
     );
-    let want: Vec<u64> = up_to_main(&gdb).iter().map(|(a, _)| *a).collect();
-    assert!(
-        ours.len() >= want.len() && ours[..want.len()] == want[..],
-        "cp: {ours:x?} are not gdb's {want:x?}: {:#}",
-        call["stack"]
-    );
+    begins_with_gdbs("cp", &ours, &gdb, &call);
 }
 
 /// A Rust release binary (no frame pointers in its own code) copying a

@@ -190,17 +190,8 @@ pub fn unnamed(addr: u64) -> Frame {
     }
 }
 
-/// One executable mapping of /proc/PID/maps.
-#[derive(Debug, Clone)]
-struct Mapping {
-    start: u64,
-    end: u64,
-    offset: u64,
-    identity: FileIdentity,
-    path: Vec<u8>,
-}
-
-fn parse_maps(text: &[u8]) -> Vec<Mapping> {
+/// The executable, file-backed mappings of a /proc/PID/maps text.
+fn parse_maps(text: &[u8]) -> Vec<Mapped> {
     text.split(|&b| b == b'\n')
         .filter_map(|line| {
             let mut f = line.splitn(6, |&b| b == b' ');
@@ -215,7 +206,7 @@ fn parse_maps(text: &[u8]) -> Vec<Mapping> {
             }
             let (s, e) = range.split_once('-')?;
             let (major, minor) = dev.split_once(':')?;
-            Some(Mapping {
+            Some(Mapped {
                 start: u64::from_str_radix(s, 16).ok()?,
                 end: u64::from_str_radix(e, 16).ok()?,
                 offset: u64::from_str_radix(offset, 16).ok()?,
@@ -235,7 +226,7 @@ fn parse_maps(text: &[u8]) -> Vec<Mapping> {
 const MAX_MAPS: u64 = 1024 * 1024;
 
 /// The caller's executable mappings, while it is alive and we may read them.
-fn maps_of(pid: u32) -> Option<Vec<Mapping>> {
+fn maps_of(pid: u32) -> Option<Vec<Mapped>> {
     let file = std::fs::File::open(format!("/proc/{pid}/maps")).ok()?;
     let mut text = Vec::new();
     file.take(MAX_MAPS + 1).read_to_end(&mut text).ok()?;
@@ -250,7 +241,7 @@ fn maps_of(pid: u32) -> Option<Vec<Mapping>> {
 }
 
 /// The mapping of `maps` (in address order) that holds `addr`.
-fn mapping_of(maps: &[Mapping], addr: u64) -> Option<usize> {
+fn mapping_of(maps: &[Mapped], addr: u64) -> Option<usize> {
     let i = maps.partition_point(|m| m.start <= addr).checked_sub(1)?;
     (addr < maps[i].end).then_some(i)
 }
@@ -294,7 +285,7 @@ pub struct Stacks {
 }
 
 /// A process's executable mappings, or `None` when unreadable.
-type Maps = Option<Arc<[Mapping]>>;
+type Maps = Option<Arc<[Mapped]>>;
 
 impl Default for Stacks {
     fn default() -> Self {
@@ -345,21 +336,12 @@ impl Stacks {
                 }
             }
         };
-        let frames = addrs
-            .iter()
-            .map(|&addr| FrameAt {
-                addr,
-                placed: place.place(addr),
-            })
-            .collect();
+        let frames = addrs.iter().map(|&addr| place.frame(addr)).collect();
         let leaf_return = raw
             .unwind
             .as_ref()
             .and_then(leaf_return_of)
-            .map(|addr| FrameAt {
-                addr,
-                placed: place.place(addr),
-            });
+            .map(|addr| place.frame(addr));
         let unwind = match (&maps, &raw.unwind) {
             (Some(maps), Some(u)) if !u.stack.is_empty() && !u.skipped => {
                 let mappings = needed(maps, u);
@@ -404,7 +386,7 @@ impl Stacks {
 /// Where addresses are placed in files: the caller's map, or (without it)
 /// the executable's code range the kernel recorded.
 enum Placer<'a> {
-    Maps(&'a [Mapping]),
+    Maps(&'a [Mapped]),
     Exe {
         path: &'a Untrusted,
         loc: &'a Location,
@@ -413,6 +395,14 @@ enum Placer<'a> {
 }
 
 impl Placer<'_> {
+    /// `addr`, placed in its file if it lies in one.
+    fn frame(&self, addr: u64) -> FrameAt {
+        FrameAt {
+            addr,
+            placed: self.place(addr),
+        }
+    }
+
     fn place(&self, addr: u64) -> Option<Placed> {
         match self {
             Placer::Maps(maps) => mapping_of(maps, addr).map(|i| &maps[i]).map(|m| Placed {
@@ -440,7 +430,7 @@ fn leaf_return_of(u: &UnwindState) -> Option<u64> {
     let addr = if cfg!(target_arch = "aarch64") {
         u.regs[3]
     } else {
-        u64::from_ne_bytes(u.stack.get(..8)?.try_into().ok()?)
+        u.words().next()?.1
     };
     (addr != 0).then_some(addr)
 }
@@ -452,31 +442,16 @@ const MAX_MODULES: usize = 64;
 /// The words of the stack copy that fall in `mappings` (in address
 /// order), with their offsets.
 fn code_words(mappings: &[Mapped], u: &UnwindState) -> Vec<(u32, u64)> {
-    let holds = |w: u64| {
-        let i = mappings.partition_point(|m| m.start <= w);
-        i.checked_sub(1).is_some_and(|i| w < mappings[i].end)
-    };
-    u.stack
-        .chunks_exact(8)
-        .enumerate()
-        .map(|(i, w)| {
-            (
-                i as u32 * 8,
-                u64::from_ne_bytes(std::array::from_fn(|b| w[b])),
-            )
-        })
-        .filter(|&(_, w)| holds(w))
+    u.words()
+        .filter(|&(_, w)| mapping_of(mappings, w).is_some())
         .collect()
 }
 
 /// The executable mappings the instruction pointer or a word of the stack
 /// copy falls in: an unwind never needs another, and each one it gets
 /// costs the symbolizer a parse.
-fn needed(maps: &[Mapping], u: &UnwindState) -> Vec<Mapped> {
-    let words = u
-        .stack
-        .chunks_exact(8)
-        .map(|w| u64::from_ne_bytes(std::array::from_fn(|i| w[i])));
+fn needed(maps: &[Mapped], u: &UnwindState) -> Vec<Mapped> {
+    let words = u.words().map(|(_, w)| w);
     let mut hits = vec![0usize; maps.len()];
     for addr in std::iter::once(u.regs[0])
         .chain(std::iter::once(u.regs[3]))
@@ -490,16 +465,7 @@ fn needed(maps: &[Mapping], u: &UnwindState) -> Vec<Mapped> {
     order.sort_by_key(|&i| std::cmp::Reverse(hits[i]));
     order.truncate(MAX_MODULES);
     order.sort_unstable();
-    order
-        .into_iter()
-        .map(|i| Mapped {
-            start: maps[i].start,
-            end: maps[i].end,
-            offset: maps[i].offset,
-            path: maps[i].path.clone(),
-            identity: maps[i].identity,
-        })
-        .collect()
+    order.into_iter().map(|i| maps[i].clone()).collect()
 }
 
 #[cfg(test)]

@@ -160,6 +160,18 @@ pub struct UnwindState {
     pub skipped: bool,
 }
 
+impl UnwindState {
+    /// The stack's whole words with their offsets, from the stack pointer up.
+    pub fn words(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.stack.chunks_exact(8).enumerate().map(|(i, w)| {
+            (
+                i as u32 * 8,
+                u64::from_ne_bytes(std::array::from_fn(|b| w[b])),
+            )
+        })
+    }
+}
+
 /// The call a nested one ran inside, by the thread's id (the nested
 /// call's own `tid`), its entry time and its descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

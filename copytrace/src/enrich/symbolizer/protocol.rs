@@ -72,8 +72,9 @@ pub struct Mapped {
     pub identity: FileIdentity,
 }
 
-/// What an unwinder that reads `.eh_frame` starts from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What an unwinder that reads `.eh_frame` starts from. Not `Hash`: its
+/// stack bytes differ from call to call, so caches key by [`RequestKey`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnwindInput {
     /// Instruction pointer, stack pointer, frame pointer, link register.
     pub regs: [u64; 4],
@@ -105,8 +106,9 @@ pub struct RequestKey {
 /// An unwind's part of a [`RequestKey`]: registers, mappings, code words.
 type UnwindKey = ([u64; 4], Vec<Mapped>, Vec<(u32, u64)>);
 
-/// Name these frames, innermost first.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Name these frames, innermost first (remembered and shared by its
+/// [`Request::key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// The frames the kernel's frame-pointer walk found.
     pub frames: Vec<FrameAt>,
