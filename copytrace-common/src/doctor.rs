@@ -55,6 +55,9 @@ pub struct BackendCheck {
     pub note: Option<String>,
     /// How its programs read kernel structs, when it attached.
     pub reads: Option<String>,
+    /// Its exit programs record the mappings a stack points into (5.17+).
+    #[serde(default)]
+    pub stack_mappings: bool,
 }
 
 impl BackendCheck {
@@ -136,6 +139,7 @@ mod tests {
                         why: Some("EPERM".into()),
                         note: None,
                         reads: None,
+                        stack_mappings: false,
                     },
                 ),
                 (
@@ -145,6 +149,7 @@ mod tests {
                         why: None,
                         note: None,
                         reads: Some("typed kernel reads".into()),
+                        stack_mappings: true,
                     },
                 ),
             ]

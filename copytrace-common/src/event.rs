@@ -63,13 +63,31 @@ pub const UNWIND_CHUNKS: usize = UNWIND_BYTES / UNWIND_CHUNK + 1;
 /// A mask over where the stack copy may start in [`Tail::bytes`] (after
 /// the names, which end below it).
 pub const UNWIND_START_MASK: usize = 4095;
+/// Executable file mappings recorded for one stack copy (5.17+, see
+/// [`MappingInfo`]): a stack's return addresses fall in a handful (the
+/// executable, libc, the loader, an interpreter's modules).
+pub const MAPPINGS_MAX: usize = 4;
+/// Mapping lookups (`bpf_find_vma`) for one stack copy: each word that
+/// may be an address and lies in no range already found costs one.
+pub const MAPPING_LOOKUPS: u32 = 32;
+/// The furthest into [`Tail::bytes`] the mapping table may start: just
+/// after the longest stack copy, aligned (the kernel clamps the start to
+/// it, which bounds the table's writes for the verifier).
+pub const MAPPINGS_TABLE_LIMIT: usize = UNWIND_START_MASK + UNWIND_BYTES + 8;
+/// The furthest into [`Tail::bytes`] a mapped file's path may start: after
+/// a full table and the paths before it.
+pub const MAPPINGS_NAMES_LIMIT: usize =
+    MAPPINGS_TABLE_LIMIT + MAPPINGS_MAX * size_of::<MappingInfo>() + (MAPPINGS_MAX - 1) * WALK_MAX;
 /// Bytes of [`Tail::bytes`]: room for a walk that starts at
 /// [`TAIL_START_MASK`] and uses [`WALK_MAX`] bytes, and for a stack copy
 /// that starts at [`UNWIND_START_MASK`] (each read's bounds are proved
 /// apart, so the room is one chunk more than the copy).
 pub const TAIL_BUF: usize = max(
-    TAIL_START_MASK + WALK_MAX + 1,
-    UNWIND_START_MASK + 1 + UNWIND_BYTES + UNWIND_CHUNK,
+    max(
+        TAIL_START_MASK + WALK_MAX + 1,
+        UNWIND_START_MASK + 1 + UNWIND_BYTES + UNWIND_CHUNK,
+    ),
+    MAPPINGS_NAMES_LIMIT + WALK_MAX,
 )
 .next_multiple_of(8);
 
@@ -100,6 +118,27 @@ pub mod status {
     /// The user stack was taken ([`super::Event::stack_bytes`] is meaningful):
     /// suspicious calls, unless stacks are switched off.
     pub const STACK: u8 = 1 << 7;
+}
+
+/// Bits of [`Event::unwind_flags`].
+pub mod unwind_flag {
+    /// The stack was copied only as far as its first
+    /// [`super::UNWIND_SKIPPED_BYTES`] (the leaf wrapper's return
+    /// address): this CPU had spent its budget of whole copies
+    /// ([`super::UNWIND_BURST`]).
+    pub const SKIPPED: u8 = 1 << 0;
+    /// The kernel looked up the mappings the copy points into
+    /// ([`super::MappingInfo`]; 5.17+, `bpf_find_vma`).
+    pub const MAPPINGS: u8 = 1 << 1;
+    /// It stopped at [`super::MAPPING_LOOKUPS`] lookups: words further up
+    /// the copy were not looked up.
+    pub const MAPPINGS_CUT: u8 = 1 << 2;
+    /// More executable mappings than [`super::MAPPINGS_MAX`]: the later ones
+    /// were left out.
+    pub const MAPPINGS_FULL: u8 = 1 << 3;
+    /// A lookup found the caller's memory map locked (`bpf_find_vma`'s
+    /// EBUSY): that address went unplaced.
+    pub const MAPPINGS_BUSY: u8 = 1 << 4;
 }
 
 /// Bits of [`Event::gaps`].
@@ -156,6 +195,21 @@ pub struct Tail {
     pub _pad_word: u32,
     /// The stack, then the names.
     pub bytes: [u8; TAIL_BUF],
+}
+
+/// An executable file mapping of the caller that its stack points into, as
+/// `bpf_find_vma` found it at the call: the daemon places frames with
+/// these where it may not read `/proc/PID/maps`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MappingInfo {
+    /// `vm_start`, `vm_end`.
+    pub start: u64,
+    pub end: u64,
+    /// `vm_pgoff`: the file offset at `start`, in pages.
+    pub pgoff: u64,
+    /// The mapped file (`vm_file`).
+    pub path: PathInfo,
 }
 
 /// Where a file lives: its inode, its mount, and its path inside its filesystem.
@@ -278,10 +332,11 @@ pub struct Event {
     /// [`Tail::bytes`], and its length (0: no copy).
     pub unwind_at: u16,
     pub unwind_len: u16,
-    /// Non-zero: the stack was copied only as far as its first
-    /// [`UNWIND_SKIPPED_BYTES`] (the leaf wrapper's return address), as this
-    /// CPU had spent its budget of whole copies ([`UNWIND_BURST`]).
-    pub unwind_skipped: u32,
+    /// Bits of [`unwind_flag`].
+    pub unwind_flags: u8,
+    /// Entries of the [`MappingInfo`] table at `maps_at` in [`Tail::bytes`].
+    pub maps_count: u8,
+    pub maps_at: u16,
     /// The caller's executable (`task->mm->exe_file`).
     pub exe: PathInfo,
     /// The stack and the names, sent as far as they are used.
@@ -319,6 +374,10 @@ const _: () = assert!((UNWIND_START_MASK + 1).is_power_of_two());
 const _: () =
     assert!(UNWIND_BYTES <= u16::MAX as usize && UNWIND_BYTES.is_multiple_of(UNWIND_CHUNK));
 const _: () = assert!(TAIL_BUF <= u16::MAX as usize);
+const _: () = assert!(size_of::<MappingInfo>() == 24 + size_of::<PathInfo>());
+// A record is built in a per-CPU array slot, whose values the kernel caps
+// at 32 KiB (PCPU_MIN_UNIT_SIZE).
+const _: () = assert!(size_of::<Event>() <= 32 * 1024);
 const _: () = assert!(RECORD_MIN.is_multiple_of(8));
 // The kernel writes the names as two 8-byte words each.
 const _: () = assert!(COMM_LEN == 16 && FSTYPE_LEN == 16);

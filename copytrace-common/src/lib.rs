@@ -26,10 +26,12 @@ mod policy;
 pub use backend::{Backend, Origin};
 pub use counts::{counter, latency, CountKey, CountVal, COUNTS_CAPACITY};
 pub use event::{
-    gap, name_flag, status, Event, FileInfo, NameSpan, PathInfo, Tail, COMM_LEN, FSTYPE_LEN,
-    NAME_AREA, NAME_READ, PATH_DEPTH, RECORD_MIN, RING_BYTES, STACK_BYTES, STACK_DEPTH,
-    SUSPICIOUS_WAKE_GAP_NS, TAIL_BUF, TAIL_START_MASK, UNWIND_BURST, UNWIND_BYTES, UNWIND_CHUNK,
-    UNWIND_CHUNKS, UNWIND_REFILL_NS, UNWIND_SKIPPED_BYTES, UNWIND_START_MASK, WALK_MAX,
+    gap, name_flag, status, unwind_flag, Event, FileInfo, MappingInfo, NameSpan, PathInfo, Tail,
+    COMM_LEN, FSTYPE_LEN, MAPPINGS_MAX, MAPPINGS_NAMES_LIMIT, MAPPINGS_TABLE_LIMIT,
+    MAPPING_LOOKUPS, NAME_AREA, NAME_READ, PATH_DEPTH, RECORD_MIN, RING_BYTES, STACK_BYTES,
+    STACK_DEPTH, SUSPICIOUS_WAKE_GAP_NS, TAIL_BUF, TAIL_START_MASK, UNWIND_BURST, UNWIND_BYTES,
+    UNWIND_CHUNK, UNWIND_CHUNKS, UNWIND_REFILL_NS, UNWIND_SKIPPED_BYTES, UNWIND_START_MASK,
+    WALK_MAX,
 };
 pub use facts::{fact, max_rw_count, CallOutcome};
 pub use offsets::{
@@ -46,6 +48,19 @@ pub use policy::{ReportPolicy, SizeTruth};
 pub fn bound(v: usize, mask: usize) -> usize {
     // SAFETY: a volatile read of a local variable.
     unsafe { core::ptr::read_volatile(&v) & mask }
+}
+
+/// `v`, or `max` if it is larger, with `v` hidden from the optimiser as in
+/// [`bound`]: a bound the verifier follows where no mask fits.
+#[inline(always)]
+pub fn clamp(v: usize, max: usize) -> usize {
+    // SAFETY: a volatile read of a local variable.
+    let v = unsafe { core::ptr::read_volatile(&v) };
+    if v > max {
+        max
+    } else {
+        v
+    }
 }
 
 #[cfg(feature = "user")]

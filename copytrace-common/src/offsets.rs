@@ -75,6 +75,13 @@ pub struct KernelOffsets {
     pub mount_mnt_ns: u32,
     /// `mount.mnt.mnt_sb`: the superblock of the mount's own filesystem.
     pub mount_mnt_sb: u32,
+    /// `vm_area_struct` fields a stack's mappings are recorded from
+    /// (`vm_start`, `vm_end`, `vm_pgoff`, `vm_flags`, `vm_file`).
+    pub vma_start: u32,
+    pub vma_end: u32,
+    pub vma_pgoff: u32,
+    pub vma_flags: u32,
+    pub vma_file: u32,
     /// `pt_regs` offsets of syscall arguments 0..6 for this architecture
     /// (x86-64: di, si, dx, r10, r8, r9; arm64: regs[0..6]).
     pub regs_args: [u32; 6],
@@ -187,7 +194,7 @@ pub mod setting {
     pub const COUNT: u32 = 1;
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == (48 + 6 + 4 + 6 + 2) * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == (53 + 6 + 4 + 6 + 2) * 4);
 const _: () = assert!(size_of::<ProbeConfig>() == 16);
 const _: () = assert!(THREAD_SLOT_COUNT.is_power_of_two());
 const _: () = assert!(size_of::<KernelTypes>() == 10 * 4);

@@ -343,9 +343,11 @@ fn count(key: &CountKey, len: u64, ret: i64) {
     }
 }
 
-/// Completes the current thread's in-flight call of `origin` with `ret`.
+/// Completes the current thread's in-flight call of `origin` with `ret`;
+/// a reported call's stack gets its mappings when `MAPPINGS` (see
+/// [`crate::mappings`]).
 #[inline(always)]
-pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
+pub fn finish<C: EbpfContext, M: Memory, const MAPPINGS: bool>(ctx: &C, ret: i64, origin: Origin) {
     let rec = match end_call(origin) {
         Some(rec) => rec,
         // Refused before the syscall ran (seccomp): counted and shown as the
@@ -445,6 +447,6 @@ pub fn finish<C: EbpfContext, M: Memory>(ctx: &C, ret: i64, origin: Origin) {
                 (false, _) => st,
             },
         };
-        report::<C, M>(ctx, &call, off);
+        report::<C, M, MAPPINGS>(ctx, &call, off);
     }
 }

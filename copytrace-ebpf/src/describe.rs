@@ -4,8 +4,9 @@
 
 use aya_ebpf::{bindings::BPF_F_USER_STACK, helpers::generated::bpf_get_stack, EbpfContext};
 use copytrace_common::{
-    bound, counter, name_flag, status, Event, FileInfo, KernelOffsets, PathInfo, Tail, STACK_BYTES,
-    TAIL_START_MASK, UNWIND_BYTES, UNWIND_SKIPPED_BYTES,
+    bound, clamp, counter, name_flag, status, unwind_flag, Event, FileInfo, KernelOffsets,
+    PathInfo, Tail, MAPPINGS_NAMES_LIMIT, STACK_BYTES, TAIL_START_MASK, UNWIND_BYTES,
+    UNWIND_SKIPPED_BYTES,
 };
 
 use crate::counters::{add, COUNTERS};
@@ -14,7 +15,7 @@ use crate::inflight::Inflight;
 use crate::kread::{Fault, Memory};
 use crate::names;
 use crate::task;
-use crate::user_stack::{copy_stack, user_regs, whole_copy_allowed};
+use crate::user_stack::{code_range, copy_stack, user_regs, whole_copy_allowed};
 
 /// A finished call on its way to the ring buffer.
 pub struct Finished<'a> {
@@ -155,26 +156,19 @@ pub unsafe fn describe<C: EbpfContext, M: Memory>(
         };
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).unwind_at), at);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).unwind_len), len);
-        let skipped = u32::from(regs[1] != 0 && !whole);
-        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).unwind_skipped), skipped);
+        let skipped = if regs[1] != 0 && !whole {
+            unwind_flag::SKIPPED
+        } else {
+            0
+        };
+        // Volatile, with the fields beside it: zeros would become a memset call.
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).unwind_flags), skipped);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).maps_count), 0);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*ev).maps_at), 0);
         if *status & status::READ_FAULT != 0 {
             add(&COUNTERS, counter::READ_FAULTS, 1);
         }
     }
-}
-
-/// Where the task's executable code is mapped (zeros when unknown).
-#[inline(always)]
-fn code_range<M: Memory>(task: u64, off: &KernelOffsets) -> (u64, u64) {
-    let Ok(mm) = M::read::<u64>(task, off.task_mm) else {
-        return (0, 0);
-    };
-    if mm == 0 {
-        return (0, 0);
-    }
-    let start = M::read::<u64>(mm, off.mm_start_code).unwrap_or(0);
-    let end = M::read::<u64>(mm, off.mm_end_code).unwrap_or(0);
-    (start, end)
 }
 
 /// Marks a read fault in the record's status byte.
@@ -281,7 +275,9 @@ fn location<M: Memory>(
 }
 
 /// Fills `out` with where `file` lives: inode, device, mount, namespace,
-/// and the path, whose names go at the end of `tail`.
+/// and the path, whose names go at the end of `tail` (`MAPPED`: a mapped
+/// file's, after the stack copy, whose start the verifier is shown below
+/// [`MAPPINGS_NAMES_LIMIT`] rather than below [`TAIL_START_MASK`]).
 ///
 /// # Safety
 ///
@@ -290,7 +286,7 @@ fn location<M: Memory>(
 /// whole [`Tail`]: fields of the record being built, which nothing else may
 /// access during the call.
 #[inline(always)]
-unsafe fn describe_path<M: Memory>(
+pub unsafe fn describe_path<M: Memory, const MAPPED: bool>(
     file: u64,
     inode: u64,
     sb: u64,
@@ -329,10 +325,12 @@ unsafe fn describe_path<M: Memory>(
     // contract asks for, in a tail of TAIL_BUF; see walk() for why it
     // returns the count.
     unsafe {
-        let start = bound(
-            usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used))),
-            TAIL_START_MASK,
-        );
+        let used = usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used)));
+        let start = if MAPPED {
+            clamp(used, MAPPINGS_NAMES_LIMIT)
+        } else {
+            bound(used, TAIL_START_MASK)
+        };
         (*names).start = start as u16;
         (*names)._pad = [0; 2];
         let bytes = core::ptr::addr_of_mut!((*tail).bytes)
@@ -458,7 +456,7 @@ unsafe fn describe_file<M: Memory>(
     // SAFETY: `fi.path` is a `PathInfo` of the record, and `status` and
     // `tail` are as describe_path asks (this function's contract is its).
     unsafe {
-        describe_path::<M>(
+        describe_path::<M, false>(
             side.file,
             side.inode,
             side.sb,
@@ -496,5 +494,5 @@ unsafe fn exe<M: Memory>(task: u64, out: *mut PathInfo, status: *mut u8, tail: *
         }
     };
     // SAFETY: this function's contract is describe_path's.
-    unsafe { describe_path::<M>(file, inode, sb, out, status, tail) };
+    unsafe { describe_path::<M, false>(file, inode, sb, out, status, tail) };
 }

@@ -6,6 +6,10 @@
 //! - fentry: fentry/fexit on the syscall wrapper, plus `vfs_copy_file_range`
 //!   for in-kernel callers.
 //!
+//! The syscall exits come twice, `_mappings` adding the stack's mappings
+//! ([`mappings`]): userspace loads that one where the kernel has
+//! `bpf_find_vma` and `bpf_loop` (5.17+).
+//!
 //! Entry records a small in-flight record; exit counts every call exactly
 //! and reports the full record only when userspace asked for it (every call,
 //! or the suspicious ones, by the table userspace loaded). Policy (what is
@@ -17,7 +21,9 @@
 //!   `SETTINGS`, `SIZE_TRUTH`); uses report, describe, inflight, task,
 //!   kread, globals, counters;
 //! - [`report`]: the ring buffer (`EVENTS`, `SCRATCH`) and the reader's
-//!   wake-up (`READER`); uses describe, kread, counters;
+//!   wake-up (`READER`); uses mappings, describe, kread, counters;
+//! - [`mappings`]: the files a stack copy points into (`SCAN`; 5.17+
+//!   programs only); uses describe, kread, globals;
 //! - [`describe`]: a reported call's full record; uses inflight, names,
 //!   task, user_stack, kread, globals, counters;
 //! - [`user_stack`]: the caller's registers and a copy of its stack
@@ -43,6 +49,7 @@ mod describe;
 mod globals;
 mod inflight;
 mod kread;
+mod mappings;
 mod names;
 mod report;
 mod task;
@@ -110,26 +117,39 @@ fn enter_syscall(args: &SyscallArgs) {
     }
 }
 
-/// A call's exit, read the way this kernel allows.
+/// A call's exit, read the way this kernel allows; with the stack's
+/// mappings when `MAPPINGS` (the `_mappings` programs).
 #[inline(always)]
-fn finish<C: EbpfContext>(ctx: &C, ret: i64, origin: Origin) {
+fn finish<C: EbpfContext, const MAPPINGS: bool>(ctx: &C, ret: i64, origin: Origin) {
     if typed() {
-        call::finish::<C, Typed>(ctx, ret, origin);
+        call::finish::<C, Typed, MAPPINGS>(ctx, ret, origin);
     } else {
-        call::finish::<C, Helper>(ctx, ret, origin);
+        call::finish::<C, Helper, MAPPINGS>(ctx, ret, origin);
+    }
+}
+
+/// The syscall's return value in its exit tracepoint's record.
+#[inline(always)]
+fn tracepoint_ret(ctx: &TracePointContext) -> i64 {
+    let off = offsets().tp_exit_ret;
+    if off == TP_STANDARD_ARGS {
+        // SAFETY: the record holds `ret` at byte 16 (its format file said so).
+        unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const i64).add(TP_STANDARD_WORD)) }
+    } else {
+        read(ctx.as_ptr() as u64, off).unwrap_or(0)
     }
 }
 
 #[tracepoint]
 pub fn cfr_sys_exit(ctx: TracePointContext) -> u32 {
-    let off = offsets().tp_exit_ret;
-    let ret: i64 = if off == TP_STANDARD_ARGS {
-        // SAFETY: the record holds `ret` at byte 16 (its format file said so).
-        unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const i64).add(TP_STANDARD_WORD)) }
-    } else {
-        read(ctx.as_ptr() as u64, off).unwrap_or(0)
-    };
-    finish(&ctx, ret, Origin::Syscall);
+    finish::<_, false>(&ctx, tracepoint_ret(&ctx), Origin::Syscall);
+    0
+}
+
+/// `cfr_sys_exit` with the stack's mappings (5.17+: `bpf_find_vma`).
+#[tracepoint]
+pub fn cfr_sys_exit_mappings(ctx: TracePointContext) -> u32 {
+    finish::<_, true>(&ctx, tracepoint_ret(&ctx), Origin::Syscall);
     0
 }
 
@@ -159,7 +179,15 @@ pub fn cfr_wrapper_exit(ctx: FExitContext) -> u32 {
     // The return value follows the function's single argument in the fexit
     // context; reading it as arg 1 also works before bpf_get_func_ret (5.17).
     let ret: i64 = ctx.arg(1);
-    finish(&ctx, ret, Origin::Syscall);
+    finish::<_, false>(&ctx, ret, Origin::Syscall);
+    0
+}
+
+/// `cfr_wrapper_exit` with the stack's mappings (5.17+: `bpf_find_vma`).
+#[fexit]
+pub fn cfr_wrapper_exit_mappings(ctx: FExitContext) -> u32 {
+    let ret: i64 = ctx.arg(1);
+    finish::<_, true>(&ctx, ret, Origin::Syscall);
     0
 }
 
@@ -179,7 +207,8 @@ pub fn cfr_vfs_entry(ctx: FEntryContext) -> u32 {
 #[fexit]
 pub fn cfr_vfs_exit(ctx: FExitContext) -> u32 {
     let ret: i64 = ctx.arg(6);
-    finish(&ctx, ret, Origin::Kernel);
+    // In-kernel callers have no user stack to place.
+    finish::<_, false>(&ctx, ret, Origin::Kernel);
     0
 }
 

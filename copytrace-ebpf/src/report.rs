@@ -12,6 +12,7 @@ use copytrace_common::{counter, status, Event, KernelOffsets, RING_BYTES, SUSPIC
 use crate::counters::{add, COUNTERS};
 use crate::describe::{describe, Finished};
 use crate::kread::Memory;
+use crate::mappings;
 
 /// Reported calls, read by the daemon: a ring of [`RING_BYTES`].
 #[map]
@@ -48,7 +49,9 @@ const CHECK_BYTES: u64 = 128 * 1024;
 /// the ring, a batch worth the wake-up that leaves room for its latency.
 const WAKE_BACKLOG: u64 = RING_BYTES as u64 / 8;
 
-/// Writes the full record of `call` and sends it to the ring buffer.
+/// Writes the full record of `call` and sends it to the ring buffer, with
+/// the mappings its stack points into when `MAPPINGS` (the programs built
+/// for kernels with `bpf_find_vma`; see [`mappings`]).
 ///
 /// The record is built in a per-CPU slot and copied into the ring buffer
 /// with bpf_ringbuf_output, not written into a bpf_ringbuf_reserve'd slot:
@@ -60,7 +63,11 @@ const WAKE_BACKLOG: u64 = RING_BYTES as u64 / 8;
 /// The record ends where its tail does ([`Event::record_len`]): the ring
 /// copy is paid per byte, in cache lines the reader has yet to read.
 #[inline(always)]
-pub fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelOffsets) {
+pub fn report<C: EbpfContext, M: Memory, const MAPPINGS: bool>(
+    ctx: &C,
+    call: &Finished,
+    off: &KernelOffsets,
+) {
     let Some(ev) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -68,6 +75,10 @@ pub fn report<C: EbpfContext, M: Memory>(ctx: &C, call: &Finished, off: &KernelO
     // else uses until this program returns (tracepoint programs do not
     // nest on a CPU; see kread::read_span for fentry).
     unsafe { describe::<C, M>(ctx, call, off, ev) };
+    if MAPPINGS {
+        // SAFETY: as above; the record is described.
+        unsafe { mappings::record(ev) };
+    }
     // SAFETY: the slot is fully written and stays this CPU's.
     let len = unsafe { (*ev).record_len() };
     let wake = wake_flags(

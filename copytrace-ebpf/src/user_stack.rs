@@ -13,7 +13,7 @@ use copytrace_common::{
 };
 
 use crate::globals::types;
-use crate::kread::read;
+use crate::kread::{read, Memory};
 
 /// The caller's user registers an unwinder starts from (see
 /// `KernelOffsets::regs_user`), zeros when unknown: from the `pt_regs`
@@ -122,4 +122,18 @@ pub unsafe fn copy_stack(sp: u64, tail: *mut Tail, max: usize) -> (u16, u16) {
     // SAFETY: as above.
     unsafe { (*tail).used = (start + copied) as u16 };
     (start as u16, copied as u16)
+}
+
+/// Where the task's executable code is mapped (zeros when unknown).
+#[inline(always)]
+pub fn code_range<M: Memory>(task: u64, off: &KernelOffsets) -> (u64, u64) {
+    let Ok(mm) = M::read::<u64>(task, off.task_mm) else {
+        return (0, 0);
+    };
+    if mm == 0 {
+        return (0, 0);
+    }
+    let start = M::read::<u64>(mm, off.mm_start_code).unwrap_or(0);
+    let end = M::read::<u64>(mm, off.mm_end_code).unwrap_or(0);
+    (start, end)
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{require_program, require_root, scratch, tmpfs, trace};
+use support::{require_program, require_root, scratch, tmpfs};
 
 /// Debian's own programs, not whatever PATH finds first (a pyenv shim is
 /// a shell script).
@@ -103,7 +103,7 @@ fn up_to_main(gdb: &[(u64, String)]) -> &[(u64, String)] {
 fn copytrace_frames(dir: &Path, args: &[&str]) -> (Vec<u64>, Value) {
     let mut cmd = vec!["setarch", "-R"];
     cmd.extend_from_slice(args);
-    let t = trace(dir, &cmd);
+    let t = support::trace(dir, &cmd);
     let call = t
         .calls
         .iter()
@@ -171,11 +171,8 @@ int main(void) {
 }
 "#;
 
-fn c_program(frame_pointers: bool) {
-    require_root();
-    if !require_program("gdb", "gdb") || !require_program("cc", "gcc") {
-        return;
-    }
+/// Builds the C program of the issue, with or without frame pointers.
+fn build_bad_copier(frame_pointers: bool) -> std::path::PathBuf {
     let work = scratch().join(format!("badcopier-{frame_pointers}"));
     std::fs::create_dir_all(&work).expect("mkdir");
     let src = work.join("badcopier.c");
@@ -193,6 +190,16 @@ fn c_program(frame_pointers: bool) {
         .status()
         .expect("cc");
     assert!(st.success(), "cc failed");
+    bin
+}
+
+fn c_program(frame_pointers: bool) {
+    require_root();
+    if !require_program("gdb", "gdb") || !require_program("cc", "gcc") {
+        return;
+    }
+    let bin = build_bad_copier(frame_pointers);
+    let work = bin.parent().expect("the program's directory").to_path_buf();
     let call = same_as_gdb(&work, &[bin.to_str().unwrap_or("")]);
     let names: Vec<&str> = call["stack"]["frames"]
         .as_array()

@@ -234,11 +234,41 @@ fn attach_thread_exit(ebpf: &mut Ebpf, backend: Backend) -> Result<(), LoadError
     Ok(())
 }
 
+/// Which syscall exit programs to load: those that record the mappings a
+/// stack points into, where the kernel can find them (`bpf_find_vma` and
+/// `bpf_loop`, 5.17+) and stacks are on; the object's others otherwise
+/// (older verifiers refuse the callbacks even in code that never runs).
+#[derive(Clone, Copy)]
+struct Exits {
+    tracepoint: &'static str,
+    wrapper: &'static str,
+}
+
+impl Exits {
+    fn new(mappings: bool) -> Self {
+        if mappings {
+            Self {
+                tracepoint: "cfr_sys_exit_mappings",
+                wrapper: "cfr_wrapper_exit_mappings",
+            }
+        } else {
+            Self {
+                tracepoint: "cfr_sys_exit",
+                wrapper: "cfr_wrapper_exit",
+            }
+        }
+    }
+}
+
 /// Loads and attaches the two syscall tracepoint programs.
-fn attach_syscall_tracepoints(ebpf: &mut Ebpf, backend: Backend) -> Result<(), LoadError> {
+fn attach_syscall_tracepoints(
+    ebpf: &mut Ebpf,
+    backend: Backend,
+    exits: Exits,
+) -> Result<(), LoadError> {
     for (prog, tp) in [
         ("cfr_sys_enter", "sys_enter_copy_file_range"),
-        ("cfr_sys_exit", "sys_exit_copy_file_range"),
+        (exits.tracepoint, "sys_exit_copy_file_range"),
     ] {
         loaded::<TracePoint>(ebpf, backend, prog)?
             .attach("syscalls", tp)
@@ -257,6 +287,7 @@ fn attach_fentry(
     image: Image<'_>,
     opts: &LoadOptions,
     btf: &Btf,
+    exits: Exits,
 ) -> Result<(Ebpf, Option<String>), LoadError> {
     if !btf.has_function(VFS_FUNCTION) {
         return Err(LoadError::NoFunction(VFS_FUNCTION));
@@ -290,7 +321,7 @@ fn attach_fentry(
             Err("this kernel's pt_regs lacks the syscall argument registers".to_string())
         }
         Some(w) => attach_tracing(&mut ebpf, &aya_btf, "cfr_wrapper_entry", w, false)
-            .and_then(|()| attach_tracing(&mut ebpf, &aya_btf, "cfr_wrapper_exit", w, true))
+            .and_then(|()| attach_tracing(&mut ebpf, &aya_btf, exits.wrapper, w, true))
             .map_err(|e| match e {
                 e @ (LoadError::FentryDenied(_) | LoadError::Permission) => crate::error_chain(&e),
                 e => format!("{w} is not traceable here ({})", crate::error_chain(&e)),
@@ -303,7 +334,7 @@ fn attach_fentry(
     match wrapper {
         Ok(()) => Ok((ebpf, None)),
         Err(why) if tracepoints_ready => {
-            attach_syscall_tracepoints(&mut ebpf, Backend::Fentry)?;
+            attach_syscall_tracepoints(&mut ebpf, Backend::Fentry, exits)?;
             let first = why.lines().next().unwrap_or_default();
             Ok((ebpf, Some(format!("syscall side on tracepoints: {first}"))))
         }
@@ -327,6 +358,7 @@ fn attach_tracepoints(
     offsets: &KernelOffsets,
     image: Image<'_>,
     opts: &LoadOptions,
+    exits: Exits,
 ) -> Result<Ebpf, LoadError> {
     let dir = tracefs::ensure_mounted()?;
     let mut offsets = *offsets;
@@ -334,13 +366,13 @@ fn attach_tracepoints(
     let config = probe_config(Backend::Tracepoint, opts);
     let mut ebpf = load_object(&offsets, image, &config, opts)?;
     attach_thread_exit(&mut ebpf, Backend::Tracepoint)?;
-    attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint)?;
+    attach_syscall_tracepoints(&mut ebpf, Backend::Tracepoint, exits)?;
     Ok(ebpf)
 }
 
-/// An attached back-end: its object, how it reads the kernel, and a note
-/// when part of it fell back.
-type Attached = (Ebpf, KernelReads, Option<String>);
+/// An attached back-end: its object, how it reads the kernel, a note when
+/// part of it fell back, and whether it records the stack's mappings.
+type Attached = (Ebpf, KernelReads, Option<String>, bool);
 
 /// Loads and attaches one back-end, with typed loads where the kernel has
 /// them, and once more reading through the helper if the verifier refuses
@@ -353,21 +385,42 @@ fn attach(
     opts: &LoadOptions,
     btf: &Btf,
 ) -> Result<Attached, LoadError> {
-    let once = |image: Image<'_>| match backend {
-        Backend::Fentry => attach_fentry(offsets, image, opts, btf),
-        Backend::Tracepoint => attach_tracepoints(offsets, image, opts).map(|e| (e, None)),
+    let mappings = opts.stacks && offsets::mappings_supported(btf);
+    let once = |image: Image<'_>, mappings: bool| {
+        let exits = Exits::new(mappings);
+        match backend {
+            Backend::Fentry => attach_fentry(offsets, image, opts, btf, exits),
+            Backend::Tracepoint => {
+                attach_tracepoints(offsets, image, opts, exits).map(|e| (e, None))
+            }
+        }
+    };
+    // The stack's mappings are worth less than typed reads, which every
+    // call's count uses: a refused exit program with mappings is tried
+    // again without them before typed reads are given up.
+    let with_or_without = |image: Image<'_>| match once(image, mappings) {
+        Ok((ebpf, note)) => Ok((ebpf, note, mappings)),
+        Err(e @ LoadError::Program { .. }) if mappings => {
+            log::info!(
+                "{} back-end: the stack's mappings cannot be recorded in the kernel, frames are placed with /proc/PID/maps ({})",
+                backend.as_str(),
+                crate::error_chain(&e).lines().next().unwrap_or_default()
+            );
+            once(image, false).map(|(ebpf, note)| (ebpf, note, false))
+        }
+        Err(e) => Err(e),
     };
     let no_types = KernelTypes::default();
     let helper_image = Image {
         bytes: EBPF_OBJECT,
         types: &no_types,
     };
-    let helper = |(ebpf, note)| (ebpf, KernelReads::Helper, note);
+    let helper = |(ebpf, note, m)| (ebpf, KernelReads::Helper, note, m);
     let Some(typed) = typed else {
-        return once(helper_image).map(helper);
+        return with_or_without(helper_image).map(helper);
     };
-    match once(typed) {
-        Ok((ebpf, note)) => Ok((ebpf, KernelReads::Typed, note)),
+    match with_or_without(typed) {
+        Ok((ebpf, note, m)) => Ok((ebpf, KernelReads::Typed, note, m)),
         Err(e @ LoadError::Program { .. }) => {
             // The info line keeps the journal readable; the whole verifier
             // log, which says which load was refused, is for --log-level debug.
@@ -381,7 +434,7 @@ fn attach(
                 backend.as_str(),
                 crate::error_chain(&e).lines().next().unwrap_or_default()
             );
-            once(helper_image).map(helper)
+            with_or_without(helper_image).map(helper)
         }
         Err(e) => Err(e),
     }
@@ -408,7 +461,7 @@ pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
     for &backend in opts.probe.candidates() {
         let attached = attach(backend, &offsets, typed, &opts, &btf);
         match attached {
-            Ok((ebpf, reads, note)) => {
+            Ok((ebpf, reads, note, stack_mappings)) => {
                 if let Some(n) = &note {
                     log::info!("{} back-end: {n}", backend.as_str());
                 }
@@ -417,6 +470,7 @@ pub fn load(opts: LoadOptions) -> Result<Probes, LoadError> {
                     backend,
                     reads,
                     fallback: note.or(fallback),
+                    stack_mappings,
                 });
             }
             Err(LoadError::Permission) => return Err(LoadError::Permission),

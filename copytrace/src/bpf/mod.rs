@@ -124,6 +124,7 @@ pub struct Probes {
     pub(crate) backend: Backend,
     pub(crate) reads: KernelReads,
     pub(crate) fallback: Option<String>,
+    pub(crate) stack_mappings: bool,
 }
 
 impl Probes {
@@ -135,6 +136,12 @@ impl Probes {
     /// How its programs read kernel structs.
     pub fn kernel_reads(&self) -> KernelReads {
         self.reads
+    }
+
+    /// Whether its exit programs record the mappings a stack points into
+    /// (5.17+), which name frames where `/proc/PID/maps` is closed.
+    pub fn records_stack_mappings(&self) -> bool {
+        self.stack_mappings
     }
 
     /// Why the fentry back-end was not used (or only in part), when it fell back.

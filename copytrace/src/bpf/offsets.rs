@@ -105,6 +105,11 @@ pub fn from_btf(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         mount_mnt_id: m("mount", "mnt_id")?,
         mount_mnt_ns: m("mount", "mnt_ns")?,
         mount_mnt_sb: m("mount", "mnt")? + m("vfsmount", "mnt_sb")?,
+        vma_start: m("vm_area_struct", "vm_start")?,
+        vma_end: m("vm_area_struct", "vm_end")?,
+        vma_pgoff: m("vm_area_struct", "vm_pgoff")?,
+        vma_flags: m("vm_area_struct", "vm_flags")?,
+        vma_file: m("vm_area_struct", "vm_file")?,
         regs_args,
         regs_user,
         tp_enter_args: [0; 6],
@@ -148,6 +153,19 @@ pub fn types_from_btf(btf: &Btf) -> KernelTypes {
         ..found.unwrap_or_default()
     }
 }
+
+/// Whether the kernel can place a stack's addresses in its mappings at the
+/// call: `bpf_find_vma` and `bpf_loop` (both 5.17+).
+pub fn mappings_supported(btf: &Btf) -> bool {
+    [FIND_VMA, LOOP, CURRENT_TASK_BTF]
+        .iter()
+        .all(|f| btf.has_function(f))
+}
+
+/// The helper that finds the mapping an address falls in (5.17+).
+pub const FIND_VMA: &str = "bpf_find_vma";
+/// The helper that runs a callback a bounded number of times (5.17+).
+pub const LOOP: &str = "bpf_loop";
 
 /// The helpers the tracepoint back-end reads the user registers with (5.15+).
 pub const TASK_PT_REGS: &str = "bpf_task_pt_regs";

@@ -112,10 +112,15 @@ pub fn checks() -> Report {
                     .as_deref()
                     .map(|n| format!(" ({n})"))
                     .unwrap_or_default();
+                let mappings = if p.records_stack_mappings() {
+                    ", stack mappings recorded in the kernel"
+                } else {
+                    ""
+                };
                 out.push(check(
                     Status::Ok,
                     format!(
-                        "{name} back-end loads and attaches, {}{shown}",
+                        "{name} back-end loads and attaches, {}{mappings}{shown}",
                         p.kernel_reads().as_str()
                     ),
                 ));
@@ -125,6 +130,7 @@ pub fn checks() -> Report {
                     why: None,
                     note,
                     reads: Some(p.kernel_reads().as_str().into()),
+                    stack_mappings: p.records_stack_mappings(),
                 }
             }
             Err(e) => {
@@ -138,6 +144,7 @@ pub fn checks() -> Report {
                     why: Some(why),
                     note: None,
                     reads: None,
+                    stack_mappings: false,
                 }
             }
         };

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::enrich::cgroups::{CgroupNames, Service};
 use crate::enrich::kallsyms::OpNames;
 use crate::enrich::mounts::{MountTable, Resolved};
-use crate::enrich::stack::{Executable, Prepared, Stack, Stacks};
+use crate::enrich::stack::{mappings_from_kernel, Executable, KernelMaps, Prepared, Stack, Stacks};
 use crate::enrich::symbolizer::protocol::Request;
 use crate::model::classify::{classify, Diagnosis, Mechanism};
 use crate::model::event::{CopyEvent, Location};
@@ -143,7 +143,20 @@ impl Record {
                 location,
                 host_path: exe.path.as_ref(),
             });
-            ctx.stacks.prepare(raw, pid, executable)
+            let kernel_maps = raw
+                .unwind
+                .as_ref()
+                .and_then(|u| u.mappings.as_ref())
+                .map(|m| {
+                    let mounts = &mut ctx.mounts;
+                    let maps =
+                        mappings_from_kernel(m, |k| mounts.resolve(&k.location, pid, at_ns).path);
+                    KernelMaps {
+                        whole: !m.partial && maps.len() == m.found.len(),
+                        maps,
+                    }
+                });
+            ctx.stacks.prepare(raw, pid, executable, kernel_maps)
         });
         // The stack copy has gone into the request: a record kept for the
         // tail's history must not keep its kilobytes too.

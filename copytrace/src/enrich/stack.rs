@@ -2,15 +2,15 @@
 //! kernel captured (bpf_get_stack walks frame pointers), placed in files
 //! here and named by the isolated symbolizer process ([`super::symbolizer`]).
 //!
-//! Each address is placed in the caller's memory map (`/proc/PID/maps`,
-//! read as soon as the call is seen) or, when that is gone or unreadable
-//! (a sandboxed daemon may not read other processes' maps), in the
-//! executable's code range the kernel recorded. Every placement names the
+//! Each address is placed in the caller's executable mappings: those the
+//! kernel found at the call (5.17+), else its memory map (`/proc/PID/maps`,
+//! read as soon as the call is seen), else, when that is gone or
+//! unreadable (a sandboxed daemon may not read other processes' maps),
+//! in the executable's code range the kernel recorded. Every placement names the
 //! file's identity (device and inode) as the kernel or the map recorded
 //! it: the symbolizer opens a name, then refuses any other file there.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,13 @@ use super::symbolizer::protocol::{
     FileIdentity, FrameAt, Mapped, Offset, Placed, Request, RequestKey, UnwindInput,
 };
 use crate::model::event::{Location, RawStack, UnwindState};
+
+mod maps;
 use crate::model::text::Untrusted;
+pub use maps::from_kernel as mappings_from_kernel;
+#[cfg(test)]
+use maps::parse_maps;
+use maps::{mapping_of, maps_of};
 
 /// One named frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,60 +196,13 @@ pub fn unnamed(addr: u64) -> Frame {
     }
 }
 
-/// The executable, file-backed mappings of a /proc/PID/maps text.
-fn parse_maps(text: &[u8]) -> Vec<Mapped> {
-    text.split(|&b| b == b'\n')
-        .filter_map(|line| {
-            let mut f = line.splitn(6, |&b| b == b' ');
-            let range = std::str::from_utf8(f.next()?).ok()?;
-            let perms = f.next()?;
-            let offset = std::str::from_utf8(f.next()?).ok()?;
-            let dev = std::str::from_utf8(f.next()?).ok()?;
-            let ino = std::str::from_utf8(f.next()?).ok()?;
-            let path = f.next()?.trim_ascii_start();
-            if perms.get(2) != Some(&b'x') || !path.starts_with(b"/") {
-                return None;
-            }
-            let (s, e) = range.split_once('-')?;
-            let (major, minor) = dev.split_once(':')?;
-            Some(Mapped {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                offset: u64::from_str_radix(offset, 16).ok()?,
-                identity: FileIdentity {
-                    major: u32::from_str_radix(major, 16).ok()?,
-                    minor: u32::from_str_radix(minor, 16).ok()?,
-                    ino: ino.parse().ok()?,
-                },
-                path: path.to_vec(),
-            })
-        })
-        .collect()
-}
-
-/// The most of a memory map read (a process can make its map hundreds
-/// of MiB long); a longer one is treated as unreadable.
-const MAX_MAPS: u64 = 1024 * 1024;
-
-/// The caller's executable mappings, while it is alive and we may read them.
-fn maps_of(pid: u32) -> Option<Vec<Mapped>> {
-    let file = std::fs::File::open(format!("/proc/{pid}/maps")).ok()?;
-    let mut text = Vec::new();
-    file.take(MAX_MAPS + 1).read_to_end(&mut text).ok()?;
-    if text.len() as u64 > MAX_MAPS {
-        return None;
-    }
-    let mut m = parse_maps(&text);
-    // In address order (the kernel prints them so), for the binary searches
-    // of `mapping_of`: a map can hold thousands of mappings.
-    m.sort_unstable_by_key(|m| m.start);
-    (!m.is_empty()).then_some(m)
-}
-
-/// The mapping of `maps` (in address order) that holds `addr`.
-fn mapping_of(maps: &[Mapped], addr: u64) -> Option<usize> {
-    let i = maps.partition_point(|m| m.start <= addr).checked_sub(1)?;
-    (addr < maps[i].end).then_some(i)
+/// The mappings the kernel found a stack in, as the daemon can open them.
+#[derive(Debug, Clone)]
+pub struct KernelMaps {
+    /// In address order.
+    pub maps: Vec<Mapped>,
+    /// Every candidate address was looked up and every file placed.
+    pub whole: bool,
 }
 
 /// The caller's executable as the kernel recorded it.
@@ -299,7 +258,17 @@ impl Default for Stacks {
 
 impl Stacks {
     /// Places `raw`'s frames for the symbolizer, or answers from memory.
-    pub fn prepare(&mut self, raw: &RawStack, pid: u32, exe: Option<Executable<'_>>) -> Prepared {
+    /// `kernel_maps` are the mappings the kernel found the stack in
+    /// (see [`mappings_from_kernel`]), preferred to `/proc/PID/maps` when
+    /// whole: they are the call's own, and the unit lets the daemon read
+    /// no other process's map.
+    pub fn prepare(
+        &mut self,
+        raw: &RawStack,
+        pid: u32,
+        exe: Option<Executable<'_>>,
+        kernel_maps: Option<KernelMaps>,
+    ) -> Prepared {
         if let Some(e) = raw.error {
             return Prepared::Done(Stack {
                 frames: Vec::new(),
@@ -308,7 +277,13 @@ impl Stacks {
             });
         }
         let addrs: Vec<u64> = raw.addrs.iter().copied().take(STACK_DEPTH).collect();
-        let maps = self.maps.get_or_read(pid, || maps_of(pid).map(Into::into));
+        let maps = match kernel_maps {
+            Some(k) if k.whole && !k.maps.is_empty() => Some(k.maps.into()),
+            k => self
+                .maps
+                .get_or_read(pid, || maps_of(pid).map(Into::into))
+                .or_else(|| k.filter(|k| !k.maps.is_empty()).map(|k| k.maps.into())),
+        };
         let place = match &maps {
             Some(maps) => Placer::Maps(maps),
             None => {

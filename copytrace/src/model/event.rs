@@ -7,8 +7,8 @@
 use std::mem::size_of;
 
 use copytrace_common::{
-    gap, name_flag, status, CallOutcome, Event, FileInfo, NameSpan, PathInfo, RECORD_MIN,
-    STACK_DEPTH, TAIL_BUF,
+    gap, name_flag, status, unwind_flag, CallOutcome, Event, FileInfo, NameSpan, PathInfo,
+    RECORD_MIN, STACK_DEPTH, TAIL_BUF,
 };
 use serde::{Deserialize, Serialize};
 
@@ -129,47 +129,6 @@ pub struct FileSide {
     /// Address of the filesystem's `remap_file_range` op, 0 if none.
     #[serde(skip)]
     pub remap_op: u64,
-}
-
-/// The caller's user-space stack, as captured for a suspicious call.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RawStack {
-    /// Return addresses, innermost first (the first is the syscall's own address).
-    pub addrs: Vec<u64>,
-    /// Why the kernel gave none (a negative errno of bpf_get_stack).
-    pub error: Option<i32>,
-    /// Where the executable's code was mapped (start, end), 0 when unknown.
-    #[serde(skip)]
-    pub code: (u64, u64),
-    /// What an unwinder needs, when the kernel could take it.
-    #[serde(skip)]
-    pub unwind: Option<UnwindState>,
-}
-
-/// The caller's registers at the syscall and a copy of its stack from the
-/// stack pointer up: what an unwinder that reads `.eh_frame` starts from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnwindState {
-    /// Instruction pointer, stack pointer, frame pointer, link register
-    /// (arm64; 0 on x86-64).
-    pub regs: [u64; 4],
-    /// The stack's bytes from `regs[1]` up.
-    pub stack: Vec<u8>,
-    /// Only the first words were copied: the CPU had spent its budget of
-    /// whole copies (a flood of suspicious calls).
-    pub skipped: bool,
-}
-
-impl UnwindState {
-    /// The stack's whole words with their offsets, from the stack pointer up.
-    pub fn words(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        self.stack.chunks_exact(8).enumerate().map(|(i, w)| {
-            (
-                i as u32 * 8,
-                u64::from_ne_bytes(std::array::from_fn(|b| w[b])),
-            )
-        })
-    }
 }
 
 /// The call a nested one ran inside, by the thread's id (the nested
@@ -422,7 +381,9 @@ fn convert(e: &Event, held: usize) -> Result<CopyEvent, DecodeError> {
         UnwindState {
             regs: e.user_regs,
             stack: tail.get(at..at + len).unwrap_or_default().to_vec(),
-            skipped: e.unwind_skipped != 0,
+            skipped: e.unwind_flags & unwind_flag::SKIPPED != 0,
+            mappings: (e.unwind_flags & unwind_flag::MAPPINGS != 0)
+                .then(|| stack::mappings(e, tail, location)),
         }
     });
     let stack = (e.status & status::STACK != 0).then(|| {
@@ -485,6 +446,9 @@ fn convert(e: &Event, held: usize) -> Result<CopyEvent, DecodeError> {
         stack,
     })
 }
+
+mod stack;
+pub use stack::{RawStack, StackMapping, StackMappings, UnwindState};
 
 #[cfg(test)]
 pub(crate) mod tests;

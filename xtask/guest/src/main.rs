@@ -49,8 +49,14 @@ fn doctor_report() -> Result<doctor::Report, String> {
 /// it cannot, from the doctor's report.
 fn backend_check(report: &Result<doctor::Report, String>, backend: &str) -> Result<String, String> {
     let report = report.as_ref().map_err(Clone::clone)?;
-    match report.backend(backend).map(doctor::BackendCheck::attached) {
-        Some(Ok(reads)) => Ok(reads.to_string()),
+    let check = report.backend(backend);
+    let mappings = if check.is_some_and(|c| c.stack_mappings) {
+        ", stack mappings in the kernel"
+    } else {
+        ""
+    };
+    match check.map(doctor::BackendCheck::attached) {
+        Some(Ok(reads)) => Ok(format!("{reads}{mappings}")),
         Some(Err(why)) => Err(why.to_string()),
         None => Err(format!("copytrace doctor does not know {backend}")),
     }

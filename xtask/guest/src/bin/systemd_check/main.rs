@@ -24,6 +24,7 @@ mod overlay;
 mod package;
 mod prometheus;
 mod service;
+mod stacks;
 mod sys;
 mod tail_watch;
 
@@ -64,6 +65,7 @@ const PLAN: &[&str] = &[
     "systemd-analyze security copytrace.service within the stated exposure",
     "the unit bounds memory, tasks and core dumps",
     "the symbolizer runs confined, without capabilities",
+    "under the unit, a python3 call's stack names libc's wrapper and python3's frames",
     "a user's flood of suspicious calls is rate-limited in the journal",
     "the watchdog restarts a hung daemon (SIGSTOP)",
     "nfsd's server-side copy is seen and counted beside the client's call",
@@ -98,6 +100,7 @@ fn run_checks() {
     security_score();
     unit_limits();
     symbolizer_confined(&mut silent);
+    stacks::python_stack_named();
     journal_flood();
     watchdog();
     fleet(SILENT_FLEET, 3);

@@ -1,0 +1,313 @@
+//! Which files a whole stack copy points into (5.17+): every word of it
+//! that may be a code address, and the registers and frame-pointer
+//! addresses before it, is placed in the caller's mapping with
+//! `bpf_find_vma`, and the executable file mappings found are written
+//! after the copy as a [`MappingInfo`] table, each with its file's path.
+//! The daemon places frames with them where it may not read
+//! `/proc/PID/maps` (the shipped unit hides other processes), and where
+//! the process has gone by the time it looks.
+//!
+//! Only the exit programs built for kernels with `bpf_find_vma` and
+//! `bpf_loop` use this module: the callbacks they take are refused by
+//! older verifiers even in code that never runs.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::generated::{bpf_find_vma, bpf_get_current_task_btf, bpf_loop},
+    macros::map,
+    maps::PerCpuArray,
+};
+use copytrace_common::{
+    bound, clamp, unwind_flag, Event, MappingInfo, MAPPINGS_MAX, MAPPINGS_TABLE_LIMIT,
+    MAPPING_LOOKUPS, STACK_BYTES, TAIL_START_MASK, UNWIND_BYTES, UNWIND_START_MASK,
+};
+
+use crate::describe::describe_path;
+use crate::globals::offsets;
+use crate::kread::{read, Helper};
+
+/// Ranges one scan remembers having looked up, code or not: a stack's
+/// words point mostly into itself, the heap and a few libraries.
+const RANGES: usize = 16;
+
+/// `VM_EXEC` of `vm_area_struct.vm_flags` (include/linux/mm.h, the same
+/// bit since the first Linux with an `mm.h`).
+const VM_EXEC: u64 = 0x4;
+
+/// The lowest address looked up: below it is `mmap_min_addr` (64 KiB at
+/// most by default), where nothing is mapped and small integers live.
+const LOWEST: u64 = 0x1_0000;
+
+/// Above every user address of x86-64 and arm64 (48 bits; 57-bit user
+/// space is opt-in per mapping and not placed here).
+const HIGHEST: u64 = 1 << 48;
+
+/// One scan's state, in a per-CPU slot (the BPF stack is too small).
+#[repr(C)]
+pub struct Scan {
+    /// `[start, end)` of mappings looked up already, code or not.
+    seen: [[u64; 2]; RANGES],
+    /// Executable file mappings found: start, end, pgoff, file.
+    found: [[u64; 4]; MAPPINGS_MAX],
+    /// What the last lookup's callback saw: start, end, pgoff, flags, file.
+    last: [u64; 5],
+    /// The next slot of `seen` to fill (round the ring once all are used).
+    next_seen: u32,
+    n_found: u32,
+    lookups: u32,
+    /// Bits of [`unwind_flag`].
+    flags: u32,
+}
+
+/// This CPU's scan (see [`Scan`]).
+#[map]
+static SCAN: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the loop's callback needs of the record: a pointer to it, where
+/// its copy starts, and how many frame-pointer addresses precede it.
+#[repr(C)]
+struct Words {
+    ev: *mut Event,
+    copy_at: u64,
+    ips: u64,
+}
+
+/// Looks up the mappings of a whole stack copy's words and writes the
+/// table after the copy (nothing when the copy was not whole).
+///
+/// # Safety
+///
+/// `ev` must be valid for reads and writes of a whole [`Event`] (this
+/// CPU's record slot, described already), and nothing else may access it
+/// during the call.
+#[inline(always)]
+pub unsafe fn record(ev: *mut Event) {
+    let Some(scan) = SCAN.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the record's slot (this function's contract) and this CPU's
+    // scan slot, which nothing else uses while this program runs.
+    unsafe {
+        let len = u64::from(core::ptr::read_volatile(core::ptr::addr_of!(
+            (*ev).unwind_len
+        )));
+        if len == 0 || (*ev).unwind_flags & unwind_flag::SKIPPED != 0 {
+            return;
+        }
+        // Volatile: a zeroed array would become a memset call, a byte
+        // loop the verifier walks byte by byte.
+        for k in 0..RANGES {
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*scan).seen[k]), [0, 0]);
+        }
+        (*scan).next_seen = 0;
+        (*scan).n_found = 0;
+        (*scan).lookups = 0;
+        (*scan).flags = 0;
+        let ips = if (*ev).stack_bytes > 0 {
+            (*ev).stack_bytes as u64 / 8
+        } else {
+            0
+        };
+        let mut words = Words {
+            ev,
+            copy_at: u64::from((*ev).unwind_at),
+            ips,
+        };
+        // The registers (instruction pointer, link register), the
+        // frame-pointer walk's addresses, then the copy's words.
+        let n = 2 + ips + len / 8;
+        bpf_loop(
+            n as u32,
+            each_word as *mut c_void,
+            core::ptr::addr_of_mut!(words).cast(),
+            0,
+        );
+        write_table(ev, scan);
+    }
+}
+
+/// `bpf_loop`'s callback: looks up the `i`th candidate address (see
+/// [`record`]); returns 1 to stop the loop.
+extern "C" fn each_word(i: u32, ctx: *mut c_void) -> i64 {
+    let Some(scan) = SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: `ctx` is record()'s `Words`, on its stack, and its `ev` the
+    // record's slot; reads only, masked inside the tail.
+    let addr = unsafe {
+        let w = &*ctx.cast::<Words>();
+        let ev = w.ev;
+        let i = u64::from(i);
+        let tail = core::ptr::addr_of!((*ev).tail.bytes).cast::<u8>();
+        if i == 0 {
+            (*ev).user_regs[0]
+        } else if i == 1 {
+            (*ev).user_regs[3]
+        } else if i - 2 < w.ips {
+            let at = bound(((i - 2) * 8) as usize, STACK_BYTES - 1);
+            core::ptr::read_unaligned(tail.add(at).cast::<u64>())
+        } else {
+            let at = bound(w.copy_at as usize, UNWIND_START_MASK)
+                + bound(((i - 2 - w.ips) * 8) as usize, UNWIND_BYTES - 1);
+            core::ptr::read_unaligned(tail.add(at).cast::<u64>())
+        }
+    };
+    // SAFETY: this CPU's scan slot.
+    unsafe { consider(scan, addr) }
+}
+
+/// Looks `addr` up unless it cannot be user code or lies in a range seen
+/// already; returns 1 when the lookups are spent.
+///
+/// # Safety
+///
+/// `scan` must be this CPU's [`SCAN`] slot.
+#[inline(always)]
+unsafe fn consider(scan: *mut Scan, addr: u64) -> i64 {
+    if !(LOWEST..HIGHEST).contains(&addr) {
+        return 0;
+    }
+    // SAFETY: this CPU's scan slot (this function's contract).
+    unsafe {
+        // Unused slots are [0, 0), which holds nothing.
+        for k in 0..RANGES {
+            if (*scan).seen[k][0] <= addr && addr < (*scan).seen[k][1] {
+                return 0;
+            }
+        }
+        if (*scan).lookups >= MAPPING_LOOKUPS {
+            (*scan).flags |= u32::from(unwind_flag::MAPPINGS_CUT);
+            return 1;
+        }
+        (*scan).lookups += 1;
+        // Volatile, as above.
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*scan).last[1]), 0);
+        let r = bpf_find_vma(
+            bpf_get_current_task_btf(),
+            addr,
+            on_vma as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+        let [start, end, pgoff, flags, file] = (*scan).last;
+        if r != 0 || end == 0 {
+            // EBUSY: the map was locked for writing (nothing else fails
+            // on a live task but an unmapped address, ENOENT).
+            if r == -16 {
+                (*scan).flags |= u32::from(unwind_flag::MAPPINGS_BUSY);
+            }
+            return 0;
+        }
+        let slot = bound((*scan).next_seen as usize, RANGES - 1);
+        (*scan).seen[slot] = [start, end];
+        (*scan).next_seen = (*scan).next_seen.wrapping_add(1);
+        if flags & VM_EXEC == 0 || file == 0 {
+            return 0;
+        }
+        let k = (*scan).n_found as usize;
+        if k >= MAPPINGS_MAX {
+            (*scan).flags |= u32::from(unwind_flag::MAPPINGS_FULL);
+            return 0;
+        }
+        (*scan).found[bound(k, MAPPINGS_MAX - 1)] = [start, end, pgoff, file];
+        (*scan).n_found += 1;
+    }
+    0
+}
+
+/// `bpf_find_vma`'s callback: copies what [`consider`] keeps of the
+/// mapping, while the caller's memory map is locked.
+extern "C" fn on_vma(_task: *mut c_void, vma: *mut c_void, _ctx: *mut c_void) -> i64 {
+    let Some(scan) = SCAN.get_ptr_mut(0) else {
+        return 0;
+    };
+    let off = offsets();
+    let vma = vma as u64;
+    let at = |o: u32| read::<u64>(vma, o).unwrap_or(0);
+    // SAFETY: this CPU's scan slot, which consider() is waiting on.
+    unsafe {
+        (*scan).last = [
+            at(off.vma_start),
+            at(off.vma_end),
+            at(off.vma_pgoff),
+            at(off.vma_flags),
+            at(off.vma_file),
+        ];
+    }
+    0
+}
+
+/// Writes the mappings found after the stack copy: the table, then each
+/// file's path.
+///
+/// # Safety
+///
+/// As for [`record`]; `scan` is this CPU's [`SCAN`] slot.
+#[inline(always)]
+unsafe fn write_table(ev: *mut Event, scan: *mut Scan) {
+    // SAFETY: the record's slot and the scan's (the caller's contract).
+    unsafe {
+        let tail = core::ptr::addr_of_mut!((*ev).tail);
+        let used = usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used)));
+        let at = clamp((used + 7) & !7, MAPPINGS_TABLE_LIMIT);
+        let n = bound((*scan).n_found as usize, 15).min(MAPPINGS_MAX);
+        (*tail).used = (at + n * size_of::<MappingInfo>()) as u16;
+        for k in 0..MAPPINGS_MAX {
+            if k >= n {
+                break;
+            }
+            let slot = core::ptr::addr_of_mut!((*tail).bytes)
+                .cast::<u8>()
+                .add(at + k * size_of::<MappingInfo>())
+                .cast::<MappingInfo>();
+            describe_mapping(ev, slot, core::ptr::addr_of!((*scan).found[k]));
+        }
+        (*ev).maps_at = at as u16;
+        (*ev).maps_count = n as u8;
+        (*ev).unwind_flags |= unwind_flag::MAPPINGS | (*scan).flags as u8;
+    }
+}
+
+/// Fills one table entry from a found mapping: its range, offset and
+/// file. Read through the helper whatever the program's reads: a few
+/// mappings gain nothing from typed loads, and their walks cost the
+/// verifier less so. Returns the path's component count (a subprogram's
+/// result must be used; see names::walk).
+///
+/// # Safety
+///
+/// `ev` as for [`record`]; `slot` a [`MappingInfo`] inside its tail below
+/// the tail's `used` mark; `found` this CPU's scan entry.
+#[inline(never)]
+unsafe fn describe_mapping(ev: *mut Event, slot: *mut MappingInfo, found: *const [u64; 4]) -> u8 {
+    let off = offsets();
+    // SAFETY: as this function's contract says.
+    unsafe {
+        let [start, end, pgoff, file] = *found;
+        (*slot).start = start;
+        (*slot).end = end;
+        (*slot).pgoff = pgoff;
+        let inode = read::<u64>(file, off.file_f_inode).unwrap_or(0);
+        let sb = if inode != 0 {
+            read::<u64>(inode, off.inode_i_sb).unwrap_or(0)
+        } else {
+            0
+        };
+        let out = core::ptr::addr_of_mut!((*slot).path);
+        describe_path::<Helper, true>(
+            file,
+            inode,
+            sb,
+            out,
+            core::ptr::addr_of_mut!((*ev).status),
+            core::ptr::addr_of_mut!((*ev).tail),
+        );
+        core::ptr::read_volatile(core::ptr::addr_of!((*out).names.count))
+    }
+}
+
+// The copy's words are read at `copy_at + 8 * j`, both masked: the sum
+// must stay inside the tail.
+const _: () = assert!(UNWIND_START_MASK + UNWIND_BYTES <= copytrace_common::TAIL_BUF);
+const _: () = assert!(STACK_BYTES <= TAIL_START_MASK);
