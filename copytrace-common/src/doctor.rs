@@ -58,6 +58,9 @@ pub struct BackendCheck {
     /// Its exit programs record the mappings a stack points into (5.17+).
     #[serde(default)]
     pub stack_mappings: bool,
+    /// Why not, when it attached without them.
+    #[serde(default)]
+    pub stack_mappings_why_not: Option<String>,
 }
 
 impl BackendCheck {
@@ -140,6 +143,7 @@ mod tests {
                         note: None,
                         reads: None,
                         stack_mappings: false,
+                        stack_mappings_why_not: None,
                     },
                 ),
                 (
@@ -150,6 +154,7 @@ mod tests {
                         note: None,
                         reads: Some("typed kernel reads".into()),
                         stack_mappings: true,
+                        stack_mappings_why_not: None,
                     },
                 ),
             ]

@@ -6,7 +6,9 @@
 //!
 //! A record is a fixed head followed by a packed [`Tail`]: the user stack
 //! when one was taken, then the names of the source's, the destination's
-//! and the executable's paths, each walk starting where the last ended.
+//! and the executable's paths, each walk starting where the last ended;
+//! for a suspicious call, the copy of the caller's stack, and (5.17+) the
+//! [`MappingInfo`] table of the files it points into with their paths.
 //! The kernel sends the head and only the tail bytes in use
 //! ([`Event::record_len`]): a few hundred bytes for most calls, where
 //! fixed-size name areas would cost kilobytes of ring buffer per call.
@@ -66,10 +68,10 @@ pub const UNWIND_START_MASK: usize = 4095;
 /// Executable file mappings recorded for one stack copy (5.17+, see
 /// [`MappingInfo`]): a stack's return addresses fall in a handful (the
 /// executable, libc, the loader, an interpreter's modules).
-pub const MAPPINGS_MAX: usize = 4;
+pub const MAPPINGS_MAX: usize = 8;
 /// Mapping lookups (`bpf_find_vma`) for one stack copy: each word that
 /// may be an address and lies in no range already found costs one.
-pub const MAPPING_LOOKUPS: u32 = 32;
+pub const MAPPING_LOOKUPS: u32 = 64;
 /// The furthest into [`Tail::bytes`] the mapping table may start: just
 /// after the longest stack copy, aligned (the kernel clamps the start to
 /// it, which bounds the table's writes for the verifier).

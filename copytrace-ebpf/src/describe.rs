@@ -4,9 +4,8 @@
 
 use aya_ebpf::{bindings::BPF_F_USER_STACK, helpers::generated::bpf_get_stack, EbpfContext};
 use copytrace_common::{
-    bound, clamp, counter, name_flag, status, unwind_flag, Event, FileInfo, KernelOffsets,
-    PathInfo, Tail, MAPPINGS_NAMES_LIMIT, STACK_BYTES, TAIL_START_MASK, UNWIND_BYTES,
-    UNWIND_SKIPPED_BYTES,
+    bound, counter, name_flag, status, unwind_flag, Event, FileInfo, KernelOffsets, PathInfo, Tail,
+    STACK_BYTES, TAIL_START_MASK, UNWIND_BYTES, UNWIND_SKIPPED_BYTES,
 };
 
 use crate::counters::{add, COUNTERS};
@@ -234,9 +233,10 @@ fn mnt_ns_of_task<M: Memory>(task: u64, off: &KernelOffsets) -> Result<u32, Faul
     M::read(ns, off.mnt_ns_inum)
 }
 
-/// Where a file lives: (ino, dev, mount id, mount namespace), and its dentry.
+/// Where a file lives: (ino, dev, mount id, mount namespace), its dentry,
+/// and whether its mount is another filesystem's ([`name_flag::OTHER_FS`]).
 #[inline(always)]
-fn location<M: Memory>(
+pub fn location<M: Memory>(
     file: u64,
     inode: u64,
     sb: u64,
@@ -275,9 +275,7 @@ fn location<M: Memory>(
 }
 
 /// Fills `out` with where `file` lives: inode, device, mount, namespace,
-/// and the path, whose names go at the end of `tail` (`MAPPED`: a mapped
-/// file's, after the stack copy, whose start the verifier is shown below
-/// [`MAPPINGS_NAMES_LIMIT`] rather than below [`TAIL_START_MASK`]).
+/// and the path, whose names go at the end of `tail`.
 ///
 /// # Safety
 ///
@@ -286,7 +284,7 @@ fn location<M: Memory>(
 /// whole [`Tail`]: fields of the record being built, which nothing else may
 /// access during the call.
 #[inline(always)]
-pub unsafe fn describe_path<M: Memory, const MAPPED: bool>(
+unsafe fn describe_path<M: Memory>(
     file: u64,
     inode: u64,
     sb: u64,
@@ -325,12 +323,10 @@ pub unsafe fn describe_path<M: Memory, const MAPPED: bool>(
     // contract asks for, in a tail of TAIL_BUF; see walk() for why it
     // returns the count.
     unsafe {
-        let used = usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used)));
-        let start = if MAPPED {
-            clamp(used, MAPPINGS_NAMES_LIMIT)
-        } else {
-            bound(used, TAIL_START_MASK)
-        };
+        let start = bound(
+            usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used))),
+            TAIL_START_MASK,
+        );
         (*names).start = start as u16;
         (*names)._pad = [0; 2];
         let bytes = core::ptr::addr_of_mut!((*tail).bytes)
@@ -456,7 +452,7 @@ unsafe fn describe_file<M: Memory>(
     // SAFETY: `fi.path` is a `PathInfo` of the record, and `status` and
     // `tail` are as describe_path asks (this function's contract is its).
     unsafe {
-        describe_path::<M, false>(
+        describe_path::<M>(
             side.file,
             side.inode,
             side.sb,
@@ -494,5 +490,5 @@ unsafe fn exe<M: Memory>(task: u64, out: *mut PathInfo, status: *mut u8, tail: *
         }
     };
     // SAFETY: this function's contract is describe_path's.
-    unsafe { describe_path::<M, false>(file, inode, sb, out, status, tail) };
+    unsafe { describe_path::<M>(file, inode, sb, out, status, tail) };
 }

@@ -23,7 +23,9 @@
 //! - [`report`]: the ring buffer (`EVENTS`, `SCRATCH`) and the reader's
 //!   wake-up (`READER`); uses mappings, describe, kread, counters;
 //! - [`mappings`]: the files a stack copy points into (`SCAN`; 5.17+
-//!   programs only); uses describe, kread, globals;
+//!   programs only); uses mapping_table, kread, globals;
+//! - [`mapping_table`]: their table and paths after the copy; uses
+//!   describe, kread, globals;
 //! - [`describe`]: a reported call's full record; uses inflight, names,
 //!   task, user_stack, kread, globals, counters;
 //! - [`user_stack`]: the caller's registers and a copy of its stack
@@ -49,6 +51,7 @@ mod describe;
 mod globals;
 mod inflight;
 mod kread;
+mod mapping_table;
 mod mappings;
 mod names;
 mod report;

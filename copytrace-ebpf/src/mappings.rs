@@ -19,13 +19,13 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use copytrace_common::{
-    bound, clamp, unwind_flag, Event, MappingInfo, MAPPINGS_MAX, MAPPINGS_TABLE_LIMIT,
-    MAPPING_LOOKUPS, STACK_BYTES, TAIL_START_MASK, UNWIND_BYTES, UNWIND_START_MASK,
+    bound, unwind_flag, Event, MAPPINGS_MAX, MAPPING_LOOKUPS, STACK_BYTES, TAIL_START_MASK,
+    UNWIND_BYTES, UNWIND_START_MASK,
 };
 
-use crate::describe::describe_path;
 use crate::globals::offsets;
-use crate::kread::{read, Helper};
+use crate::kread::read;
+use crate::mapping_table::write_table;
 
 /// Ranges one scan remembers having looked up, code or not: a stack's
 /// words point mostly into itself, the heap and a few libraries.
@@ -38,6 +38,21 @@ const VM_EXEC: u64 = 0x4;
 /// The lowest address looked up: below it is `mmap_min_addr` (64 KiB at
 /// most by default), where nothing is mapped and small integers live.
 const LOWEST: u64 = 0x1_0000;
+
+/// The lowest address looked up for a caller whose executable's code
+/// starts at `code_start` (0: unknown): no lower than [`LOWEST`], and no
+/// lower than that code. The loader and the kernel place libraries, the
+/// heap and the stack above the executable, while a stack's integers
+/// (sizes, inode numbers, times in seconds, hashes) fall below a PIE
+/// executable's 0x55... and would each cost a lookup. A return address
+/// into code mapped below the executable (MAP_32BIT JITs) goes unplaced.
+fn lowest(code_start: u64) -> u64 {
+    if code_start > LOWEST {
+        code_start
+    } else {
+        LOWEST
+    }
+}
 
 /// Above every user address of x86-64 and arm64 (48 bits; 57-bit user
 /// space is opt-in per mapping and not placed here).
@@ -52,6 +67,10 @@ pub struct Scan {
     found: [[u64; 4]; MAPPINGS_MAX],
     /// What the last lookup's callback saw: start, end, pgoff, flags, file.
     last: [u64; 5],
+    /// The stack's own mapping, and the range the last word fell in:
+    /// checked before `seen`, they hold most of a stack's pointers.
+    stack: [u64; 2],
+    hot: [u64; 2],
     /// The next slot of `seen` to fill (round the ring once all are used).
     next_seen: u32,
     n_found: u32,
@@ -71,7 +90,14 @@ struct Words {
     ev: *mut Event,
     copy_at: u64,
     ips: u64,
+    /// Candidates in all.
+    n: u64,
+    /// The lowest address looked up (see [`lowest`]).
+    lowest: u64,
 }
+
+/// Candidates [`each_word`] looks at per call.
+const WORDS_PER_CALL: u64 = 4;
 
 /// Looks up the mappings of a whole stack copy's words and writes the
 /// table after the copy (nothing when the copy was not whole).
@@ -81,10 +107,20 @@ struct Words {
 /// `ev` must be valid for reads and writes of a whole [`Event`] (this
 /// CPU's record slot, described already), and nothing else may access it
 /// during the call.
-#[inline(always)]
-pub unsafe fn record(ev: *mut Event) {
+///
+/// A global function (not `static` in the object's BTF): the verifier
+/// checks it once, on its own, rather than once for every state the exit
+/// program reaches it in, which took 6.1 past its limits and minutes
+/// under emulation.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn copytrace_stack_mappings(ev: *mut Event) -> u32 {
+    // A global function's pointer argument may be null, to the verifier.
+    if ev.is_null() {
+        return 0;
+    }
     let Some(scan) = SCAN.get_ptr_mut(0) else {
-        return;
+        return 0;
     };
     // SAFETY: the record's slot (this function's contract) and this CPU's
     // scan slot, which nothing else uses while this program runs.
@@ -93,7 +129,7 @@ pub unsafe fn record(ev: *mut Event) {
             (*ev).unwind_len
         )));
         if len == 0 || (*ev).unwind_flags & unwind_flag::SKIPPED != 0 {
-            return;
+            return 0;
         }
         // Volatile: a zeroed array would become a memset call, a byte
         // loop the verifier walks byte by byte.
@@ -104,6 +140,8 @@ pub unsafe fn record(ev: *mut Event) {
         (*scan).n_found = 0;
         (*scan).lookups = 0;
         (*scan).flags = 0;
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*scan).hot), [0, 0]);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*scan).stack), [0, 0]);
         let ips = if (*ev).stack_bytes > 0 {
             (*ev).stack_bytes as u64 / 8
         } else {
@@ -113,48 +151,82 @@ pub unsafe fn record(ev: *mut Event) {
             ev,
             copy_at: u64::from((*ev).unwind_at),
             ips,
+            n: 0,
+            lowest: lowest((*ev).code_start),
         };
-        // The registers (instruction pointer, link register), the
-        // frame-pointer walk's addresses, then the copy's words.
-        let n = 2 + ips + len / 8;
+        // The stack pointer (its mapping first: most words of a stack that
+        // look like addresses point into the stack itself), the instruction
+        // pointer and link register, the frame-pointer walk's addresses,
+        // then the copy's words, a few per call (a callback call costs more
+        // than a word's checks).
+        let n = 3 + ips + len / 8;
+        words.n = n;
         bpf_loop(
-            n as u32,
+            n.div_ceil(WORDS_PER_CALL) as u32,
             each_word as *mut c_void,
             core::ptr::addr_of_mut!(words).cast(),
             0,
         );
-        write_table(ev, scan);
+        write_table(
+            ev,
+            core::ptr::addr_of!((*scan).found),
+            (*scan).n_found,
+            (*scan).flags,
+        );
+        u32::from((*ev).maps_count)
     }
 }
 
-/// `bpf_loop`'s callback: looks up the `i`th candidate address (see
-/// [`record`]); returns 1 to stop the loop.
+/// `bpf_loop`'s callback: looks up candidates `WORDS_PER_CALL * i` on
+/// (see [`copytrace_stack_mappings`]); returns 1 to stop the loop.
 extern "C" fn each_word(i: u32, ctx: *mut c_void) -> i64 {
     let Some(scan) = SCAN.get_ptr_mut(0) else {
         return 1;
     };
-    // SAFETY: `ctx` is record()'s `Words`, on its stack, and its `ev` the
-    // record's slot; reads only, masked inside the tail.
-    let addr = unsafe {
+    for j in 0..WORDS_PER_CALL {
+        let k = u64::from(i) * WORDS_PER_CALL + j;
+        // SAFETY: `ctx` is copytrace_stack_mappings()'s `Words`, on its stack.
+        if k >= unsafe { (*ctx.cast::<Words>()).n } {
+            return 1;
+        }
+        // SAFETY: as above; `scan` is this CPU's slot.
+        unsafe {
+            let lowest = (*ctx.cast::<Words>()).lowest;
+            if consider(scan, candidate(ctx, k), lowest) != 0 {
+                return 1;
+            }
+            if k == 0 {
+                (*scan).stack = (*scan).hot;
+            }
+        }
+    }
+    0
+}
+
+/// The `i`th candidate address (see [`copytrace_stack_mappings`]).
+#[inline(always)]
+fn candidate(ctx: *mut c_void, i: u64) -> u64 {
+    // SAFETY: `ctx` is copytrace_stack_mappings()'s `Words`, on its stack,
+    // and its `ev` the record's slot; reads only, masked inside the tail.
+    unsafe {
         let w = &*ctx.cast::<Words>();
         let ev = w.ev;
-        let i = u64::from(i);
         let tail = core::ptr::addr_of!((*ev).tail.bytes).cast::<u8>();
         if i == 0 {
-            (*ev).user_regs[0]
+            (*ev).user_regs[1]
         } else if i == 1 {
+            (*ev).user_regs[0]
+        } else if i == 2 {
             (*ev).user_regs[3]
-        } else if i - 2 < w.ips {
-            let at = bound(((i - 2) * 8) as usize, STACK_BYTES - 1);
+        } else if i - 3 < w.ips {
+            let at = bound(((i - 3) * 8) as usize, STACK_BYTES - 1);
             core::ptr::read_unaligned(tail.add(at).cast::<u64>())
         } else {
             let at = bound(w.copy_at as usize, UNWIND_START_MASK)
-                + bound(((i - 2 - w.ips) * 8) as usize, UNWIND_BYTES - 1);
+                + bound(((i - 3 - w.ips) * 8) as usize, UNWIND_BYTES - 1);
             core::ptr::read_unaligned(tail.add(at).cast::<u64>())
         }
-    };
-    // SAFETY: this CPU's scan slot.
-    unsafe { consider(scan, addr) }
+    }
 }
 
 /// Looks `addr` up unless it cannot be user code or lies in a range seen
@@ -164,15 +236,25 @@ extern "C" fn each_word(i: u32, ctx: *mut c_void) -> i64 {
 ///
 /// `scan` must be this CPU's [`SCAN`] slot.
 #[inline(always)]
-unsafe fn consider(scan: *mut Scan, addr: u64) -> i64 {
-    if !(LOWEST..HIGHEST).contains(&addr) {
+unsafe fn consider(scan: *mut Scan, addr: u64, lowest: u64) -> i64 {
+    if !(lowest..HIGHEST).contains(&addr) {
         return 0;
     }
     // SAFETY: this CPU's scan slot (this function's contract).
     unsafe {
+        let [lo, hi] = (*scan).stack;
+        if lo <= addr && addr < hi {
+            return 0;
+        }
+        let [lo, hi] = (*scan).hot;
+        if lo <= addr && addr < hi {
+            return 0;
+        }
         // Unused slots are [0, 0), which holds nothing.
         for k in 0..RANGES {
-            if (*scan).seen[k][0] <= addr && addr < (*scan).seen[k][1] {
+            let [lo, hi] = (*scan).seen[k];
+            if lo <= addr && addr < hi {
+                (*scan).hot = [lo, hi];
                 return 0;
             }
         }
@@ -201,6 +283,7 @@ unsafe fn consider(scan: *mut Scan, addr: u64) -> i64 {
         }
         let slot = bound((*scan).next_seen as usize, RANGES - 1);
         (*scan).seen[slot] = [start, end];
+        (*scan).hot = [start, end];
         (*scan).next_seen = (*scan).next_seen.wrapping_add(1);
         if flags & VM_EXEC == 0 || file == 0 {
             return 0;
@@ -236,75 +319,6 @@ extern "C" fn on_vma(_task: *mut c_void, vma: *mut c_void, _ctx: *mut c_void) ->
         ];
     }
     0
-}
-
-/// Writes the mappings found after the stack copy: the table, then each
-/// file's path.
-///
-/// # Safety
-///
-/// As for [`record`]; `scan` is this CPU's [`SCAN`] slot.
-#[inline(always)]
-unsafe fn write_table(ev: *mut Event, scan: *mut Scan) {
-    // SAFETY: the record's slot and the scan's (the caller's contract).
-    unsafe {
-        let tail = core::ptr::addr_of_mut!((*ev).tail);
-        let used = usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used)));
-        let at = clamp((used + 7) & !7, MAPPINGS_TABLE_LIMIT);
-        let n = bound((*scan).n_found as usize, 15).min(MAPPINGS_MAX);
-        (*tail).used = (at + n * size_of::<MappingInfo>()) as u16;
-        for k in 0..MAPPINGS_MAX {
-            if k >= n {
-                break;
-            }
-            let slot = core::ptr::addr_of_mut!((*tail).bytes)
-                .cast::<u8>()
-                .add(at + k * size_of::<MappingInfo>())
-                .cast::<MappingInfo>();
-            describe_mapping(ev, slot, core::ptr::addr_of!((*scan).found[k]));
-        }
-        (*ev).maps_at = at as u16;
-        (*ev).maps_count = n as u8;
-        (*ev).unwind_flags |= unwind_flag::MAPPINGS | (*scan).flags as u8;
-    }
-}
-
-/// Fills one table entry from a found mapping: its range, offset and
-/// file. Read through the helper whatever the program's reads: a few
-/// mappings gain nothing from typed loads, and their walks cost the
-/// verifier less so. Returns the path's component count (a subprogram's
-/// result must be used; see names::walk).
-///
-/// # Safety
-///
-/// `ev` as for [`record`]; `slot` a [`MappingInfo`] inside its tail below
-/// the tail's `used` mark; `found` this CPU's scan entry.
-#[inline(never)]
-unsafe fn describe_mapping(ev: *mut Event, slot: *mut MappingInfo, found: *const [u64; 4]) -> u8 {
-    let off = offsets();
-    // SAFETY: as this function's contract says.
-    unsafe {
-        let [start, end, pgoff, file] = *found;
-        (*slot).start = start;
-        (*slot).end = end;
-        (*slot).pgoff = pgoff;
-        let inode = read::<u64>(file, off.file_f_inode).unwrap_or(0);
-        let sb = if inode != 0 {
-            read::<u64>(inode, off.inode_i_sb).unwrap_or(0)
-        } else {
-            0
-        };
-        let out = core::ptr::addr_of_mut!((*slot).path);
-        describe_path::<Helper, true>(
-            file,
-            inode,
-            sb,
-            out,
-            core::ptr::addr_of_mut!((*ev).status),
-            core::ptr::addr_of_mut!((*ev).tail),
-        );
-        core::ptr::read_volatile(core::ptr::addr_of!((*out).names.count))
-    }
 }
 
 // The copy's words are read at `copy_at + 8 * j`, both masked: the sum

@@ -77,7 +77,7 @@ pub fn report<C: EbpfContext, M: Memory, const MAPPINGS: bool>(
     unsafe { describe::<C, M>(ctx, call, off, ev) };
     if MAPPINGS {
         // SAFETY: as above; the record is described.
-        unsafe { mappings::record(ev) };
+        unsafe { mappings::copytrace_stack_mappings(ev) };
     }
     // SAFETY: the slot is fully written and stays this CPU's.
     let len = unsafe { (*ev).record_len() };

@@ -8,8 +8,10 @@
 //! The programs are ones nobody here wrote (Debian's cp and python3, Go's
 //! io.Copy, Rust's std::fs::copy) and a C program built with and without
 //! frame pointers, whose libc wrapper hides its caller from a
-//! frame-pointer walk. Each stays alive a moment after its call, so that
-//! the daemon can read its memory map.
+//! frame-pointer walk. Where the kernel has `bpf_find_vma` (5.17+), the
+//! frames must have been placed with the mappings the kernel recorded at
+//! the call; elsewhere with `/proc/PID/maps`, which is why each program
+//! stays alive a moment after its call.
 
 mod support;
 
@@ -110,6 +112,16 @@ fn copytrace_frames(dir: &Path, args: &[&str]) -> (Vec<u64>, Value) {
         .find(|c| c["stack"].is_object())
         .unwrap_or_else(|| panic!("no call with a stack: {:#?}", t.calls))
         .clone();
+    // Where the kernel can record the stack's mappings, the frames are
+    // placed with them, not with /proc/PID/maps (the kernel's own symbol
+    // table says whether it has the helper).
+    if kernel_has_find_vma() {
+        assert_eq!(
+            call["stack"]["mappings"], "kernel",
+            "the frames were not placed with the kernel's mappings: {:#}",
+            call["stack"]
+        );
+    }
     let frames = call["stack"]["frames"]
         .as_array()
         .map(|fs| {
@@ -121,6 +133,14 @@ fn copytrace_frames(dir: &Path, args: &[&str]) -> (Vec<u64>, Value) {
         })
         .unwrap_or_default();
     (frames, call)
+}
+
+/// Whether the running kernel has `bpf_find_vma` (5.17+), from its symbol table.
+fn kernel_has_find_vma() -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .expect("read /proc/kallsyms")
+        .lines()
+        .any(|l| l.ends_with(" bpf_find_vma"))
 }
 
 /// Asserts copytrace's frames begin with gdb's, up to `main`.

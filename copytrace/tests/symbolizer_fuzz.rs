@@ -208,6 +208,7 @@ fn corrupted_elf_and_dwarf_cost_at_most_their_own_stack() {
             let request = Request {
                 frames,
                 maps_known: rng.below(2) == 0,
+                mappings_from: None,
                 leaf_return: None,
                 unwind,
                 copy_skipped: false,

@@ -9,6 +9,7 @@ use aya::{
 use copytrace_common::{KernelOffsets, KernelTypes, ProbeConfig, ReportPolicy, SizeTruth};
 
 use super::btf::{self, Btf, BtfError};
+use super::stack_mappings::{Exits, StackMappings};
 use super::{
     kfunc, offsets, syscall_wrapper, tracefs, KernelReads, LoadError, Probes, VFS_FUNCTION,
 };
@@ -234,32 +235,6 @@ fn attach_thread_exit(ebpf: &mut Ebpf, backend: Backend) -> Result<(), LoadError
     Ok(())
 }
 
-/// Which syscall exit programs to load: those that record the mappings a
-/// stack points into, where the kernel can find them (`bpf_find_vma` and
-/// `bpf_loop`, 5.17+) and stacks are on; the object's others otherwise
-/// (older verifiers refuse the callbacks even in code that never runs).
-#[derive(Clone, Copy)]
-struct Exits {
-    tracepoint: &'static str,
-    wrapper: &'static str,
-}
-
-impl Exits {
-    fn new(mappings: bool) -> Self {
-        if mappings {
-            Self {
-                tracepoint: "cfr_sys_exit_mappings",
-                wrapper: "cfr_wrapper_exit_mappings",
-            }
-        } else {
-            Self {
-                tracepoint: "cfr_sys_exit",
-                wrapper: "cfr_wrapper_exit",
-            }
-        }
-    }
-}
-
 /// Loads and attaches the two syscall tracepoint programs.
 fn attach_syscall_tracepoints(
     ebpf: &mut Ebpf,
@@ -372,7 +347,22 @@ fn attach_tracepoints(
 
 /// An attached back-end: its object, how it reads the kernel, a note when
 /// part of it fell back, and whether it records the stack's mappings.
-type Attached = (Ebpf, KernelReads, Option<String>, bool);
+type Attached = (Ebpf, KernelReads, Option<String>, StackMappings);
+
+/// Logs a refused load that is tried again another way: `what` failed,
+/// so `then`. The info line keeps the journal readable; the whole verifier
+/// log, which says which load was refused, is for --log-level debug.
+/// Returns the log's end (where it stopped, and its counts), short enough
+/// for `copytrace doctor`.
+fn log_refusal(backend: Backend, e: &LoadError, what: &str, then: &str) -> String {
+    let chain = crate::error_chain(e);
+    let b = backend.as_str();
+    log::debug!("{b} back-end: the refusal of {what} in full: {chain}");
+    let first = chain.lines().next().unwrap_or_default();
+    log::info!("{b} back-end: {then} ({first})");
+    let lines: Vec<&str> = chain.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(4)..].join(" | ")
+}
 
 /// Loads and attaches one back-end, with typed loads where the kernel has
 /// them, and once more reading through the helper if the verifier refuses
@@ -385,7 +375,8 @@ fn attach(
     opts: &LoadOptions,
     btf: &Btf,
 ) -> Result<Attached, LoadError> {
-    let mappings = opts.stacks && offsets::mappings_supported(btf);
+    let support = StackMappings::asked(opts.stacks, btf);
+    let mappings = support == StackMappings::Recorded;
     let once = |image: Image<'_>, mappings: bool| {
         let exits = Exits::new(mappings);
         match backend {
@@ -399,14 +390,15 @@ fn attach(
     // call's count uses: a refused exit program with mappings is tried
     // again without them before typed reads are given up.
     let with_or_without = |image: Image<'_>| match once(image, mappings) {
-        Ok((ebpf, note)) => Ok((ebpf, note, mappings)),
+        Ok((ebpf, note)) => Ok((ebpf, note, support.clone())),
         Err(e @ LoadError::Program { .. }) if mappings => {
-            log::info!(
-                "{} back-end: the stack's mappings cannot be recorded in the kernel, frames are placed with /proc/PID/maps ({})",
-                backend.as_str(),
-                crate::error_chain(&e).lines().next().unwrap_or_default()
+            let why = log_refusal(
+                backend,
+                &e,
+                "the exit with mappings",
+                "the stack's mappings cannot be recorded in the kernel, frames are placed with /proc/PID/maps",
             );
-            once(image, false).map(|(ebpf, note)| (ebpf, note, false))
+            once(image, false).map(|(ebpf, note)| (ebpf, note, StackMappings::Refused(why)))
         }
         Err(e) => Err(e),
     };
@@ -422,17 +414,11 @@ fn attach(
     match with_or_without(typed) {
         Ok((ebpf, note, m)) => Ok((ebpf, KernelReads::Typed, note, m)),
         Err(e @ LoadError::Program { .. }) => {
-            // The info line keeps the journal readable; the whole verifier
-            // log, which says which load was refused, is for --log-level debug.
-            log::debug!(
-                "{} back-end: the typed programs' refusal in full: {}",
-                backend.as_str(),
-                crate::error_chain(&e)
-            );
-            log::info!(
-                "{} back-end: typed loads refused, reading through bpf_probe_read_kernel instead ({})",
-                backend.as_str(),
-                crate::error_chain(&e).lines().next().unwrap_or_default()
+            log_refusal(
+                backend,
+                &e,
+                "the typed programs",
+                "typed loads refused, reading through bpf_probe_read_kernel instead",
             );
             with_or_without(helper_image).map(helper)
         }

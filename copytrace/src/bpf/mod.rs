@@ -12,10 +12,12 @@ pub mod offsets;
 pub mod privileges;
 mod report_all;
 pub mod ringbuf;
+mod stack_mappings;
 pub mod tracefs;
 
 pub use self::load::{load, LoadOptions};
 pub use self::report_all::{ReportAll, ReportAllHold};
+pub use self::stack_mappings::StackMappings;
 
 use aya::{
     maps::{MapData, RingBuf},
@@ -124,7 +126,7 @@ pub struct Probes {
     pub(crate) backend: Backend,
     pub(crate) reads: KernelReads,
     pub(crate) fallback: Option<String>,
-    pub(crate) stack_mappings: bool,
+    pub(crate) stack_mappings: StackMappings,
 }
 
 impl Probes {
@@ -140,8 +142,8 @@ impl Probes {
 
     /// Whether its exit programs record the mappings a stack points into
     /// (5.17+), which name frames where `/proc/PID/maps` is closed.
-    pub fn records_stack_mappings(&self) -> bool {
-        self.stack_mappings
+    pub fn stack_mappings(&self) -> &StackMappings {
+        &self.stack_mappings
     }
 
     /// Why the fentry back-end was not used (or only in part), when it fell back.

@@ -112,10 +112,10 @@ pub fn checks() -> Report {
                     .as_deref()
                     .map(|n| format!(" ({n})"))
                     .unwrap_or_default();
-                let mappings = if p.records_stack_mappings() {
-                    ", stack mappings recorded in the kernel"
-                } else {
-                    ""
+                let why_not = p.stack_mappings().why_not().map(str::to_string);
+                let mappings = match &why_not {
+                    None => ", stack mappings recorded in the kernel".to_string(),
+                    Some(why) => format!(", stack mappings not recorded in the kernel ({why})"),
                 };
                 out.push(check(
                     Status::Ok,
@@ -130,7 +130,8 @@ pub fn checks() -> Report {
                     why: None,
                     note,
                     reads: Some(p.kernel_reads().as_str().into()),
-                    stack_mappings: p.records_stack_mappings(),
+                    stack_mappings: why_not.is_none(),
+                    stack_mappings_why_not: why_not,
                 }
             }
             Err(e) => {
@@ -145,6 +146,7 @@ pub fn checks() -> Report {
                     note: None,
                     reads: None,
                     stack_mappings: false,
+                    stack_mappings_why_not: None,
                 }
             }
         };

@@ -97,6 +97,25 @@ pub struct Stack {
     pub cut: Option<String>,
     /// How the frames were found and what that means.
     pub note: String,
+    /// Where the caller's mappings that placed the frames came from
+    /// (absent: only the executable's code range was known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mappings: Option<MappingsFrom>,
+}
+
+/// Where the mappings that place a stack's frames in files came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MappingsFrom {
+    /// The kernel, at the call (`bpf_find_vma`, 5.17+): every address
+    /// the stack holds was looked up.
+    Kernel,
+    /// `/proc/PID/maps`, read when the daemon saw the call.
+    ProcMaps,
+    /// The kernel, but not every address was looked up (its lookups or
+    /// table ran out) and the memory map was closed: a frame outside them
+    /// goes unnamed rather than ending the chain.
+    KernelPartial,
 }
 
 /// What a stack found by frame pointers says about its frames.
@@ -166,6 +185,7 @@ impl Stack {
                 .collect(),
             cut: self.cut.map(clip_text),
             note: clip_text(self.note),
+            mappings: self.mappings,
         }
     }
 
@@ -179,6 +199,7 @@ impl Stack {
                 .collect(),
             cut: Some(clip_text(format!("stack not available: {why}"))),
             note: NOTE.into(),
+            mappings: None,
         }
     }
 }
@@ -274,15 +295,21 @@ impl Stacks {
                 frames: Vec::new(),
                 cut: Some(format!("the kernel captured no stack (error {e})")),
                 note: NOTE.into(),
+                mappings: None,
             });
         }
         let addrs: Vec<u64> = raw.addrs.iter().copied().take(STACK_DEPTH).collect();
-        let maps = match kernel_maps {
-            Some(k) if k.whole && !k.maps.is_empty() => Some(k.maps.into()),
-            k => self
-                .maps
-                .get_or_read(pid, || maps_of(pid).map(Into::into))
-                .or_else(|| k.filter(|k| !k.maps.is_empty()).map(|k| k.maps.into())),
+        let (maps, from): (Maps, _) = match kernel_maps {
+            Some(k) if k.whole && !k.maps.is_empty() => {
+                (Some(k.maps.into()), Some(MappingsFrom::Kernel))
+            }
+            k => match self.maps.get_or_read(pid, || maps_of(pid).map(Into::into)) {
+                Some(m) => (Some(m), Some(MappingsFrom::ProcMaps)),
+                None => match k.filter(|k| !k.maps.is_empty()) {
+                    Some(k) => (Some(k.maps.into()), Some(MappingsFrom::KernelPartial)),
+                    None => (None, None),
+                },
+            },
         };
         let place = match &maps {
             Some(maps) => Placer::Maps(maps),
@@ -331,7 +358,8 @@ impl Stacks {
         };
         let req = Request {
             frames,
-            maps_known: maps.is_some(),
+            maps_known: matches!(from, Some(MappingsFrom::Kernel | MappingsFrom::ProcMaps)),
+            mappings_from: from,
             leaf_return,
             unwind,
             copy_skipped: raw.unwind.as_ref().is_some_and(|u| u.skipped),

@@ -50,10 +50,13 @@ fn doctor_report() -> Result<doctor::Report, String> {
 fn backend_check(report: &Result<doctor::Report, String>, backend: &str) -> Result<String, String> {
     let report = report.as_ref().map_err(Clone::clone)?;
     let check = report.backend(backend);
-    let mappings = if check.is_some_and(|c| c.stack_mappings) {
-        ", stack mappings in the kernel"
-    } else {
-        ""
+    let mappings = match check {
+        Some(c) if c.stack_mappings => ", stack mappings in the kernel".to_string(),
+        Some(c) => match &c.stack_mappings_why_not {
+            Some(why) => format!(", no stack mappings: {why}"),
+            None => String::new(),
+        },
+        None => String::new(),
     };
     match check.map(doctor::BackendCheck::attached) {
         Some(Ok(reads)) => Ok(format!("{reads}{mappings}")),

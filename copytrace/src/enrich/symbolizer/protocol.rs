@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::enrich::stack::Stack;
+use crate::enrich::stack::{MappingsFrom, Stack};
 
 /// The longest request the symbolizer reads: the frames, a stack copy
 /// (base64) and the caller's executable mappings.
@@ -98,6 +98,7 @@ pub struct UnwindInput {
 pub struct RequestKey {
     frames: Vec<FrameAt>,
     maps_known: bool,
+    mappings_from: Option<MappingsFrom>,
     leaf_return: Option<FrameAt>,
     unwind: Option<UnwindKey>,
     copy_skipped: bool,
@@ -115,6 +116,9 @@ pub struct Request {
     /// Whether the caller's whole memory map was known: an address outside
     /// it then ends the frame-pointer chain rather than just going unnamed.
     pub maps_known: bool,
+    /// Where the mappings that placed the frames came from.
+    #[serde(default)]
+    pub mappings_from: Option<MappingsFrom>,
     /// The return address a leaf syscall wrapper left for its caller (at
     /// the stack pointer on x86-64, in the link register on arm64), placed
     /// when it lies in a file: the caller a frame-pointer walk skips. Used
@@ -137,6 +141,7 @@ impl Request {
         RequestKey {
             frames: self.frames.clone(),
             maps_known: self.maps_known,
+            mappings_from: self.mappings_from,
             leaf_return: self.leaf_return.clone(),
             unwind: self
                 .unwind

@@ -337,6 +337,7 @@ fn stack(namer: &mut Namer, req: &Request) -> Stack {
         frames: Vec::new(),
         cut: None,
         note: note.into(),
+        mappings: req.mappings_from,
     };
     for (i, f) in frames.iter().enumerate() {
         let Some(placed) = &f.placed else {

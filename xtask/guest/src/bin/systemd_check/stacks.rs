@@ -12,7 +12,8 @@ use crate::tail_watch::calls_during;
 
 /// Debian's python3, run as `nobody`, copies /proc/self/status with
 /// `os.copy_file_range` (a silent zero copy): the tail's stack names
-/// libc's wrapper in libc and python3's own frames above it.
+/// libc's wrapper in libc and python3's own frames above it, placed with
+/// the mappings the kernel recorded.
 pub fn python_stack_named() -> bool {
     let script = "import os\na = os.open('/proc/self/status', os.O_RDONLY)\nb = os.open('/tmp/ct-stack-out', os.O_WRONLY | os.O_CREAT)\nos.copy_file_range(a, b, 4096)\n";
     let (calls, note) = calls_during(|| {
@@ -40,6 +41,7 @@ pub fn python_stack_named() -> bool {
     let libc_named = frames
         .first()
         .is_some_and(|(f, m, _)| f == "copy_file_range" && m.ends_with("libc.so.6"));
+    let from_kernel = call.is_some_and(|c| c["stack"]["mappings"] == "kernel");
     let python_named = frames
         .iter()
         .skip(1)
@@ -50,9 +52,11 @@ pub fn python_stack_named() -> bool {
         .collect();
     check(
         "under the unit, a python3 call's stack names libc's wrapper and python3's frames",
-        libc_named && python_named,
+        libc_named && python_named && from_kernel,
         &format!(
-            "{note}; frames: {}; cut: {}",
+            "{note}; mappings from {}; frames: {}; cut: {}",
+            call.map(|c| c["stack"]["mappings"].to_string())
+                .unwrap_or_default(),
             shown.join(" <- "),
             call.map(|c| c["stack"]["cut"].to_string())
                 .unwrap_or_else(|| "no python3 call".into())
