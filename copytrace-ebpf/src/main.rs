@@ -20,12 +20,14 @@
 //! - [`call`]: entry, exit and the exact counts (`COUNTS`, `LATENCY`,
 //!   `SETTINGS`, `SIZE_TRUTH`); uses report, describe, inflight, task,
 //!   kread, globals, counters;
-//! - [`report`]: the ring buffer (`EVENTS`, `SCRATCH`) and the reader's
-//!   wake-up (`READER`); uses mappings, describe, kread, counters;
+//! - [`report`]: the ring buffer (`EVENTS`) and the reader's wake-up
+//!   (`READER`); uses mappings, describe, record_slot, kread, counters;
 //! - [`mappings`]: the files a stack copy points into (`SCAN`; 5.17+
-//!   programs only); uses mapping_table, kread, globals;
-//! - [`mapping_table`]: their table and paths after the copy; uses
-//!   describe, kread, globals;
+//!   programs only); uses mapping_table, record_slot, kread, globals;
+//! - [`mapping_table`]: their table and paths after the copy (`TABLE`);
+//!   uses describe, record_slot, kread, globals;
+//! - [`record_slot`]: the per-CPU slot a reported call's record is built
+//!   in (`SCRATCH`); uses nothing of the crate;
 //! - [`describe`]: a reported call's full record; uses inflight, names,
 //!   task, user_stack, kread, globals, counters;
 //! - [`user_stack`]: the caller's registers and a copy of its stack
@@ -54,6 +56,7 @@ mod kread;
 mod mapping_table;
 mod mappings;
 mod names;
+mod record_slot;
 mod report;
 mod task;
 mod user_stack;

@@ -1,107 +1,144 @@
 //! The table of a stack copy's mappings (see [`crate::mappings`]): each
 //! executable file mapping found, with its range, offset and file, then
-//! the file's path, written after the copy. Every loop here is a
-//! `bpf_loop` callback, verified once: the paths' walks unrolled took 6.1
-//! past its million-instruction limit.
+//! the file's path, written after the copy.
+//!
+//! Every loop here is a `bpf_loop` callback, verified once (the paths'
+//! walks unrolled took 6.1 past its million-instruction limit), and takes
+//! no context: its state lives in this CPU's [`TABLE`] slot and the record
+//! in its own, so that the frames stay small (6.1 caps the exit program's,
+//! the mapping function's and the callbacks' stacks at 512 bytes in all).
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel_str};
+use aya_ebpf::{
+    helpers::generated::{bpf_loop, bpf_probe_read_kernel_str},
+    macros::map,
+    maps::PerCpuArray,
+};
 use copytrace_common::{
-    bound, clamp, name_flag, unwind_flag, Event, MappingInfo, NameSpan, MAPPINGS_MAX,
-    MAPPINGS_NAMES_LIMIT, MAPPINGS_TABLE_LIMIT, NAME_AREA, NAME_READ, PATH_DEPTH,
+    bound, clamp, name_flag, unwind_flag, Event, MappingInfo, MAPPINGS_MAX, MAPPINGS_NAMES_LIMIT,
+    MAPPINGS_TABLE_LIMIT, NAME_AREA, NAME_READ, PATH_DEPTH,
 };
 
 use crate::describe::location;
 use crate::globals::offsets;
 use crate::kread::{read, Helper};
+use crate::record_slot;
 
-/// Writes the `n` mappings `found` (start, end, pgoff, file) after the
-/// stack copy: the table, then each file's path; `flags` are the scan's
-/// [`unwind_flag`] bits.
-///
-/// # Safety
-///
-/// `ev` must be valid for reads and writes of a whole [`Event`] (this
-/// CPU's record slot), `found` for reads of its array (this CPU's scan
-/// slot), and nothing else may access either during the call.
+/// The mappings found for one stack and the table's writing in progress.
+#[repr(C)]
+pub struct Table {
+    /// Executable file mappings found: start, end, pgoff, file.
+    found: [[u64; 4]; MAPPINGS_MAX],
+    n_found: u64,
+    /// Where the table starts in the tail.
+    at: u64,
+    /// The entry being written, where its path's names start in the tail,
+    /// and the dentry whose name comes next.
+    entry: u64,
+    names_at: u64,
+    dentry: u64,
+    /// Non-zero once the path's walk reached its filesystem's root.
+    done: u64,
+}
+
+/// This CPU's table (see [`Table`]).
+#[map]
+static TABLE: PerCpuArray<Table> = PerCpuArray::with_max_entries(1, 0);
+
+/// Forgets the last stack's mappings.
 #[inline(always)]
-pub unsafe fn write_table(
-    ev: *mut Event,
-    found: *const [[u64; 4]; MAPPINGS_MAX],
-    n: u32,
-    flags: u32,
-) {
-    // SAFETY: the record's slot and the scan's (the caller's contract).
+pub fn clear() {
+    if let Some(t) = TABLE.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        unsafe { (*t).n_found = 0 };
+    }
+}
+
+/// Keeps one mapping found (start, end, pgoff, file); false when the
+/// table is full.
+#[inline(always)]
+pub fn add(mapping: [u64; 4]) -> bool {
+    let Some(t) = TABLE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot.
+    unsafe {
+        let k = (*t).n_found as usize;
+        if k >= MAPPINGS_MAX {
+            return false;
+        }
+        (*t).found[bound(k, MAPPINGS_MAX - 1)] = mapping;
+        (*t).n_found += 1;
+    }
+    true
+}
+
+/// Writes the mappings kept after the record's stack copy: the table, then
+/// each file's path; `flags` are the scan's [`unwind_flag`] bits. Returns
+/// the table's entries.
+#[inline(always)]
+pub fn write(flags: u32) -> u32 {
+    let (Some(ev), Some(t)) = (record_slot::record(), TABLE.get_ptr_mut(0)) else {
+        return 0;
+    };
+    // SAFETY: this CPU's record and table slots, which nothing else uses
+    // while this program runs.
     unsafe {
         let tail = core::ptr::addr_of_mut!((*ev).tail);
         let used = usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used)));
         let at = clamp((used + 7) & !7, MAPPINGS_TABLE_LIMIT);
-        let n = bound(n as usize, 15).min(MAPPINGS_MAX);
+        let n = bound((*t).n_found as usize, 15).min(MAPPINGS_MAX);
         (*tail).used = (at + n * size_of::<MappingInfo>()) as u16;
-        let mut table = Table {
-            ev,
-            found,
-            at: at as u64,
-        };
-        // A loop the verifier checks once, not once per entry: a path
-        // walk is costly to verify (8 unrolled took 6.1 past its limit).
+        (*t).at = at as u64;
         bpf_loop(
             n as u32,
             each_mapping as *mut c_void,
-            core::ptr::addr_of_mut!(table).cast(),
+            core::ptr::null_mut(),
             0,
         );
         (*ev).maps_at = at as u16;
         (*ev).maps_count = n as u8;
         (*ev).unwind_flags |= unwind_flag::MAPPINGS | flags as u8;
+        n as u32
     }
 }
 
-/// What [`each_mapping`] needs: the record, the mappings found, and
-/// where the table starts.
-#[repr(C)]
-struct Table {
-    ev: *mut Event,
-    found: *const [[u64; 4]; MAPPINGS_MAX],
-    at: u64,
-}
-
-/// `bpf_loop`'s callback: fills table entry `k`.
-extern "C" fn each_mapping(k: u32, ctx: *mut c_void) -> i64 {
-    let k = bound(k as usize, MAPPINGS_MAX - 1);
-    // SAFETY: `ctx` is write_table()'s `Table`, on its stack, its `ev` the
-    // record's slot; the entry lies below the tail's `used` mark, which
-    // write_table() moved past the table.
-    unsafe {
-        let t = &*ctx.cast::<Table>();
-        let ev = t.ev;
-        let slot = core::ptr::addr_of_mut!((*ev).tail.bytes)
-            .cast::<u8>()
-            .add(clamp(t.at as usize, MAPPINGS_TABLE_LIMIT) + k * size_of::<MappingInfo>())
-            .cast::<MappingInfo>();
-        describe_mapping(ev, slot, core::ptr::addr_of!((*t.found)[k]));
-    }
-    0
-}
-
-/// Fills one table entry from a found mapping: its range, offset and
-/// file. Read through the helper whatever the program's reads: a few
-/// mappings gain nothing from typed loads, and their walks cost the
-/// verifier less so. Inlined into its callback: one frame less keeps 6.1's
-/// combined stack of the exit program, this module's global function and
-/// both callbacks under 512 bytes. Returns the path's component count.
+/// Table entry `k` inside the record's tail.
 ///
 /// # Safety
 ///
-/// `ev` as for [`write_table`]; `slot` a [`MappingInfo`] inside its tail
-/// below the tail's `used` mark; `found` one of the mappings found.
+/// `ev` and `t` are this CPU's record and table slots.
 #[inline(always)]
-unsafe fn describe_mapping(ev: *mut Event, slot: *mut MappingInfo, found: *const [u64; 4]) -> u8 {
-    let off = offsets();
-    // SAFETY: as this function's contract says.
+unsafe fn entry(ev: *mut Event, t: *mut Table, k: usize) -> *mut MappingInfo {
+    // SAFETY: the clamp and the mask keep the entry inside the tail
+    // (TAIL_BUF is past MAPPINGS_NAMES_LIMIT, itself past a full table).
     unsafe {
-        let [start, end, pgoff, file] = *found;
+        core::ptr::addr_of_mut!((*ev).tail.bytes)
+            .cast::<u8>()
+            .add(
+                clamp((*t).at as usize, MAPPINGS_TABLE_LIMIT)
+                    + bound(k, MAPPINGS_MAX - 1) * size_of::<MappingInfo>(),
+            )
+            .cast::<MappingInfo>()
+    }
+}
+
+/// `bpf_loop`'s callback: fills table entry `k` from the `k`th mapping
+/// found: its range, offset and file, then the file's path. Read through
+/// the helper whatever the program's reads: a few mappings gain nothing
+/// from typed loads.
+extern "C" fn each_mapping(k: u32, _ctx: *mut c_void) -> i64 {
+    let (Some(ev), Some(t)) = (record_slot::record(), TABLE.get_ptr_mut(0)) else {
+        return 1;
+    };
+    let off = offsets();
+    let k = bound(k as usize, MAPPINGS_MAX - 1);
+    // SAFETY: this CPU's record and table slots; the entry lies below the
+    // tail's `used` mark, which write() moved past the table.
+    unsafe {
+        let slot = entry(ev, t, k);
+        let [start, end, pgoff, file] = (*t).found[k];
         (*slot).start = start;
         (*slot).end = end;
         (*slot).pgoff = pgoff;
@@ -120,22 +157,19 @@ unsafe fn describe_mapping(ev: *mut Event, slot: *mut MappingInfo, found: *const
         (*out).mnt_ns = mnt_ns;
         (*out)._pad = 0;
         let names = core::ptr::addr_of_mut!((*out).names);
-        let tail = core::ptr::addr_of_mut!((*ev).tail);
-        let used = usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*tail).used)));
+        let used = usize::from(core::ptr::read_volatile(core::ptr::addr_of!(
+            (*ev).tail.used
+        )));
         let start = clamp(used, MAPPINGS_NAMES_LIMIT);
         // Volatile: neighbouring zeros would become a memset call.
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*names).start), start as u16);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*names).used), 0);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*names).count), 0);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*names)._pad), [0; 2]);
-        let mut walk = Walk {
-            dentry,
-            names,
-            bytes: core::ptr::addr_of_mut!((*tail).bytes)
-                .cast::<u8>()
-                .add(start),
-            done: 0,
-        };
+        (*t).entry = k as u64;
+        (*t).names_at = start as u64;
+        (*t).dentry = dentry;
+        (*t).done = 0;
         let mut flags = 0;
         if dentry != 0 {
             // Unlinked while mapped: unhashed but not a root (d_unlinked()).
@@ -147,11 +181,11 @@ unsafe fn describe_mapping(ev: *mut Event, slot: *mut MappingInfo, found: *const
             bpf_loop(
                 PATH_DEPTH as u32,
                 each_component as *mut c_void,
-                core::ptr::addr_of_mut!(walk).cast(),
+                core::ptr::null_mut(),
                 0,
             );
         }
-        flags |= if walk.done != 0 {
+        flags |= if (*t).done != 0 {
             name_flag::COMPLETE
         } else {
             name_flag::CUT
@@ -161,46 +195,36 @@ unsafe fn describe_mapping(ev: *mut Event, slot: *mut MappingInfo, found: *const
         }
         (*names).flags = flags;
         let n = core::ptr::read_volatile(core::ptr::addr_of!((*names).used));
-        (*tail).used = (start + usize::from(n)) as u16;
-        core::ptr::read_volatile(core::ptr::addr_of!((*names).count))
+        (*ev).tail.used = (start + usize::from(n)) as u16;
     }
+    0
 }
 
-/// A mapped file's path walk in progress (see [`each_component`]).
-#[repr(C)]
-struct Walk {
-    /// The dentry whose name comes next.
-    dentry: u64,
-    names: *mut NameSpan,
-    /// Where the names start in the tail.
-    bytes: *mut u8,
-    /// Non-zero once the walk reached its filesystem's root.
-    done: u64,
-}
-
-/// `bpf_loop`'s callback: one component of a mapped file's path, leaf
-/// first, as names::walk writes them. One component per call, so the
-/// verifier checks one rather than sixteen: eight unrolled walks took
-/// 6.1 past its million-instruction limit.
-extern "C" fn each_component(_i: u32, ctx: *mut c_void) -> i64 {
+/// `bpf_loop`'s callback: one component of the current entry's path, leaf
+/// first, as names::walk writes them.
+extern "C" fn each_component(_i: u32, _ctx: *mut c_void) -> i64 {
+    let (Some(ev), Some(t)) = (record_slot::record(), TABLE.get_ptr_mut(0)) else {
+        return 1;
+    };
     let off = offsets();
-    // SAFETY: `ctx` is describe_mapping()'s `Walk`, on its stack; `names`
-    // and `bytes` point into the record's slot, `bytes` with WALK_MAX
-    // bytes of room (TAIL_BUF past MAPPINGS_NAMES_LIMIT).
+    // SAFETY: this CPU's record and table slots; the names start below
+    // MAPPINGS_NAMES_LIMIT, with WALK_MAX bytes of room after it.
     unsafe {
-        let w = &mut *ctx.cast::<Walk>();
-        let d = w.dentry;
+        let slot = entry(ev, t, (*t).entry as usize);
+        let names = core::ptr::addr_of_mut!((*slot).path.names);
+        let bytes = core::ptr::addr_of_mut!((*ev).tail.bytes)
+            .cast::<u8>()
+            .add(clamp((*t).names_at as usize, MAPPINGS_NAMES_LIMIT));
+        let d = (*t).dentry;
         let Ok(parent) = read::<u64>(d, off.dentry_d_parent) else {
             return 1;
         };
         // The root of a filesystem is its own parent; its name is not a component.
         if parent == d || parent == 0 {
-            w.done = 1;
+            (*t).done = 1;
             return 1;
         }
-        let used = usize::from(core::ptr::read_volatile(core::ptr::addr_of!(
-            (*w.names).used
-        )));
+        let used = usize::from(core::ptr::read_volatile(core::ptr::addr_of!((*names).used)));
         if used >= NAME_AREA {
             return 1;
         }
@@ -209,7 +233,7 @@ extern "C" fn each_component(_i: u32, ctx: *mut c_void) -> i64 {
         };
         let at = bound(used, NAME_AREA - 1);
         let n = bpf_probe_read_kernel_str(
-            w.bytes.add(at).cast(),
+            bytes.add(at).cast(),
             NAME_READ as u32,
             name as *const c_void,
         );
@@ -217,9 +241,9 @@ extern "C" fn each_component(_i: u32, ctx: *mut c_void) -> i64 {
             return 1;
         }
         let next = at + (n as usize).min(NAME_READ);
-        core::ptr::write_volatile(core::ptr::addr_of_mut!((*w.names).used), next as u16);
-        (*w.names).count += 1;
-        w.dentry = parent;
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*names).used), next as u16);
+        (*names).count += 1;
+        (*t).dentry = parent;
     }
     0
 }

@@ -19,13 +19,14 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use copytrace_common::{
-    bound, unwind_flag, Event, MAPPINGS_MAX, MAPPING_LOOKUPS, STACK_BYTES, TAIL_START_MASK,
-    UNWIND_BYTES, UNWIND_START_MASK,
+    bound, unwind_flag, Event, MAPPING_LOOKUPS, STACK_BYTES, TAIL_START_MASK, UNWIND_BYTES,
+    UNWIND_START_MASK,
 };
 
 use crate::globals::offsets;
 use crate::kread::read;
-use crate::mapping_table::write_table;
+use crate::mapping_table;
+use crate::record_slot;
 
 /// Ranges one scan remembers having looked up, code or not: a stack's
 /// words point mostly into itself, the heap and a few libraries.
@@ -63,50 +64,36 @@ const HIGHEST: u64 = 1 << 48;
 pub struct Scan {
     /// `[start, end)` of mappings looked up already, code or not.
     seen: [[u64; 2]; RANGES],
-    /// Executable file mappings found: start, end, pgoff, file.
-    found: [[u64; 4]; MAPPINGS_MAX],
     /// What the last lookup's callback saw: start, end, pgoff, flags, file.
     last: [u64; 5],
     /// The stack's own mapping, and the range the last word fell in:
     /// checked before `seen`, they hold most of a stack's pointers.
     stack: [u64; 2],
     hot: [u64; 2],
+    /// The lowest address looked up (see [`lowest`]).
+    lowest: u64,
+    /// Candidates in all, and how many frame-pointer addresses precede
+    /// the copy's words (see [`candidate`]).
+    n: u32,
+    ips: u32,
     /// The next slot of `seen` to fill (round the ring once all are used).
     next_seen: u32,
-    n_found: u32,
     lookups: u32,
     /// Bits of [`unwind_flag`].
     flags: u32,
+    _pad: u32,
 }
 
 /// This CPU's scan (see [`Scan`]).
 #[map]
 static SCAN: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);
 
-/// What the loop's callback needs of the record: a pointer to it, where
-/// its copy starts, and how many frame-pointer addresses precede it.
-#[repr(C)]
-struct Words {
-    ev: *mut Event,
-    copy_at: u64,
-    ips: u64,
-    /// Candidates in all.
-    n: u64,
-    /// The lowest address looked up (see [`lowest`]).
-    lowest: u64,
-}
-
 /// Candidates [`each_word`] looks at per call.
-const WORDS_PER_CALL: u64 = 4;
+const WORDS_PER_CALL: u32 = 4;
 
-/// Looks up the mappings of a whole stack copy's words and writes the
-/// table after the copy (nothing when the copy was not whole).
-///
-/// # Safety
-///
-/// `ev` must be valid for reads and writes of a whole [`Event`] (this
-/// CPU's record slot, described already), and nothing else may access it
-/// during the call.
+/// Looks up the mappings of the described record's whole stack copy and
+/// writes the table after the copy (nothing when the copy was not whole);
+/// returns the table's entries.
 ///
 /// A global function (not `static` in the object's BTF): the verifier
 /// checks it once, on its own, rather than once for every state the exit
@@ -114,18 +101,14 @@ const WORDS_PER_CALL: u64 = 4;
 /// under emulation.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub unsafe extern "C" fn copytrace_stack_mappings(ev: *mut Event) -> u32 {
-    // A global function's pointer argument may be null, to the verifier.
-    if ev.is_null() {
-        return 0;
-    }
-    let Some(scan) = SCAN.get_ptr_mut(0) else {
+pub extern "C" fn copytrace_stack_mappings() -> u32 {
+    let (Some(ev), Some(scan)) = (record_slot::record(), SCAN.get_ptr_mut(0)) else {
         return 0;
     };
-    // SAFETY: the record's slot (this function's contract) and this CPU's
-    // scan slot, which nothing else uses while this program runs.
+    // SAFETY: the record's slot and this CPU's scan slot, which nothing
+    // else uses while this program runs.
     unsafe {
-        let len = u64::from(core::ptr::read_volatile(core::ptr::addr_of!(
+        let len = u32::from(core::ptr::read_volatile(core::ptr::addr_of!(
             (*ev).unwind_len
         )));
         if len == 0 || (*ev).unwind_flags & unwind_flag::SKIPPED != 0 {
@@ -136,63 +119,52 @@ pub unsafe extern "C" fn copytrace_stack_mappings(ev: *mut Event) -> u32 {
         for k in 0..RANGES {
             core::ptr::write_volatile(core::ptr::addr_of_mut!((*scan).seen[k]), [0, 0]);
         }
-        (*scan).next_seen = 0;
-        (*scan).n_found = 0;
-        (*scan).lookups = 0;
-        (*scan).flags = 0;
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*scan).hot), [0, 0]);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*scan).stack), [0, 0]);
-        let ips = if (*ev).stack_bytes > 0 {
-            (*ev).stack_bytes as u64 / 8
+        (*scan).next_seen = 0;
+        (*scan).lookups = 0;
+        (*scan).flags = 0;
+        (*scan).lowest = lowest((*ev).code_start);
+        (*scan).ips = if (*ev).stack_bytes > 0 {
+            (*ev).stack_bytes as u32 / 8
         } else {
             0
-        };
-        let mut words = Words {
-            ev,
-            copy_at: u64::from((*ev).unwind_at),
-            ips,
-            n: 0,
-            lowest: lowest((*ev).code_start),
         };
         // The stack pointer (its mapping first: most words of a stack that
         // look like addresses point into the stack itself), the instruction
         // pointer and link register, the frame-pointer walk's addresses,
         // then the copy's words, a few per call (a callback call costs more
         // than a word's checks).
-        let n = 3 + ips + len / 8;
-        words.n = n;
+        let n = 3 + (*scan).ips + len / 8;
+        (*scan).n = n;
+        mapping_table::clear();
+        // No context: every callback finds its state in per-CPU slots, so
+        // that their frames stay small (6.1 caps the exit program's,
+        // this function's and the callbacks' stacks at 512 bytes in all).
         bpf_loop(
             n.div_ceil(WORDS_PER_CALL) as u32,
             each_word as *mut c_void,
-            core::ptr::addr_of_mut!(words).cast(),
+            core::ptr::null_mut(),
             0,
         );
-        write_table(
-            ev,
-            core::ptr::addr_of!((*scan).found),
-            (*scan).n_found,
-            (*scan).flags,
-        );
-        u32::from((*ev).maps_count)
+        mapping_table::write((*scan).flags)
     }
 }
 
 /// `bpf_loop`'s callback: looks up candidates `WORDS_PER_CALL * i` on
 /// (see [`copytrace_stack_mappings`]); returns 1 to stop the loop.
-extern "C" fn each_word(i: u32, ctx: *mut c_void) -> i64 {
-    let Some(scan) = SCAN.get_ptr_mut(0) else {
+extern "C" fn each_word(i: u32, _ctx: *mut c_void) -> i64 {
+    let (Some(ev), Some(scan)) = (record_slot::record(), SCAN.get_ptr_mut(0)) else {
         return 1;
     };
     for j in 0..WORDS_PER_CALL {
-        let k = u64::from(i) * WORDS_PER_CALL + j;
-        // SAFETY: `ctx` is copytrace_stack_mappings()'s `Words`, on its stack.
-        if k >= unsafe { (*ctx.cast::<Words>()).n } {
-            return 1;
-        }
-        // SAFETY: as above; `scan` is this CPU's slot.
+        let k = i * WORDS_PER_CALL + j;
+        // SAFETY: this CPU's record and scan slots.
         unsafe {
-            let lowest = (*ctx.cast::<Words>()).lowest;
-            if consider(scan, candidate(ctx, k), lowest) != 0 {
+            if k >= (*scan).n {
+                return 1;
+            }
+            if consider(scan, candidate(ev, scan, k)) != 0 {
                 return 1;
             }
             if k == 0 {
@@ -204,13 +176,16 @@ extern "C" fn each_word(i: u32, ctx: *mut c_void) -> i64 {
 }
 
 /// The `i`th candidate address (see [`copytrace_stack_mappings`]).
+///
+/// # Safety
+///
+/// `ev` and `scan` are this CPU's record and scan slots.
 #[inline(always)]
-fn candidate(ctx: *mut c_void, i: u64) -> u64 {
-    // SAFETY: `ctx` is copytrace_stack_mappings()'s `Words`, on its stack,
-    // and its `ev` the record's slot; reads only, masked inside the tail.
+unsafe fn candidate(ev: *mut Event, scan: *mut Scan, i: u32) -> u64 {
+    // SAFETY: the slots (this function's contract); reads only, masked
+    // inside the tail.
     unsafe {
-        let w = &*ctx.cast::<Words>();
-        let ev = w.ev;
+        let ips = (*scan).ips;
         let tail = core::ptr::addr_of!((*ev).tail.bytes).cast::<u8>();
         if i == 0 {
             (*ev).user_regs[1]
@@ -218,12 +193,13 @@ fn candidate(ctx: *mut c_void, i: u64) -> u64 {
             (*ev).user_regs[0]
         } else if i == 2 {
             (*ev).user_regs[3]
-        } else if i - 3 < w.ips {
+        } else if i - 3 < ips {
             let at = bound(((i - 3) * 8) as usize, STACK_BYTES - 1);
             core::ptr::read_unaligned(tail.add(at).cast::<u64>())
         } else {
-            let at = bound(w.copy_at as usize, UNWIND_START_MASK)
-                + bound(((i - 3 - w.ips) * 8) as usize, UNWIND_BYTES - 1);
+            let copy_at = usize::from((*ev).unwind_at);
+            let at = bound(copy_at, UNWIND_START_MASK)
+                + bound(((i - 3 - ips) * 8) as usize, UNWIND_BYTES - 1);
             core::ptr::read_unaligned(tail.add(at).cast::<u64>())
         }
     }
@@ -236,12 +212,12 @@ fn candidate(ctx: *mut c_void, i: u64) -> u64 {
 ///
 /// `scan` must be this CPU's [`SCAN`] slot.
 #[inline(always)]
-unsafe fn consider(scan: *mut Scan, addr: u64, lowest: u64) -> i64 {
-    if !(lowest..HIGHEST).contains(&addr) {
-        return 0;
-    }
+unsafe fn consider(scan: *mut Scan, addr: u64) -> i64 {
     // SAFETY: this CPU's scan slot (this function's contract).
     unsafe {
+        if addr < (*scan).lowest || addr >= HIGHEST {
+            return 0;
+        }
         let [lo, hi] = (*scan).stack;
         if lo <= addr && addr < hi {
             return 0;
@@ -288,13 +264,9 @@ unsafe fn consider(scan: *mut Scan, addr: u64, lowest: u64) -> i64 {
         if flags & VM_EXEC == 0 || file == 0 {
             return 0;
         }
-        let k = (*scan).n_found as usize;
-        if k >= MAPPINGS_MAX {
+        if !mapping_table::add([start, end, pgoff, file]) {
             (*scan).flags |= u32::from(unwind_flag::MAPPINGS_FULL);
-            return 0;
         }
-        (*scan).found[bound(k, MAPPINGS_MAX - 1)] = [start, end, pgoff, file];
-        (*scan).n_found += 1;
     }
     0
 }

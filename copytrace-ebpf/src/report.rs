@@ -4,24 +4,20 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, RingBuf},
     EbpfContext,
 };
-use copytrace_common::{counter, status, Event, KernelOffsets, RING_BYTES, SUSPICIOUS_WAKE_GAP_NS};
+use copytrace_common::{counter, status, KernelOffsets, RING_BYTES, SUSPICIOUS_WAKE_GAP_NS};
 
 use crate::counters::{add, COUNTERS};
 use crate::describe::{describe, Finished};
 use crate::kread::Memory;
 use crate::mappings;
+use crate::record_slot;
 
 /// Reported calls, read by the daemon: a ring of [`RING_BYTES`].
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
-
-/// Per-CPU slot where a reported call's record is built before it is
-/// copied into the ring buffer (see [`report`]).
-#[map]
-pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
 /// What exit knows of the ring's reader (see [`wake_flags`]): one slot,
 /// shared by every CPU.
@@ -68,7 +64,7 @@ pub fn report<C: EbpfContext, M: Memory, const MAPPINGS: bool>(
     call: &Finished,
     off: &KernelOffsets,
 ) {
-    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
+    let Some(ev) = record_slot::record() else {
         return;
     };
     // SAFETY: this CPU's slot of SCRATCH, a whole `Event` that nothing
@@ -76,8 +72,8 @@ pub fn report<C: EbpfContext, M: Memory, const MAPPINGS: bool>(
     // nest on a CPU; see kread::read_span for fentry).
     unsafe { describe::<C, M>(ctx, call, off, ev) };
     if MAPPINGS {
-        // SAFETY: as above; the record is described.
-        unsafe { mappings::copytrace_stack_mappings(ev) };
+        // The record is described: its stack copy is in place.
+        mappings::copytrace_stack_mappings();
     }
     // SAFETY: the slot is fully written and stays this CPU's.
     let len = unsafe { (*ev).record_len() };
