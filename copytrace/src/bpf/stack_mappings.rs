@@ -45,11 +45,14 @@ impl StackMappings {
 /// (older verifiers refuse the callbacks even in code that never runs).
 #[derive(Clone, Copy)]
 pub struct Exits {
+    /// On `syscalls:sys_exit_copy_file_range`.
     pub tracepoint: &'static str,
+    /// fexit on the syscall wrapper.
     pub wrapper: &'static str,
 }
 
 impl Exits {
+    /// The exits with the stack's mappings, or without.
     pub fn new(mappings: bool) -> Self {
         if mappings {
             Self {

@@ -6,9 +6,10 @@
 //! kernel found at the call (5.17+), else its memory map (`/proc/PID/maps`,
 //! read as soon as the call is seen), else, when that is gone or
 //! unreadable (a sandboxed daemon may not read other processes' maps),
-//! in the executable's code range the kernel recorded. Every placement names the
-//! file's identity (device and inode) as the kernel or the map recorded
-//! it: the symbolizer opens a name, then refuses any other file there.
+//! in the executable's code range the kernel recorded. Every placement
+//! names the file's identity (device and inode) as the kernel or the map
+//! recorded it: the symbolizer opens a name, then refuses any other file
+//! there.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -25,9 +26,9 @@ use super::symbolizer::protocol::{
     FileIdentity, FrameAt, Mapped, Offset, Placed, Request, RequestKey, UnwindInput,
 };
 use crate::model::event::{Location, RawStack, UnwindState};
+use crate::model::text::Untrusted;
 
 mod maps;
-use crate::model::text::Untrusted;
 pub use maps::from_kernel as mappings_from_kernel;
 #[cfg(test)]
 use maps::parse_maps;
