@@ -170,8 +170,10 @@ mod tests {
             concat!(
                 r#"{"kernel":"6.18.44","checks":[{"status":"info","what":"kernel 6.18.44"},"#,
                 r#"{"status":"missing","what":"fentry back-end: EPERM"}],"backends":{"#,
-                r#""tracepoint":{"attaches":true,"why":null,"note":null,"reads":"typed kernel reads"},"#,
-                r#""fentry":{"attaches":false,"why":"EPERM","note":null,"reads":null}},"#,
+                r#""tracepoint":{"attaches":true,"why":null,"note":null,"reads":"typed kernel reads","#,
+                r#""stack_mappings":true,"stack_mappings_why_not":null},"#,
+                r#""fentry":{"attaches":false,"why":"EPERM","note":null,"reads":null,"#,
+                r#""stack_mappings":false,"stack_mappings_why_not":null}},"#,
                 r#""usable":"tracepoint"}"#
             )
         );
