@@ -81,9 +81,10 @@ pub const MAPPINGS_TABLE_LIMIT: usize = UNWIND_START_MASK + UNWIND_BYTES + 8;
 pub const MAPPINGS_NAMES_LIMIT: usize =
     MAPPINGS_TABLE_LIMIT + MAPPINGS_MAX * size_of::<MappingInfo>() + (MAPPINGS_MAX - 1) * WALK_MAX;
 /// Bytes of [`Tail::bytes`]: room for a walk that starts at
-/// [`TAIL_START_MASK`] and uses [`WALK_MAX`] bytes, and for a stack copy
+/// [`TAIL_START_MASK`] and uses [`WALK_MAX`] bytes, for a stack copy
 /// that starts at [`UNWIND_START_MASK`] (each read's bounds are proved
-/// apart, so the room is one chunk more than the copy).
+/// apart, so the room is one chunk more than the copy), and for a mapped
+/// file's path that starts at [`MAPPINGS_NAMES_LIMIT`].
 pub const TAIL_BUF: usize = max(
     max(
         TAIL_START_MASK + WALK_MAX + 1,

@@ -298,7 +298,7 @@ impl<'a> Names<'a> {
     }
 }
 
-fn location(p: &PathInfo, tail: &[u8]) -> Location {
+pub(super) fn location(p: &PathInfo, tail: &[u8]) -> Location {
     let names = Names::of(&p.names, tail);
     Location {
         ino: p.ino,
@@ -383,7 +383,7 @@ fn convert(e: &Event, held: usize) -> Result<CopyEvent, DecodeError> {
             stack: tail.get(at..at + len).unwrap_or_default().to_vec(),
             skipped: e.unwind_flags & unwind_flag::SKIPPED != 0,
             mappings: (e.unwind_flags & unwind_flag::MAPPINGS != 0)
-                .then(|| stack::mappings(e, tail, location)),
+                .then(|| stack::mappings(e, tail)),
         }
     });
     let stack = (e.status & status::STACK != 0).then(|| {

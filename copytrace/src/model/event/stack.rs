@@ -4,10 +4,10 @@
 
 use std::mem::size_of;
 
-use copytrace_common::{unwind_flag, Event, MappingInfo, PathInfo};
+use copytrace_common::{unwind_flag, Event, MappingInfo};
 use serde::{Deserialize, Serialize};
 
-use super::Location;
+use super::{location, Location};
 
 /// The caller's user-space stack, as captured for a suspicious call.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,11 +78,7 @@ impl UnwindState {
 
 /// The mapping table the kernel wrote after the stack copy; entries that
 /// do not fit the bytes received are left out (and make it partial).
-pub(super) fn mappings(
-    e: &Event,
-    tail: &[u8],
-    location: fn(&PathInfo, &[u8]) -> Location,
-) -> StackMappings {
+pub(super) fn mappings(e: &Event, tail: &[u8]) -> StackMappings {
     let size = size_of::<MappingInfo>();
     let at = usize::from(e.maps_at);
     let mut found = Vec::new();
