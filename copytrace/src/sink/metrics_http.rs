@@ -6,12 +6,14 @@
 //! [`CONNECTION_LIFETIME`] (idle keep-alives), and backs off when
 //! descriptors run out ([`Backoff`]).
 //!
-//! It accepts at once, always: when every slot is taken the oldest
-//! connection is closed to make room. A scraper sends its request as soon
-//! as it connects, so connections held open idle (by anyone, in any
-//! number) cannot keep it waiting in the listen backlog.
+//! It accepts at once, always: when every slot is taken another connection
+//! is closed to make room, the oldest silent one first ([`Slots`]). A
+//! scraper sends its request as soon as it connects, so connections held
+//! open idle (by anyone, in any number) cannot keep it waiting in the
+//! listen backlog. After each accept the loop lets the new connection's
+//! task run before accepting again: a burst of connections queued in the
+//! backlog behind a scraper cannot close it before its request is read.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,10 +23,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use crate::sink::accept::Backoff;
 use crate::sink::metrics::Metrics;
+use crate::sink::metrics_slots::{Slots, Watched};
 
 /// Content type of the text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -65,32 +67,9 @@ fn handle(req: &Request<Incoming>, metrics: &Mutex<Metrics>) -> Response<Full<By
     }
 }
 
-/// Open connections by age: dropping an entry's sender closes it.
-#[derive(Default)]
-struct Open {
-    next: u64,
-    by_age: BTreeMap<u64, oneshot::Sender<()>>,
-}
-
-impl Open {
-    /// Registers a new connection, closing the oldest if none is free.
-    fn admit(&mut self) -> (u64, oneshot::Receiver<()>) {
-        while self.by_age.len() >= MAX_CONNECTIONS {
-            if self.by_age.pop_first().is_none() {
-                break;
-            }
-        }
-        let (tx, rx) = oneshot::channel();
-        let id = self.next;
-        self.next += 1;
-        self.by_age.insert(id, tx);
-        (id, rx)
-    }
-}
-
 /// Serves `/metrics` on an already bound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>) {
-    let open = Arc::new(Mutex::new(Open::default()));
+    let open = Arc::new(Mutex::new(Slots::new(MAX_CONNECTIONS)));
     let mut backoff = Backoff::new("metrics listener");
     loop {
         let stream = match listener.accept().await {
@@ -103,7 +82,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>) {
                 continue;
             }
         };
-        let Ok((id, evicted)) = open.lock().map(|mut o| o.admit()) else {
+        let Ok(admitted) = open.lock().map(|mut o| o.admit()) else {
             return;
         };
         let metrics = metrics.clone();
@@ -116,18 +95,19 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>) {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(Watched::new(stream, admitted.seen)), svc);
             tokio::select! {
                 done = tokio::time::timeout(CONNECTION_LIFETIME, conn) => match done {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => log::debug!("metrics connection: {e}"),
                     Err(_) => log::debug!("metrics connection closed after {CONNECTION_LIFETIME:?}"),
                 },
-                _ = evicted => log::debug!("metrics connection closed for a newer one"),
+                _ = admitted.evicted => log::debug!("metrics connection closed for a newer one"),
             }
             if let Ok(mut o) = open.lock() {
-                o.by_age.remove(&id);
+                o.release(admitted.id);
             }
         });
+        tokio::task::yield_now().await;
     }
 }

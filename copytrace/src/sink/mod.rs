@@ -9,6 +9,7 @@ pub mod console;
 pub mod journal;
 pub mod metrics;
 pub mod metrics_http;
+pub mod metrics_slots;
 pub mod rate_limit;
 pub mod render;
 pub mod summary;
