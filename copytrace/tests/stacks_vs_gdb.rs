@@ -16,8 +16,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
+use copytrace_testkit::gdb_stack::{self, backtrace_at_copy, stack_addrs, GdbFrame};
+use copytrace_testkit::stack_programs::{build_bad_copier, build_rust_copy, BAD_COPIER_FUNCTION};
 use serde_json::Value;
 use support::{require_program, require_root, scratch, tmpfs};
 
@@ -25,80 +26,6 @@ use support::{require_program, require_root, scratch, tmpfs};
 /// a shell script).
 const DEBIAN_PYTHON: &str = "/usr/bin/python3";
 const DEBIAN_CP: &str = "/usr/bin/cp";
-
-/// gdb's frames at the program's first copy_file_range: (pc, function).
-fn gdb_frames(args: &[&str]) -> Vec<(u64, String)> {
-    let out = Command::new("gdb")
-        .args([
-            "-q",
-            "-batch",
-            "-nx",
-            "-ex",
-            "set debuginfod enabled off",
-            "-ex",
-            "set backtrace past-main off",
-            "-ex",
-            "catch syscall copy_file_range",
-            "-ex",
-            "run",
-            "-ex",
-            // Every frame with its address, the innermost one too.
-            "bt -frame-info location-and-address",
-            "-ex",
-            "kill",
-            "--args",
-        ])
-        .args(args)
-        .output()
-        .expect("run gdb");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let frames: Vec<(u64, String)> = text
-        .lines()
-        .filter_map(|l| {
-            let l = l.strip_prefix('#')?;
-            let mut words = l.split_whitespace().skip(1);
-            let addr = u64::from_str_radix(words.next()?.strip_prefix("0x")?, 16).ok()?;
-            (words.next()? == "in").then_some(())?;
-            Some((addr, words.next()?.to_string()))
-        })
-        .collect();
-    // gdb lists a function inlined at an address as a frame of its own at
-    // the same address; copytrace lists it inside that frame.
-    let mut frames = frames;
-    frames.dedup_by_key(|(addr, _)| *addr);
-    assert!(
-        !frames.is_empty(),
-        "gdb gave no frames: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    frames
-}
-
-/// The frames gdb shows from the call site up to `main` (the one before
-/// libc's start-up code when the program's symbols are stripped).
-fn up_to_main(gdb: &[(u64, String)]) -> &[(u64, String)] {
-    // C's main, Go's main.main, Rust's crate::main (with or without its
-    // symbol hash).
-    let is_main = |f: &str| {
-        let f = match f.rsplit_once("::h") {
-            Some((head, hash))
-                if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) =>
-            {
-                head
-            }
-            _ => f,
-        };
-        f == "main" || f == "main.main" || f.ends_with("::main")
-    };
-    if let Some(i) = gdb.iter().position(|(_, f)| is_main(f)) {
-        return &gdb[..=i];
-    }
-    let start = gdb
-        .iter()
-        .position(|(_, f)| f.starts_with("__libc_start"))
-        .unwrap_or(gdb.len());
-    &gdb[..start]
-}
 
 /// The frame addresses copytrace shows for the one suspicious call of
 /// `args` (run without address-space randomisation).
@@ -122,17 +49,7 @@ fn copytrace_frames(dir: &Path, args: &[&str]) -> (Vec<u64>, Value) {
             call["stack"]
         );
     }
-    let frames = call["stack"]["frames"]
-        .as_array()
-        .map(|fs| {
-            fs.iter()
-                .filter_map(|f| {
-                    u64::from_str_radix(f["addr"].as_str()?.strip_prefix("0x")?, 16).ok()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    (frames, call)
+    (stack_addrs(&call), call)
 }
 
 /// Whether the running kernel has `bpf_find_vma` (5.17+), from its symbol table.
@@ -151,66 +68,18 @@ fn same_as_gdb(dir: &Path, args: &[&str]) -> Value {
     call
 }
 
-/// Asserts `ours` (the frames of `call`) begins with `gdb`'s, up to `main`.
-fn begins_with_gdbs(what: &str, ours: &[u64], gdb: &[(u64, String)], call: &Value) {
-    let want = up_to_main(gdb);
-    let shown = |fs: &[u64]| {
-        fs.iter()
-            .map(|a| format!("{a:#x}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let want_addrs: Vec<u64> = want.iter().map(|(a, _)| *a).collect();
-    assert!(
-        ours.len() >= want_addrs.len() && ours[..want_addrs.len()] == want_addrs[..],
-        "{what}: copytrace's frames\n  {}\nare not gdb's\n  {}\n  ({want:?})\n{:#}",
-        shown(ours),
-        shown(&want_addrs),
-        call["stack"]
-    );
+fn gdb_frames(args: &[&str]) -> Vec<GdbFrame> {
+    backtrace_at_copy(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The C program of the issue: main calls ctbar_bad_copier, which calls
-/// libc's copy_file_range from /proc to /proc.
-const BAD_COPIER: &str = r#"#define _GNU_SOURCE
-#include <fcntl.h>
-#include <stdio.h>
-#include <unistd.h>
-
-__attribute__((noinline)) ssize_t ctbar_bad_copier(int in, int out) {
-    return copy_file_range(in, NULL, out, NULL, 4096, 0);
-}
-
-int main(void) {
-    int in = open("/proc/self/status", O_RDONLY);
-    int out = open("/proc/self/comm", O_WRONLY);
-    ssize_t n = ctbar_bad_copier(in, out);
-    printf("%zd\n", n);
-    sleep(2);
-    return 0;
-}
-"#;
-
-/// Builds the C program of the issue, with or without frame pointers.
-fn build_bad_copier(frame_pointers: bool) -> std::path::PathBuf {
-    let work = scratch().join(format!("badcopier-{frame_pointers}"));
-    std::fs::create_dir_all(&work).expect("mkdir");
-    let src = work.join("badcopier.c");
-    std::fs::write(&src, BAD_COPIER).expect("write C source");
-    let bin = work.join("badcopier");
-    let fp = if frame_pointers {
-        "-fno-omit-frame-pointer"
-    } else {
-        "-fomit-frame-pointer"
-    };
-    let st = Command::new("cc")
-        .args(["-O1", "-g", fp, "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status()
-        .expect("cc");
-    assert!(st.success(), "cc failed");
-    bin
+/// Asserts `ours` (the frames of `call`) begins with `gdb`'s, up to
+/// `main`, and names every frame gdb names.
+fn begins_with_gdbs(what: &str, ours: &[u64], gdb: &[GdbFrame], call: &Value) {
+    let same = gdb_stack::begins_with_gdbs(ours, gdb)
+        .and_then(|()| gdb_stack::named_where_gdb_names(call, gdb));
+    if let Err(e) = same {
+        panic!("{what}: {e}\n{:#}", call["stack"]);
+    }
 }
 
 fn c_program(frame_pointers: bool) {
@@ -218,14 +87,14 @@ fn c_program(frame_pointers: bool) {
     if !require_program("gdb", "gdb") || !require_program("cc", "gcc") {
         return;
     }
-    let bin = build_bad_copier(frame_pointers);
-    let work = bin.parent().expect("the program's directory").to_path_buf();
+    let work = scratch().join("badcopier");
+    let bin = build_bad_copier(&work, frame_pointers).unwrap_or_else(|e| panic!("{e}"));
     let call = same_as_gdb(&work, &[bin.to_str().unwrap_or("")]);
     let names: Vec<&str> = call["stack"]["frames"]
         .as_array()
         .map(|fs| fs.iter().filter_map(|f| f["function"].as_str()).collect())
         .unwrap_or_default();
-    assert!(names.contains(&"ctbar_bad_copier"), "{names:?}");
+    assert!(names.contains(&BAD_COPIER_FUNCTION), "{names:?}");
 }
 
 #[test]
@@ -288,31 +157,14 @@ fn coreutils_cp_matches_gdb() {
 
 /// A Rust release binary (no frame pointers in its own code) copying a
 /// sysfs file with std::fs::copy.
-const RUST_COPY: &str = r#"
-fn main() {
-    let a: Vec<String> = std::env::args().collect();
-    let _ = std::fs::copy(&a[1], &a[2]);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-}
-"#;
-
 #[test]
 fn rust_release_std_fs_copy_matches_gdb() {
     require_root();
     if !require_program("gdb", "gdb") || !require_program("rustc", "the Rust toolchain") {
         return;
     }
-    let work = scratch().join("rust-release-copy");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    std::fs::write(work.join("copy.rs"), RUST_COPY).expect("write");
-    let bin = work.join("copy");
-    let st = Command::new("rustc")
-        .args(["-O", "-o"])
-        .arg(&bin)
-        .arg(work.join("copy.rs"))
-        .status()
-        .expect("rustc");
-    assert!(st.success(), "rustc failed");
+    let bin =
+        build_rust_copy(&scratch().join("rust-release-copy")).unwrap_or_else(|e| panic!("{e}"));
     let fs = tmpfs("1m");
     same_as_gdb(
         &fs.dir,

@@ -270,52 +270,13 @@ pub fn trace_with_env(out_dir: &Path, command: &[&str], env: &[(&str, &str)]) ->
     }
 }
 
-/// A Go program that copies `argv[1]` to `argv[2]` with `io.Copy`.
-const GO_CLIENT: &str = r#"package main
-
-import (
-	"fmt"
-	"io"
-	"os"
-)
-
-func main() {
-	src, err := os.Open(os.Args[1])
-	if err != nil {
-		panic(err)
-	}
-	dst, err := os.OpenFile(os.Args[2], os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		panic(err)
-	}
-	n, err := io.Copy(dst, src)
-	if err != nil {
-		panic(err)
-	}
-	fmt.Println(n)
-}
-"#;
-
-/// Builds [`GO_CLIENT`] (once per test binary) and returns its path.
+/// Builds Go's `io.Copy` program (once per test binary) and returns its path.
 pub fn go_client() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let work = scratch().join("go-client");
-            std::fs::create_dir_all(&work).expect("mkdir");
-            std::fs::write(work.join("main.go"), GO_CLIENT).expect("write go source");
-            let bin = work.join("goclient");
-            let st = Command::new("go")
-                .args(["build", "-o"])
-                .arg(&bin)
-                .arg("main.go")
-                .current_dir(&work)
-                .env("GOCACHE", work.join("cache"))
-                .env("GO111MODULE", "off")
-                .status()
-                .expect("go build (golang-go is installed by cargo xtask provision)");
-            assert!(st.success(), "go build failed");
-            bin
+            copytrace_testkit::stack_programs::build_go_copy(&scratch().join("go-client"))
+                .unwrap_or_else(|e| panic!("{e}"))
         })
         .clone()
 }

@@ -9,7 +9,9 @@ pub mod caller;
 pub mod daemon;
 pub mod elf;
 pub mod fs;
+pub mod gdb_stack;
 pub mod net;
+pub mod stack_programs;
 pub mod suite;
 
 /// The most `systemd-analyze security` may score deploy/copytrace.service,
