@@ -29,8 +29,8 @@ pub const DEB_PACKAGES: &[Deb] = &[
     deb("python3", &["python3"], "client tests (os.copy_file_range)"),
     deb(
         "coreutils",
-        &["cp", "cat", "date", "mknod"],
-        "client tests (cp, cat), the benchmark's date, the guest's /dev nodes",
+        &["cp", "cat", "date", "mknod", "timeout"],
+        "client tests (cp, cat), the benchmark's date, the guest's /dev nodes, gdb's time limit",
     ),
     deb(
         "util-linux",

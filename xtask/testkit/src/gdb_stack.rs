@@ -17,13 +17,23 @@ pub struct GdbFrame {
     pub function: String,
 }
 
+/// Longest gdb may take to run a program to its call (a TCG guest included).
+const GDB_LIMIT_SECS: &str = "300";
+
 /// gdb's frames at the first copy_file_range `args` makes.
 pub fn backtrace_at_copy(args: &[&str]) -> Result<Vec<GdbFrame>, String> {
-    let out = Command::new("gdb")
+    let out = Command::new("timeout")
+        .args(["--kill-after=5", GDB_LIMIT_SECS, "gdb"])
+        // gdb's own Python would leave __pycache__ under /usr/share/gdb
+        // (a system the tests must leave as they found it); the program
+        // keeps the environment it would have had.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .args([
             "-q",
             "-batch",
             "-nx",
+            "-iex",
+            "unset environment PYTHONDONTWRITEBYTECODE",
             "-ex",
             "set debuginfod enabled off",
             "-ex",
@@ -48,8 +58,13 @@ pub fn backtrace_at_copy(args: &[&str]) -> Result<Vec<GdbFrame>, String> {
     // the same address; copytrace lists it inside that frame.
     frames.dedup_by_key(|f| f.pc);
     if frames.is_empty() {
+        let limit = if out.status.code() == Some(124) {
+            format!(" (stopped after {GDB_LIMIT_SECS} s)")
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "gdb gave no frames: {text}{}",
+            "gdb gave no frames{limit}: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }

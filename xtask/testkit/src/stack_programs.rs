@@ -66,6 +66,12 @@ func main() {
 }
 "#;
 
+/// File names of the built programs.
+pub const BAD_COPIER_FP_BIN: &str = "badcopier-fp";
+pub const BAD_COPIER_NOFP_BIN: &str = "badcopier-nofp";
+pub const RUST_COPY_BIN: &str = "rust-copy";
+pub const GO_COPY_BIN: &str = "go-copy";
+
 /// Runs a compiler; the error says which one failed and how.
 fn compile(what: &str, cmd: &mut Command) -> Result<(), String> {
     let out = cmd
@@ -92,9 +98,9 @@ fn write_source(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
 pub fn build_bad_copier(dir: &Path, frame_pointers: bool) -> Result<PathBuf, String> {
     let src = write_source(dir, "badcopier.c", BAD_COPIER_C)?;
     let bin = dir.join(if frame_pointers {
-        "badcopier-fp"
+        BAD_COPIER_FP_BIN
     } else {
-        "badcopier-nofp"
+        BAD_COPIER_NOFP_BIN
     });
     let fp = if frame_pointers {
         "-fno-omit-frame-pointer"
@@ -114,7 +120,7 @@ pub fn build_bad_copier(dir: &Path, frame_pointers: bool) -> Result<PathBuf, Str
 /// Builds [`RUST_COPY`] in `dir` as a release binary (`rustc -O`).
 pub fn build_rust_copy(dir: &Path) -> Result<PathBuf, String> {
     let src = write_source(dir, "copy.rs", RUST_COPY)?;
-    let bin = dir.join("rust-copy");
+    let bin = dir.join(RUST_COPY_BIN);
     compile(
         "rustc",
         Command::new("rustc").args(["-O", "-o"]).arg(&bin).arg(&src),
@@ -124,8 +130,10 @@ pub fn build_rust_copy(dir: &Path) -> Result<PathBuf, String> {
 
 /// Builds [`GO_COPY`] in `dir` with `go build`.
 pub fn build_go_copy(dir: &Path) -> Result<PathBuf, String> {
+    // go runs in `dir` and wants an absolute GOCACHE.
+    let dir = &std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     write_source(dir, "main.go", GO_COPY)?;
-    let bin = dir.join("go-copy");
+    let bin = dir.join(GO_COPY_BIN);
     compile(
         "go build",
         Command::new("go")

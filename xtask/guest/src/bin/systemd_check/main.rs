@@ -12,10 +12,10 @@
 //!
 //! Checks are grouped by what they look at: the [`package`], the
 //! [`service`] under systemd, the [`journal`], [`access`] to the tail and
-//! the symbolizer's confinement, [`prometheus`] scrapes, the [`nfs`]
-//! server's own copies and [`overlay`]'s; [`tail_watch`] collects what the
-//! tail shows of them, and [`sys`] holds the commands and raw calls they
-//! share.
+//! the symbolizer's confinement, [`stacks`] held to gdb's, [`prometheus`]
+//! scrapes, the [`nfs`] server's own copies and [`overlay`]'s;
+//! [`tail_watch`] collects what the tail shows of them, and [`sys`] holds
+//! the commands and raw calls they share.
 
 mod access;
 mod journal;
@@ -65,7 +65,12 @@ const PLAN: &[&str] = &[
     "systemd-analyze security copytrace.service within the stated exposure",
     "the unit bounds memory, tasks and core dumps",
     "the symbolizer runs confined, without capabilities",
-    "under the unit, a python3 call's stack names libc's wrapper and python3's frames",
+    "under the unit, the C program's stack (frame pointers) is gdb's",
+    "under the unit, the C program's stack (no frame pointers) is gdb's",
+    "under the unit, Debian's cp's stack is gdb's",
+    "under the unit, Debian's python3's stack is gdb's",
+    "under the unit, a Rust release std::fs::copy's stack is gdb's",
+    "under the unit, Go's io.Copy stack is gdb's",
     "a user's flood of suspicious calls is rate-limited in the journal",
     "the watchdog restarts a hung daemon (SIGSTOP)",
     "nfsd's server-side copy is seen and counted beside the client's call",
@@ -100,7 +105,7 @@ fn run_checks() {
     security_score();
     unit_limits();
     symbolizer_confined(&mut silent);
-    stacks::python_stack_named();
+    stacks::stacks_match_gdb();
     journal_flood();
     watchdog();
     fleet(SILENT_FLEET, 3);
