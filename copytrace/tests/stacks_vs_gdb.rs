@@ -64,7 +64,7 @@ fn kernel_has_find_vma() -> bool {
 fn same_as_gdb(dir: &Path, args: &[&str]) -> Value {
     let gdb = gdb_frames(args);
     let (ours, call) = copytrace_frames(dir, args);
-    begins_with_gdbs(&args.join(" "), &ours, &gdb, &call);
+    assert_matches_gdb(&args.join(" "), &ours, &gdb, &call);
     call
 }
 
@@ -74,7 +74,7 @@ fn gdb_frames(args: &[&str]) -> Vec<GdbFrame> {
 
 /// Asserts `ours` (the frames of `call`) begins with `gdb`'s, up to
 /// `main`, and names every frame gdb names.
-fn begins_with_gdbs(what: &str, ours: &[u64], gdb: &[GdbFrame], call: &Value) {
+fn assert_matches_gdb(what: &str, ours: &[u64], gdb: &[GdbFrame], call: &Value) {
     let same = gdb_stack::begins_with_gdbs(ours, gdb)
         .and_then(|()| gdb_stack::named_where_gdb_names(call, gdb));
     if let Err(e) = same {
@@ -152,7 +152,7 @@ fn coreutils_cp_matches_gdb() {
             dst.to_str().unwrap_or(""),
         ],
     );
-    begins_with_gdbs("cp", &ours, &gdb, &call);
+    assert_matches_gdb("cp", &ours, &gdb, &call);
 }
 
 /// A Rust release binary (no frame pointers in its own code) copying a
