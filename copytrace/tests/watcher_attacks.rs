@@ -16,6 +16,7 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -492,6 +493,57 @@ fn idle_connections_cannot_keep_prometheus_out() {
     let opened = idle.release();
     eprintln!("scrapes under {opened} idle connections took {took:?}");
     assert!(opened >= 1500, "the attack held its connections: {opened}");
+    t.scrape_within(SCRAPE_QUICKLY);
+    let _ = t.stop();
+}
+
+#[test]
+fn a_scrape_queued_ahead_of_a_burst_of_connections_is_answered() {
+    require_root();
+    // The endpoint holds a bounded number of connections and closes one for
+    // each newer: a burst queued behind a scraper must not close it before
+    // its request is read. Stopping the daemon lets the burst queue up.
+    let burst_size = 3 * copytrace::sink::metrics_http::MAX_CONNECTIONS;
+    let t = Target::start();
+    t.scrape_within(SCRAPE_QUICKLY);
+    let pid = t.daemon.child.id() as libc::pid_t;
+    let sockaddr: std::net::SocketAddr = t.addr.parse().expect("the metrics address");
+    let signal = |sig| {
+        // SAFETY: a signal to this test's own child.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {sig}");
+    };
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        signal(libc::SIGSTOP);
+        let mut scraper = std::net::TcpStream::connect(&t.addr).expect("connect");
+        scraper
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .expect("send the request");
+        // A full listen queue would hold a connect until the daemon runs.
+        let burst: Vec<std::net::TcpStream> = (0..burst_size)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&sockaddr, Duration::from_secs(1)).ok()
+            })
+            .collect();
+        signal(libc::SIGCONT);
+        let _ = scraper.set_read_timeout(Some(SCRAPE_TIMEOUT));
+        let mut reply = String::new();
+        let status = match scraper.read_to_string(&mut reply) {
+            Ok(_) => reply.lines().next().unwrap_or("(nothing)").to_string(),
+            Err(e) => e.to_string(),
+        };
+        answers.push(format!("{status} (behind {})", burst.len()));
+        drop(burst);
+        // Answered only once the daemon has accepted every connection
+        // queued before it: the next trial starts with an empty queue.
+        t.scrape_within(SCRAPE_TIMEOUT);
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.starts_with("HTTP/1.0 200") || a.starts_with("HTTP/1.1 200")),
+        "{answers:?}"
+    );
     t.scrape_within(SCRAPE_QUICKLY);
     let _ = t.stop();
 }
