@@ -1,8 +1,6 @@
 //! The checker's means: commands, the raw calls it makes as a client,
 //! and what it reads back (the journal, the metrics, the daemon's fds).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,21 +100,12 @@ pub fn flood(n: u64) {
     }
 }
 
+/// The body of a GET, whatever its status.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    copytrace_testkit::net::http_get(addr, path).map(|(_, body)| body)
 }
 
-pub fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
+pub use copytrace_testkit::net::sample;
 
 /// The journal entries of the unit with `COPYTRACE_VERDICT=verdict`.
 pub fn journal(verdict: &str) -> Vec<Value> {
