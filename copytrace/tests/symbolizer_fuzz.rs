@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use copytrace::enrich::stack::{MAX_INLINED, MAX_NAME};
+use copytrace::enrich::stack::{MappingsFrom, MAX_INLINED, MAX_NAME};
 use copytrace::enrich::symbolizer::client::{Symbolizer, DEADLINE, RESTART_DELAY};
 use copytrace::enrich::symbolizer::protocol::{
     FileIdentity, FrameAt, Mapped, Offset, Placed, Request, UnwindInput,
@@ -207,8 +207,14 @@ fn corrupted_elf_and_dwarf_cost_at_most_their_own_stack() {
             });
             let request = Request {
                 frames,
-                maps_known: rng.below(2) == 0,
-                mappings_from: None,
+                // Whole maps end the chain at an unplaced frame; partial
+                // ones and none leave it unnamed.
+                mappings_from: [
+                    None,
+                    Some(MappingsFrom::Kernel),
+                    Some(MappingsFrom::ProcMaps),
+                    Some(MappingsFrom::KernelPartial),
+                ][rng.below(4) as usize],
                 leaf_return: None,
                 unwind,
                 copy_skipped: false,

@@ -119,6 +119,15 @@ pub enum MappingsFrom {
     KernelPartial,
 }
 
+impl MappingsFrom {
+    /// Whether they are the caller's whole map of executable files: an
+    /// address outside them then ends the frame-pointer chain rather than
+    /// just going unnamed.
+    pub fn is_whole(self) -> bool {
+        matches!(self, MappingsFrom::Kernel | MappingsFrom::ProcMaps)
+    }
+}
+
 /// What a stack found by frame pointers says about its frames.
 pub const NOTE: &str = "frames follow frame pointers: the caller of a function built without them (libc's syscall wrappers, Go's assembly) is missing from the list, the frames shown are real";
 
@@ -359,7 +368,6 @@ impl Stacks {
         };
         let req = Request {
             frames,
-            maps_known: matches!(from, Some(MappingsFrom::Kernel | MappingsFrom::ProcMaps)),
             mappings_from: from,
             leaf_return,
             unwind,

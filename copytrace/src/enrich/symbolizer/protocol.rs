@@ -97,7 +97,6 @@ pub struct UnwindInput {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestKey {
     frames: Vec<FrameAt>,
-    maps_known: bool,
     mappings_from: Option<MappingsFrom>,
     leaf_return: Option<FrameAt>,
     unwind: Option<UnwindKey>,
@@ -113,10 +112,8 @@ type UnwindKey = ([u64; 4], Vec<Mapped>, Vec<(u32, u64)>);
 pub struct Request {
     /// The frames the kernel's frame-pointer walk found.
     pub frames: Vec<FrameAt>,
-    /// Whether the caller's whole memory map was known: an address outside
-    /// it then ends the frame-pointer chain rather than just going unnamed.
-    pub maps_known: bool,
-    /// Where the mappings that placed the frames came from.
+    /// Where the mappings that placed the frames came from
+    /// ([`MappingsFrom::is_whole`] says whether they are the whole map).
     #[serde(default)]
     pub mappings_from: Option<MappingsFrom>,
     /// The return address a leaf syscall wrapper left for its caller (at
@@ -140,7 +137,6 @@ impl Request {
     pub fn key(&self) -> RequestKey {
         RequestKey {
             frames: self.frames.clone(),
-            maps_known: self.maps_known,
             mappings_from: self.mappings_from,
             leaf_return: self.leaf_return.clone(),
             unwind: self

@@ -27,7 +27,7 @@ use super::protocol::{
     Request, MAX_REQUEST,
 };
 use super::unwind::{load_bias, read_sections, unwind, ModuleIn, UnwindSections};
-use crate::enrich::stack::{unnamed, Frame, Method, Stack, NOTE, NOTE_UNWOUND};
+use crate::enrich::stack::{unnamed, Frame, MappingsFrom, Method, Stack, NOTE, NOTE_UNWOUND};
 use crate::model::text::Untrusted;
 use copytrace_common::{UNWIND_BURST, UNWIND_REFILL_NS};
 
@@ -344,7 +344,7 @@ fn stack(namer: &mut Namer, req: &Request) -> Stack {
             if f.optional {
                 continue;
             }
-            if req.maps_known {
+            if req.mappings_from.is_some_and(MappingsFrom::is_whole) {
                 stack.cut = Some(format!(
                     "frame {i} ({:#x}) is in no executable mapping: the chain ends",
                     f.addr
